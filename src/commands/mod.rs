@@ -1,0 +1,128 @@
+//! The verbs. Each is a library function the CLI and (later) the daemon call the same way.
+//! [`Agent`] is what every verb shares: the configuration, the store and the keystore.
+
+pub mod backup;
+pub mod check;
+pub mod demo;
+pub mod init;
+pub mod restore;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::config::{Config, StoreConfig};
+use crate::keys::{KeyError, Keystore, MasterKey, TenantKeys};
+use crate::repository::{self, RepoError, Repository};
+use crate::store::{dir::DirStore, Store, StoreError};
+use crate::tenant::TenantId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Lock(#[from] repository::lock::LockError),
+    #[error(transparent)]
+    Tenant(#[from] crate::tenant::InvalidTenantId),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what} {path}: {cause}")]
+    Io { what: &'static str, path: PathBuf, cause: std::io::Error },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    /// The process exit code for this error (README.md documents them).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Tenant(_) => 2,
+            Error::Lock(_) => 4,
+            Error::Key(KeyError::WrongMasterKey { .. }) => 5,
+            Error::Repo(RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) => 6,
+            _ => 1,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Open the store the configuration names; with `create`, create it where that means anything.
+pub async fn open_store(cfg: &StoreConfig, create: bool) -> Result<Arc<dyn Store>, StoreError> {
+    match cfg {
+        StoreConfig::Dir { path } => Ok(Arc::new(DirStore::open(path, create)?)),
+    }
+}
+
+pub struct Agent {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    keystore: Mutex<Keystore>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Agent({})", self.store.describe())
+    }
+}
+
+impl Agent {
+    /// Open an initialized store and the keystore, proving the master key.
+    pub async fn open(config: Config) -> Result<Agent> {
+        // The key first: a bad key file is reported before anything touches the store.
+        let master = MasterKey::load(config.keys.master_key_file.as_deref())?;
+        let store = open_store(&config.store, false).await?;
+        repository::check_marker(&*store).await?;
+        let keystore = Keystore::open(&config.state.dir, master)?;
+        Ok(Agent { config, store, keystore: Mutex::new(keystore) })
+    }
+
+    /// The tenant's repository. With `create`, a tenant seen for the first time gets a data key,
+    /// and the keystore is snapshotted to the store before any data is sealed under the new key.
+    pub async fn repository(&self, tenant: &TenantId, create: bool) -> Result<Repository> {
+        let keys: TenantKeys = if create {
+            let (keys, created) = self.keystore.lock().expect("keystore lock").tenant_keys_or_create(tenant)?;
+            if created {
+                self.snapshot_keystore().await?;
+            }
+            keys
+        } else {
+            self.keystore.lock().expect("keystore lock").tenant_keys(tenant)?
+        };
+        Ok(Repository::new(self.store.clone(), Arc::new(keys)))
+    }
+
+    pub async fn snapshot_keystore(&self) -> Result<String> {
+        // Seal under the lock, then upload without holding it.
+        let (id, sealed) = self.keystore.lock().expect("keystore lock").seal_snapshot();
+        Ok(crate::keys::upload_snapshot(&*self.store, &id, sealed).await?)
+    }
+
+    /// The tenants of the source, or the one asked for, validated.
+    pub fn tenants(&self, one: Option<&str>, all: bool) -> Result<(Vec<TenantId>, Vec<String>)> {
+        match (one, all) {
+            (Some(t), false) => Ok((vec![TenantId::parse(t)?], vec![])),
+            (None, true) => {
+                let crate::config::SourceConfig::Sqlite { root } = &self.config.source;
+                Ok(crate::source::list_tenants(root)?)
+            }
+            _ => Err(Error::Usage("give either --tenant ID or --all".into())),
+        }
+    }
+
+    /// The tenants that have a key, i.e. that were backed up at least once.
+    pub fn keystore_tenants(&self) -> Vec<String> {
+        self.keystore.lock().expect("keystore lock").tenants().map(String::from).collect()
+    }
+
+    pub fn tenant_dir(&self, tenant: &TenantId) -> Result<PathBuf> {
+        let crate::config::SourceConfig::Sqlite { root } = &self.config.source;
+        Ok(crate::source::tenant_dir(root, tenant)?)
+    }
+}

@@ -1,0 +1,393 @@
+//! `restore`: write a generation back out as `database.sqlite`, `attachments/**` and
+//! `documents/**`. Everything is written into a staging folder inside the target and moved into
+//! place only when the whole generation was restored and verified, so a failed restore leaves
+//! nothing half-written under the final names.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
+
+use futures::StreamExt;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+
+use super::{Agent, Error, Result};
+use crate::generation::{rows, Entry, EntryPath, SchemaObject};
+use crate::keys::BlobId;
+use crate::progress::Progress;
+use crate::repository::{parse_blob_id, RepoError};
+use crate::source::sqlite::quote;
+use crate::source::{DATABASE_FILE, FILE_FOLDERS};
+use crate::tenant::TenantId;
+
+/// Blob requests in flight while restoring; with chunks of 1 MiB on average this bounds the
+/// memory of a restore to tens of MiB.
+const AHEAD: usize = 8;
+
+pub struct RestoreReport {
+    pub generation: String,
+    pub tables: u64,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
+enum Event {
+    Start(Entry),
+    Data(Vec<u8>),
+    End,
+}
+
+pub async fn restore(
+    agent: &Agent,
+    tenant: &TenantId,
+    generation: Option<&str>,
+    to: &Path,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    prepare_target(to, force)?;
+    let repo = agent.repository(tenant, false).await?;
+    let manifest = repo.resolve_generation(generation).await?;
+    let index = repo.load_index().await?;
+    let tmp = agent.config.state.dir.join("tmp");
+    let catalog = repo.fetch_catalog(&index, &manifest, &tmp).await?;
+    progress.phase(&format!("restore {tenant}"), Some(manifest.summary.table_bytes + manifest.summary.file_bytes));
+
+    let staging = to.join(format!(".reversa-restore-{}", crate::time_sortable_id()));
+    fs::create_dir_all(&staging).map_err(|cause| Error::Io { what: "cannot create", path: staging.clone(), cause })?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(AHEAD);
+    let writer = {
+        let staging = staging.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = Writer::new(staging);
+            while let Some(ev) = rx.blocking_recv() {
+                w.apply(ev)?;
+            }
+            w.finish()
+        })
+    };
+
+    // Feed the writer: entries in catalog order, each followed by its blobs, fetched ahead.
+    let feed = async {
+        let mut entries = catalog.entries()?;
+        let mut pending: Option<Entry> = None;
+        loop {
+            let entry = match pending.take() {
+                Some(e) => e,
+                None => match entries.next() {
+                    Some(e) => e?,
+                    None => break,
+                },
+            };
+            let ids = entry_blobs(&entry, &manifest.id)?;
+            if tx.send(Event::Start(entry)).await.is_err() {
+                return Ok(());
+            }
+            let mut blobs = repo.blob_stream(&index, ids.into_iter(), AHEAD);
+            while let Some(data) = blobs.next().await {
+                let data = data?;
+                progress.bytes(data.len() as u64);
+                if tx.send(Event::Data(data)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if tx.send(Event::End).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    let fed = feed.await;
+    drop(tx);
+    let written = writer.await.expect("restore writer panicked");
+    let result = fed.and(written).and_then(|stats| {
+        move_into_place(&staging, to)?;
+        Ok(stats)
+    });
+    let _ = fs::remove_dir_all(&staging);
+    let stats = result?;
+    progress.done();
+    Ok(RestoreReport {
+        generation: manifest.id,
+        tables: stats.tables,
+        rows: stats.rows,
+        files: stats.files,
+        bytes: stats.bytes,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn entry_blobs(entry: &Entry, generation: &str) -> Result<Vec<BlobId>> {
+    let list: &[String] = match entry {
+        Entry::Table { blobs, .. } | Entry::File { blobs, .. } => blobs,
+        _ => &[],
+    };
+    list.iter()
+        .map(|b| {
+            parse_blob_id(b).ok_or_else(|| {
+                Error::Repo(RepoError::Damaged { what: "generation catalog", key: generation.into(), cause: format!("bad blob id {b}") })
+            })
+        })
+        .collect()
+}
+
+fn prepare_target(to: &Path, force: bool) -> Result<()> {
+    match fs::read_dir(to) {
+        Ok(mut rd) => {
+            if rd.next().is_some() && !force {
+                return Err(Error::Usage(format!(
+                    "{} is not empty; restore into an empty folder, or pass --force to replace its \
+                     database.sqlite, attachments/ and documents/",
+                    to.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(to).map_err(|cause| Error::Io { what: "cannot create", path: to.into(), cause })
+        }
+        Err(cause) => Err(Error::Io { what: "cannot open the restore target", path: to.into(), cause }),
+    }
+}
+
+fn move_into_place(staging: &Path, to: &Path) -> Result<()> {
+    for name in [DATABASE_FILE, FILE_FOLDERS[0], FILE_FOLDERS[1]] {
+        let from = staging.join(name);
+        if !from.exists() {
+            continue;
+        }
+        let dest = to.join(name);
+        if let Ok(m) = fs::symlink_metadata(&dest) {
+            let r = if m.is_dir() { fs::remove_dir_all(&dest) } else { fs::remove_file(&dest) };
+            r.map_err(|cause| Error::Io { what: "cannot replace", path: dest.clone(), cause })?;
+        }
+        fs::rename(&from, &dest).map_err(|cause| Error::Io { what: "cannot move into place", path: dest.clone(), cause })?;
+    }
+    Ok(())
+}
+
+/// A catalog path, checked to stay inside the tenant's file folders, joined under `base`.
+fn safe_join(base: &Path, p: &EntryPath) -> Result<PathBuf> {
+    let raw = p.to_bytes();
+    let rel = Path::new(std::ffi::OsStr::from_bytes(&raw));
+    let ok = rel.components().all(|c| matches!(c, Component::Normal(_)))
+        && rel.components().next().is_some_and(|c| FILE_FOLDERS.iter().any(|f| c.as_os_str() == *f));
+    if !ok {
+        return Err(Error::Repo(RepoError::Damaged {
+            what: "generation catalog",
+            key: p.display(),
+            cause: "a path leaves the tenant's file folders".into(),
+        }));
+    }
+    Ok(base.join(rel))
+}
+
+#[derive(Default)]
+struct Stats {
+    tables: u64,
+    rows: u64,
+    files: u64,
+    bytes: u64,
+}
+
+enum Current {
+    None,
+    Table { name: String, insert: String, ncols: usize, expected: u64, rows: u64, carry: Vec<u8> },
+    File { path: PathBuf, file: File, size: u64, written: u64, mode: u32, mtime_ns: i64 },
+}
+
+struct Writer {
+    staging: PathBuf,
+    db: Option<rusqlite::Connection>,
+    /// Indexes, triggers and views, created after the rows are in.
+    later: Vec<SchemaObject>,
+    header: (i64, i64),
+    current: Current,
+    dirs: Vec<(PathBuf, u32, i64)>,
+    links: Vec<(PathBuf, Vec<u8>)>,
+    stats: Stats,
+}
+
+fn db_err(e: rusqlite::Error) -> Error {
+    Error::Failed(format!("cannot write the restored database: {e}"))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |cause| Error::Io { what: "cannot write", path: path.into(), cause }
+}
+
+impl Writer {
+    fn new(staging: PathBuf) -> Writer {
+        Writer {
+            staging,
+            db: None,
+            later: Vec::new(),
+            header: (0, 0),
+            current: Current::None,
+            dirs: Vec::new(),
+            links: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn apply(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Start(e) => self.start(e),
+            Event::Data(d) => self.data(d),
+            Event::End => self.end(),
+        }
+    }
+
+    fn start(&mut self, e: Entry) -> Result<()> {
+        match e {
+            Entry::Schema { objects, user_version, application_id } => {
+                let path = self.staging.join(DATABASE_FILE);
+                let conn = rusqlite::Connection::open(&path).map_err(db_err)?;
+                // A fresh file that is renamed into place only when complete needs no journal.
+                conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN;").map_err(db_err)?;
+                for o in objects {
+                    match (o.kind.as_str(), &o.sql) {
+                        ("table", Some(sql)) => conn.execute_batch(sql).map_err(db_err)?,
+                        (_, Some(_)) => self.later.push(o),
+                        // Automatic indexes (for UNIQUE and PRIMARY KEY) have no SQL: SQLite makes them.
+                        (_, None) => {}
+                    }
+                }
+                self.header = (user_version, application_id);
+                self.db = Some(conn);
+            }
+            Entry::Table { name, columns, rowid, rows, .. } => {
+                if name == "sqlite_sequence" {
+                    // Inserting rows has advanced the counters; the backed-up values are the truth.
+                    if let Some(db) = &self.db {
+                        db.execute_batch("DELETE FROM sqlite_sequence").map_err(db_err)?;
+                    }
+                }
+                let mut cols: Vec<String> = Vec::new();
+                if rowid {
+                    cols.push("rowid".into());
+                }
+                cols.extend(columns.iter().map(|c| quote(c)));
+                let marks = vec!["?"; cols.len()].join(", ");
+                let insert = format!("INSERT INTO {} ({}) VALUES ({marks})", quote(&name), cols.join(", "));
+                self.current = Current::Table { name, insert, ncols: cols.len(), expected: rows, rows: 0, carry: Vec::new() };
+            }
+            Entry::Dir { path, mode, mtime_ns } => {
+                let p = safe_join(&self.staging, &path)?;
+                fs::create_dir_all(&p).map_err(io_err(&p))?;
+                self.dirs.push((p, mode, mtime_ns));
+            }
+            Entry::File { path, size, mode, mtime_ns, .. } => {
+                let p = safe_join(&self.staging, &path)?;
+                if let Some(parent) = p.parent() {
+                    fs::create_dir_all(parent).map_err(io_err(parent))?;
+                }
+                let file = fs::OpenOptions::new().write(true).create_new(true).open(&p).map_err(io_err(&p))?;
+                self.current = Current::File { path: p, file, size, written: 0, mode, mtime_ns };
+            }
+            Entry::Symlink { path, target } => {
+                let p = safe_join(&self.staging, &path)?;
+                self.links.push((p, target.to_bytes()));
+            }
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, d: Vec<u8>) -> Result<()> {
+        match &mut self.current {
+            Current::File { path, file, written, .. } => {
+                file.write_all(&d).map_err(io_err(path))?;
+                *written += d.len() as u64;
+                self.stats.bytes += d.len() as u64;
+            }
+            Current::Table { name, insert, ncols, rows, carry, .. } => {
+                self.stats.bytes += d.len() as u64;
+                carry.extend_from_slice(&d);
+                let db = self.db.as_ref().ok_or_else(|| Error::Failed(format!("table {name} comes before the schema")))?;
+                let mut st = db.prepare_cached(insert).map_err(db_err)?;
+                let mut pos = 0;
+                'rows: loop {
+                    let mut at = pos;
+                    let mut vals: Vec<ValueRef<'_>> = Vec::with_capacity(*ncols);
+                    for _ in 0..*ncols {
+                        match rows::decode(&carry[at..]) {
+                            Ok(Some((v, n))) => {
+                                vals.push(v);
+                                at += n;
+                            }
+                            Ok(None) => break 'rows,
+                            Err(e) => return Err(Error::Failed(format!("table {name}: {e}"))),
+                        }
+                    }
+                    let params: Vec<ToSqlOutput<'_>> = vals.into_iter().map(ToSqlOutput::Borrowed).collect();
+                    st.execute(rusqlite::params_from_iter(params.iter())).map_err(db_err)?;
+                    *rows += 1;
+                    pos = at;
+                }
+                carry.drain(..pos);
+            }
+            Current::None => return Err(Error::Failed("restore received data outside an entry".into())),
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.current, Current::None) {
+            Current::File { path, file, size, written, mode, mtime_ns } => {
+                if written != size {
+                    return Err(Error::Failed(format!("{}: restored {written} bytes, the generation says {size}", path.display())));
+                }
+                file.sync_all().map_err(io_err(&path))?;
+                drop(file);
+                set_mode_and_mtime(&path, mode, mtime_ns)?;
+                self.stats.files += 1;
+            }
+            Current::Table { name, expected, rows, carry, .. } => {
+                if !carry.is_empty() || rows != expected {
+                    return Err(Error::Failed(format!("table {name}: restored {rows} rows, the generation says {expected}")));
+                }
+                self.stats.tables += 1;
+                self.stats.rows += rows;
+            }
+            Current::None => {}
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Stats> {
+        if let Some(db) = self.db.take() {
+            for o in &self.later {
+                db.execute_batch(o.sql.as_deref().unwrap_or_default()).map_err(db_err)?;
+            }
+            db.execute_batch(&format!(
+                "PRAGMA user_version = {}; PRAGMA application_id = {}; COMMIT;",
+                self.header.0, self.header.1
+            ))
+            .map_err(db_err)?;
+            db.close().map_err(|(_, e)| db_err(e))?;
+            File::open(self.staging.join(DATABASE_FILE)).and_then(|f| f.sync_all()).map_err(io_err(&self.staging))?;
+        }
+        // Links last, so no file is ever written through a restored link.
+        for (p, target) in &self.links {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p).map_err(io_err(p))?;
+        }
+        // Folder times last: writing into a folder changes its mtime.
+        for (p, mode, mtime_ns) in self.dirs.iter().rev() {
+            set_mode_and_mtime(p, *mode, *mtime_ns)?;
+        }
+        Ok(self.stats)
+    }
+}
+
+fn set_mode_and_mtime(path: &Path, mode: u32, mtime_ns: i64) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
+    let secs = mtime_ns.div_euclid(1_000_000_000) as i64;
+    let nanos = mtime_ns.rem_euclid(1_000_000_000) as u32;
+    filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(secs, nanos)).map_err(io_err(path))
+}

@@ -1,0 +1,396 @@
+//! The key hierarchy: a master key (KEK) wraps one data key (DEK) per tenant; each DEK expands by
+//! HKDF into the subkeys that are actually used. Only this module and `crypto` handle key bytes.
+//!
+//! The keystore lives in `<state>/keystore.json` (wrapped keys only: nothing in it opens anything
+//! without the master key) and is snapshotted into the store, sealed under the master key, so that
+//! losing the agent host loses nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{self, Context, Kind, SecretKey};
+use crate::store::{Body, Store, StoreError};
+use crate::tenant::TenantId;
+
+pub const MASTER_KEY_ENV: &str = "REVERSA_MASTER_KEY";
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// How many keystore snapshots the store keeps. Short on purpose: a snapshot that still holds a
+/// shredded key is a copy of that key.
+const KEEP_SNAPSHOTS: usize = 7;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read the master key file {path}: {cause}; check [keys] master_key_file")]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error(
+        "the master key file {path} has mode {mode:o}, readable by others; run `chmod 600 {path}` \
+         (reversa refuses keys that other users could read)"
+    )]
+    LooseMode { path: PathBuf, mode: u32 },
+    #[error("{source_name} does not hold a 32-byte key (raw, or base64 of 32 bytes)")]
+    BadLength { source_name: String },
+    #[error(
+        "the master key does not open the keystore {path}: it is the wrong master key (check \
+         REVERSA_MASTER_KEY or [keys] master_key_file)"
+    )]
+    WrongMasterKey { path: PathBuf },
+    #[error("the keystore {path} is damaged: {message}; run `reversa init` to recover it from the store's snapshots")]
+    Damaged { path: PathBuf, message: String },
+    #[error("no keystore at {path}; run `reversa --config FILE init` first")]
+    Missing { path: PathBuf },
+    #[error("cannot write the keystore {path}: {cause}")]
+    Write { path: PathBuf, cause: std::io::Error },
+    #[error("the key of tenant {tenant} was shredded: its backups can no longer be read")]
+    Shredded { tenant: String },
+    #[error("no key for tenant {tenant} in the keystore; back it up first")]
+    NoKey { tenant: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("keystore snapshot {key} does not open: {cause}")]
+    Snapshot { key: String, cause: crypto::OpenError },
+}
+
+/// The master key. Its bytes never leave this module except through HKDF.
+#[derive(Clone)]
+pub struct MasterKey(SecretKey);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    /// `REVERSA_MASTER_KEY` if set, else the file. The file must not be readable by group or others.
+    pub fn load(file: Option<&Path>) -> Result<MasterKey, KeyError> {
+        if let Some(v) = std::env::var_os(MASTER_KEY_ENV) {
+            let v = v.to_string_lossy();
+            return decode_key(v.trim().as_bytes(), MASTER_KEY_ENV);
+        }
+        let path = file.ok_or_else(|| KeyError::Missing { path: PathBuf::from("[keys] master_key_file") })?;
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|cause| KeyError::Read { path: path.into(), cause })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::LooseMode { path: path.into(), mode });
+        }
+        let mut bytes = std::fs::read(path).map_err(|cause| KeyError::Read { path: path.into(), cause })?;
+        let key = decode_key(&bytes, &path.display().to_string());
+        zeroize::Zeroize::zeroize(&mut bytes);
+        key
+    }
+
+    pub fn from_secret(k: SecretKey) -> MasterKey {
+        MasterKey(k)
+    }
+
+    /// Write a new random master key to `path` with mode 0600. Refuses to overwrite.
+    pub fn generate(path: &Path) -> Result<MasterKey, KeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let key = SecretKey::random();
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+            f.write_all(key.expose())?;
+            f.sync_all()
+        };
+        write().map_err(|cause| KeyError::Write { path: path.into(), cause })?;
+        Ok(MasterKey(key))
+    }
+
+    fn wrapping_key(&self) -> SecretKey {
+        self.0.derive(b"reversa/v1/kek-wrap")
+    }
+    fn snapshot_key(&self) -> SecretKey {
+        self.0.derive(b"reversa/v1/keystore-snapshot")
+    }
+}
+
+fn decode_key(bytes: &[u8], source_name: &str) -> Result<MasterKey, KeyError> {
+    let bad = || KeyError::BadLength { source_name: source_name.to_string() };
+    if bytes.len() == 32 {
+        return Ok(MasterKey(SecretKey::from_bytes(bytes.try_into().expect("32 bytes"))));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| bad())?.trim();
+    let mut decoded = B64.decode(text).map_err(|_| bad())?;
+    let arr: Result<[u8; 32], _> = decoded.as_slice().try_into();
+    zeroize::Zeroize::zeroize(&mut decoded);
+    Ok(MasterKey(SecretKey::from_bytes(arr.map_err(|_| bad())?)))
+}
+
+/// The subkeys of one tenant's data key.
+pub struct TenantKeys {
+    pub tenant: TenantId,
+    pub version: u32,
+    encryption: SecretKey,
+    blob_id: SecretKey,
+    chunker_seed: u64,
+}
+
+impl std::fmt::Debug for TenantKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TenantKeys({}, v{}, <redacted>)", self.tenant, self.version)
+    }
+}
+
+pub type BlobId = [u8; 32];
+
+impl TenantKeys {
+    fn from_dek(tenant: TenantId, version: u32, dek: &SecretKey) -> TenantKeys {
+        let seed = dek.derive(b"reversa/v1/chunker-seed");
+        TenantKeys {
+            tenant,
+            version,
+            encryption: dek.derive(b"reversa/v1/encryption"),
+            blob_id: dek.derive(b"reversa/v1/blob-id"),
+            chunker_seed: u64::from_le_bytes(seed.expose()[..8].try_into().expect("8 bytes")),
+        }
+    }
+
+    /// HMAC-SHA256 of the plaintext under the tenant's id key: dedup inside the tenant, nothing
+    /// shared across tenants, and no plaintext fingerprint visible in the store.
+    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(self.blob_id.expose())
+            .expect("HMAC takes any key length");
+        mac.update(plaintext);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A per-tenant seed for the chunker's gear table, so chunk boundaries (and so sizes) cannot be
+    /// compared across tenants.
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
+    pub fn seal(&self, kind: Kind, id: &str, plaintext: &[u8]) -> Vec<u8> {
+        crypto::seal(&self.encryption, &self.ctx(kind, id), plaintext)
+    }
+
+    pub fn open(&self, kind: Kind, id: &str, sealed: &[u8]) -> Result<Vec<u8>, crypto::OpenError> {
+        crypto::open(&self.encryption, &self.ctx(kind, id), sealed)
+    }
+
+    fn ctx<'a>(&'a self, kind: Kind, id: &'a str) -> Context<'a> {
+        Context { tenant: self.tenant.as_str(), kind, id, key_version: self.version }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct WrappedKey {
+    version: u32,
+    /// base64(nonce | AES-256-GCM(DEK) | tag), associated data "reversa/v1/dek|<tenant>|<version>".
+    wrapped: String,
+    created: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct TenantEntry {
+    keys: Vec<WrappedKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shredded: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct KeystoreFile {
+    format: u32,
+    /// A wrapped all-zero key: opening it proves the master key is the right one.
+    check: String,
+    tenants: BTreeMap<String, TenantEntry>,
+}
+
+/// The keystore: the wrapped data keys of every tenant.
+pub struct Keystore {
+    path: PathBuf,
+    master: MasterKey,
+    file: KeystoreFile,
+}
+
+impl std::fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keystore({}, {} tenants)", self.path.display(), self.file.tenants.len())
+    }
+}
+
+const CHECK_AAD: &[u8] = b"reversa/v1/keystore-check";
+
+fn dek_aad(tenant: &str, version: u32) -> Vec<u8> {
+    format!("reversa/v1/dek|{tenant}|{version}").into_bytes()
+}
+
+impl Keystore {
+    pub fn path_in(state_dir: &Path) -> PathBuf {
+        state_dir.join("keystore.json")
+    }
+
+    /// Create an empty keystore for `master`. Does not write it.
+    pub fn new(state_dir: &Path, master: MasterKey) -> Keystore {
+        let check = B64.encode(crypto::wrap_key(&master.wrapping_key(), CHECK_AAD, &SecretKey::from_bytes([0; 32])));
+        Keystore {
+            path: Self::path_in(state_dir),
+            master,
+            file: KeystoreFile { format: 1, check, tenants: BTreeMap::new() },
+        }
+    }
+
+    /// Open the local keystore and prove that `master` is its key.
+    pub fn open(state_dir: &Path, master: MasterKey) -> Result<Keystore, KeyError> {
+        let path = Self::path_in(state_dir);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KeyError::Missing { path }),
+            Err(cause) => return Err(KeyError::Read { path, cause }),
+        };
+        Self::from_bytes(path, master, &text)
+    }
+
+    fn from_bytes(path: PathBuf, master: MasterKey, bytes: &[u8]) -> Result<Keystore, KeyError> {
+        let file: KeystoreFile =
+            serde_json::from_slice(bytes).map_err(|e| KeyError::Damaged { path: path.clone(), message: e.to_string() })?;
+        if file.format != 1 {
+            return Err(KeyError::Damaged { path, message: format!("unknown format {}", file.format) });
+        }
+        let check = B64.decode(&file.check).unwrap_or_default();
+        if crypto::unwrap_key(&master.wrapping_key(), CHECK_AAD, &check).is_none() {
+            return Err(KeyError::WrongMasterKey { path });
+        }
+        Ok(Keystore { path, master, file })
+    }
+
+    pub fn save(&self) -> Result<(), KeyError> {
+        let bytes = serde_json::to_vec_pretty(&self.file).expect("keystore serializes");
+        crate::store::dir::write_atomic(&self.path, &bytes, 0o600)
+            .map_err(|cause| KeyError::Write { path: self.path.clone(), cause })
+    }
+
+    /// The tenant's current keys, creating (and saving) a data key on first use.
+    /// Returns whether a key was created, so the caller can snapshot the keystore.
+    pub fn tenant_keys_or_create(&mut self, tenant: &TenantId) -> Result<(TenantKeys, bool), KeyError> {
+        match self.tenant_keys(tenant) {
+            Ok(k) => return Ok((k, false)),
+            Err(KeyError::NoKey { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let dek = SecretKey::random();
+        let wrapped = crypto::wrap_key(&self.master.wrapping_key(), &dek_aad(tenant.as_str(), 1), &dek);
+        let entry = self.file.tenants.entry(tenant.to_string()).or_default();
+        entry.keys.push(WrappedKey { version: 1, wrapped: B64.encode(wrapped), created: crate::now_rfc3339() });
+        self.save()?;
+        Ok((TenantKeys::from_dek(tenant.clone(), 1, &dek), true))
+    }
+
+    /// The tenant's current keys.
+    pub fn tenant_keys(&self, tenant: &TenantId) -> Result<TenantKeys, KeyError> {
+        let entry = self
+            .file
+            .tenants
+            .get(tenant.as_str())
+            .ok_or_else(|| KeyError::NoKey { tenant: tenant.to_string() })?;
+        if entry.shredded.is_some() {
+            return Err(KeyError::Shredded { tenant: tenant.to_string() });
+        }
+        let wk = entry.keys.last().ok_or_else(|| KeyError::NoKey { tenant: tenant.to_string() })?;
+        let raw = B64.decode(&wk.wrapped).map_err(|e| KeyError::Damaged {
+            path: self.path.clone(),
+            message: format!("tenant {tenant}: {e}"),
+        })?;
+        let dek = crypto::unwrap_key(&self.master.wrapping_key(), &dek_aad(tenant.as_str(), wk.version), &raw)
+            .ok_or_else(|| KeyError::Damaged {
+                path: self.path.clone(),
+                message: format!("the wrapped key of tenant {tenant} does not open"),
+            })?;
+        Ok(TenantKeys::from_dek(tenant.clone(), wk.version, &dek))
+    }
+
+    /// Seal the keystore for `keystore/<snapshot id>`. Returns the id and the sealed bytes; the
+    /// caller uploads them with [`upload_snapshot`] (so no lock is held across the upload).
+    pub fn seal_snapshot(&self) -> (String, Vec<u8>) {
+        let id = crate::time_sortable_id();
+        let bytes = serde_json::to_vec(&self.file).expect("keystore serializes");
+        let ctx = Context { tenant: "", kind: Kind::Keystore, id: &id, key_version: 1 };
+        let sealed = crypto::seal(&self.master.snapshot_key(), &ctx, &bytes);
+        (id, sealed)
+    }
+
+    /// Recover the keystore from the newest snapshot in the store that `master` opens.
+    pub async fn recover(state_dir: &Path, master: MasterKey, store: &dyn Store) -> Result<Option<Keystore>, KeyError> {
+        let mut all = store.list("keystore/").await?;
+        all.reverse();
+        let mut last_err = None;
+        for obj in all {
+            let id = obj.key.trim_start_matches("keystore/").to_string();
+            let sealed = store.get(&obj.key).await?;
+            let ctx = Context { tenant: "", kind: Kind::Keystore, id: &id, key_version: 1 };
+            match crypto::open(&master.snapshot_key(), &ctx, &sealed) {
+                Ok(plain) => {
+                    let ks = Self::from_bytes(Self::path_in(state_dir), master, &plain)?;
+                    ks.save()?;
+                    return Ok(Some(ks));
+                }
+                Err(cause) => last_err = Some(KeyError::Snapshot { key: obj.key, cause }),
+            }
+        }
+        match last_err {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &str> {
+        self.file.tenants.keys().map(String::as_str)
+    }
+}
+
+/// Upload a sealed keystore snapshot and keep only the newest [`KEEP_SNAPSHOTS`].
+pub async fn upload_snapshot(store: &dyn Store, id: &str, sealed: Vec<u8>) -> Result<String, KeyError> {
+    let key = format!("keystore/{id}");
+    store.put(&key, Body::Bytes(sealed.into())).await?;
+    let all = store.list("keystore/").await?;
+    if all.len() > KEEP_SNAPSHOTS {
+        for old in &all[..all.len() - KEEP_SNAPSHOTS] {
+            store.delete(&old.key).await?;
+        }
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_master_key_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = Keystore::new(dir.path(), MasterKey(SecretKey::random()));
+        ks.tenant_keys_or_create(&TenantId::parse("a").unwrap()).unwrap();
+        let err = Keystore::open(dir.path(), MasterKey(SecretKey::random())).unwrap_err();
+        assert!(matches!(err, KeyError::WrongMasterKey { .. }), "{err}");
+    }
+
+    #[test]
+    fn keys_are_stable_and_differ_between_tenants() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = SecretKey::random();
+        let mut ks = Keystore::new(dir.path(), MasterKey(master.clone()));
+        let a = TenantId::parse("a").unwrap();
+        let b = TenantId::parse("b").unwrap();
+        let (ka, created) = ks.tenant_keys_or_create(&a).unwrap();
+        assert!(created);
+        let (kb, _) = ks.tenant_keys_or_create(&b).unwrap();
+        assert_ne!(ka.blob_id(b"x"), kb.blob_id(b"x"));
+        let ks2 = Keystore::open(dir.path(), MasterKey(master)).unwrap();
+        assert_eq!(ks2.tenant_keys(&a).unwrap().blob_id(b"x"), ka.blob_id(b"x"));
+        let text = std::fs::read_to_string(Keystore::path_in(dir.path())).unwrap();
+        assert!(!format!("{ka:?}").contains(&hex::encode(&ka.blob_id.expose()[..4])));
+        assert!(text.contains("wrapped"));
+    }
+}

@@ -1,0 +1,76 @@
+//! Object storage behind one trait. Only this module talks to a store; everything above it speaks
+//! in keys relative to the store's prefix (DESIGN.md "Store layout").
+//!
+//! The contract every implementation keeps (tests/store_contract.rs runs it against each one):
+//! - `put` makes an object visible whole or not at all; a reader never sees a partial object;
+//! - `create_if_absent` is atomic where `conditional_create()` says so: of two concurrent callers
+//!   exactly one gets `true`;
+//! - `get_range` returns exactly the bytes asked for, or an error;
+//! - `list` returns every object under a prefix, sorted by key, however many there are;
+//! - `delete` of a missing object is not an error (deletes are idempotent, as in S3).
+
+pub mod dir;
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// What to upload. Large objects come from a local file so they are streamed, never held whole.
+pub enum Body {
+    Bytes(Bytes),
+    File { path: PathBuf, len: u64 },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Last modification, seconds since the Unix epoch.
+    pub modified: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {key} does not exist in {store}")]
+    NotFound { store: String, key: String },
+    #[error("{op} of {key} in {store} failed: {cause}")]
+    Failed { store: String, op: &'static str, key: String, cause: String },
+    #[error("{store}: {message}")]
+    Config { store: String, message: String },
+}
+
+impl StoreError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A human-readable name for messages: `dir:/var/lib/reversa/store`, `s3://bucket/prefix`.
+    fn describe(&self) -> String;
+    /// Whether `create_if_absent` is atomic on this store (probed at init for S3).
+    fn conditional_create(&self) -> bool;
+    async fn put(&self, key: &str, body: Body) -> Result<(), StoreError>;
+    /// Create `key` only if it does not exist. Returns false if it already existed.
+    async fn create_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StoreError>;
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
