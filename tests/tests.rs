@@ -1,0 +1,8 @@
+//! One integration test binary (so the crate links once), one module per area.
+
+mod common;
+mod store_contract;
+
+mod cli;
+mod dir_store;
+mod foundation;
