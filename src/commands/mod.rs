@@ -43,6 +43,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Tenant(_) => 2,
+            // A key file that cannot be used is bad input, like a broken config.
+            Error::Key(KeyError::LooseMode { .. } | KeyError::BadLength { .. } | KeyError::Read { .. }) => 2,
             Error::Lock(_) => 4,
             Error::Key(KeyError::WrongMasterKey { .. }) => 5,
             Error::Repo(RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) => 6,

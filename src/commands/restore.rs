@@ -49,10 +49,10 @@ pub async fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    prepare_target(to, force)?;
     let repo = agent.repository(tenant, false).await?;
     let manifest = repo.resolve_generation(generation).await?;
     let index = repo.load_index().await?;
+    prepare_target(to, force)?;
     let tmp = agent.config.state.dir.join("tmp");
     let catalog = repo.fetch_catalog(&index, &manifest, &tmp).await?;
     progress.phase(&format!("restore {tenant}"), Some(manifest.summary.table_bytes + manifest.summary.file_bytes));
