@@ -65,7 +65,18 @@ impl Chunker {
     fn cut(&self) -> usize {
         let src = &self.buf[self.start..];
         let (ms, ml) = self.masks;
-        let (_, n) = cut_gear(src, MIN_SIZE, AVG_SIZE, MAX_SIZE, ms, ml, ms << 1, ml << 1, &self.gear.0, &self.gear.1);
+        let (_, n) = cut_gear(
+            src,
+            MIN_SIZE,
+            AVG_SIZE,
+            MAX_SIZE,
+            ms,
+            ml,
+            ms << 1,
+            ml << 1,
+            &self.gear.0,
+            &self.gear.1,
+        );
         n.max(1).min(src.len())
     }
 }
@@ -109,7 +120,10 @@ mod tests {
         assert_eq!(a.concat(), data);
         assert!(a.iter().all(|c| c.len() <= MAX_SIZE));
         assert!(a.len() > 4 && a.iter().any(|c| c.len() < MAX_SIZE));
-        assert_ne!(chunks(&data, 1, 8).iter().map(Vec::len).collect::<Vec<_>>(), a.iter().map(Vec::len).collect::<Vec<_>>());
+        assert_ne!(
+            chunks(&data, 1, 8).iter().map(Vec::len).collect::<Vec<_>>(),
+            a.iter().map(Vec::len).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -53,11 +53,26 @@ pub struct Summary {
 #[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Entry {
     /// The database's schema objects in creation order, and its header fields.
-    Schema { objects: Vec<SchemaObject>, user_version: i64, application_id: i64 },
+    Schema {
+        objects: Vec<SchemaObject>,
+        user_version: i64,
+        application_id: i64,
+    },
     /// A table's rows. `columns` lists the stored columns in order; `rowid` is true when the
     /// first stored value of each row is the rowid.
-    Table { name: String, columns: Vec<String>, rowid: bool, rows: u64, bytes: u64, blobs: Vec<String> },
-    Dir { path: EntryPath, mode: u32, mtime_ns: i64 },
+    Table {
+        name: String,
+        columns: Vec<String>,
+        rowid: bool,
+        rows: u64,
+        bytes: u64,
+        blobs: Vec<String>,
+    },
+    Dir {
+        path: EntryPath,
+        mode: u32,
+        mtime_ns: i64,
+    },
     File {
         path: EntryPath,
         size: u64,
@@ -68,7 +83,10 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         changed_during_read: bool,
     },
-    Symlink { path: EntryPath, target: EntryPath },
+    Symlink {
+        path: EntryPath,
+        target: EntryPath,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,7 +114,9 @@ impl EntryPath {
             Ok(s) => EntryPath::Text(s.to_string()),
             Err(_) => {
                 use base64::Engine;
-                EntryPath::Bytes { b64: base64::engine::general_purpose::STANDARD.encode(b) }
+                EntryPath::Bytes {
+                    b64: base64::engine::general_purpose::STANDARD.encode(b),
+                }
             }
         }
     }
@@ -105,7 +125,9 @@ impl EntryPath {
             EntryPath::Text(s) => s.as_bytes().to_vec(),
             EntryPath::Bytes { b64 } => {
                 use base64::Engine;
-                base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default()
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap_or_default()
             }
         }
     }
@@ -172,19 +194,36 @@ pub mod rows {
 
     /// Decode one value from `buf`. `Ok(None)` means more bytes are needed.
     pub fn decode(buf: &[u8]) -> Result<Option<(ValueRef<'_>, usize)>, DecodeError> {
-        let Some(&tag) = buf.first() else { return Ok(None) };
+        let Some(&tag) = buf.first() else {
+            return Ok(None);
+        };
         let fixed = |n: usize| buf.get(1..1 + n);
         Ok(match tag {
             0 => Some((ValueRef::Null, 1)),
-            1 => fixed(8).map(|b| (ValueRef::Integer(i64::from_le_bytes(b.try_into().expect("8"))), 9)),
-            2 => fixed(8).map(|b| (ValueRef::Real(f64::from_bits(u64::from_le_bytes(b.try_into().expect("8")))), 9)),
+            1 => fixed(8).map(|b| {
+                (
+                    ValueRef::Integer(i64::from_le_bytes(b.try_into().expect("8"))),
+                    9,
+                )
+            }),
+            2 => fixed(8).map(|b| {
+                (
+                    ValueRef::Real(f64::from_bits(u64::from_le_bytes(b.try_into().expect("8")))),
+                    9,
+                )
+            }),
             3 | 4 => {
                 let mut len = 0u64;
                 let mut i = 1;
                 loop {
-                    let Some(&b) = buf.get(i) else { return Ok(None) };
+                    let Some(&b) = buf.get(i) else {
+                        return Ok(None);
+                    };
                     if i > 10 {
-                        return Err(DecodeError { offset: i, what: "length is too long" });
+                        return Err(DecodeError {
+                            offset: i,
+                            what: "length is too long",
+                        });
                     }
                     len |= ((b & 0x7f) as u64) << (7 * (i - 1));
                     i += 1;
@@ -192,10 +231,27 @@ pub mod rows {
                         break;
                     }
                 }
-                let end = i.checked_add(len as usize).ok_or(DecodeError { offset: i, what: "length overflows" })?;
-                buf.get(i..end).map(|b| (if tag == 3 { ValueRef::Text(b) } else { ValueRef::Blob(b) }, end))
+                let end = i.checked_add(len as usize).ok_or(DecodeError {
+                    offset: i,
+                    what: "length overflows",
+                })?;
+                buf.get(i..end).map(|b| {
+                    (
+                        if tag == 3 {
+                            ValueRef::Text(b)
+                        } else {
+                            ValueRef::Blob(b)
+                        },
+                        end,
+                    )
+                })
             }
-            _ => return Err(DecodeError { offset: 0, what: "unknown value tag" }),
+            _ => {
+                return Err(DecodeError {
+                    offset: 0,
+                    what: "unknown value tag",
+                })
+            }
         })
     }
 

@@ -51,7 +51,11 @@ pub struct BackupReport {
 }
 
 /// Back up one tenant into a new generation.
-pub async fn backup(agent: &Agent, tenant: &TenantId, progress: &dyn Progress) -> Result<BackupReport> {
+pub async fn backup(
+    agent: &Agent,
+    tenant: &TenantId,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
     let started = Instant::now();
     let tenant_dir = agent.tenant_dir(tenant)?;
     let repo = agent.repository(tenant, true).await?;
@@ -64,20 +68,37 @@ pub async fn backup(agent: &Agent, tenant: &TenantId, progress: &dyn Progress) -
     result
 }
 
-async fn run(agent: &Agent, repo: &Repository, tenant_dir: &Path, progress: &dyn Progress, started: Instant) -> Result<BackupReport> {
+async fn run(
+    agent: &Agent,
+    repo: &Repository,
+    tenant_dir: &Path,
+    progress: &dyn Progress,
+    started: Instant,
+) -> Result<BackupReport> {
     let tenant = repo.tenant().clone();
     let index = Arc::new(repo.load_index().await?);
     let parent = repo.list_generations().await?.pop();
-    let cache_path = agent.config.state.dir.join("cache").join(format!("{tenant}.files.sqlite"));
+    let cache_path = agent
+        .config
+        .state
+        .dir
+        .join("cache")
+        .join(format!("{tenant}.files.sqlite"));
     let spool_dir = agent.config.state.dir.join("tmp");
-    std::fs::create_dir_all(&spool_dir).map_err(|cause| Error::Io { what: "cannot create", path: spool_dir.clone(), cause })?;
+    std::fs::create_dir_all(&spool_dir).map_err(|cause| Error::Io {
+        what: "cannot create",
+        path: spool_dir.clone(),
+        cause,
+    })?;
     progress.phase(&format!("backup {tenant}"), None);
 
     let (chunk_tx, chunk_rx) = sync_channel::<(BlobId, Vec<u8>)>(4);
     let (sealed_tx, sealed_rx) = sync_channel::<(BlobId, Vec<u8>)>(4);
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<([u8; 32], Vec<u8>, Vec<PackBlob>)>(1);
 
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let mut sealers = Vec::new();
     for _ in 0..workers {
@@ -119,7 +140,10 @@ async fn run(agent: &Agent, repo: &Repository, tenant_dir: &Path, progress: &dyn
         r = async { tokio::join!(uploader, reader_handle) } => r,
         _ = ticker => unreachable!("the ticker never ends"),
     };
-    let sealer_results: Vec<_> = sealers.into_iter().map(|h| h.join().expect("sealer thread panicked")).collect();
+    let sealer_results: Vec<_> = sealers
+        .into_iter()
+        .map(|h| h.join().expect("sealer thread panicked"))
+        .collect();
     let packer_result = packer.join().expect("packer thread panicked");
     let reader_result = reader_result.expect("reader task panicked");
 
@@ -175,7 +199,11 @@ fn pipeline_stopped() -> Error {
     Error::Failed("the backup pipeline stopped".into())
 }
 
-fn seal_loop(keys: &TenantKeys, rx: Arc<Mutex<Receiver<(BlobId, Vec<u8>)>>>, tx: SyncSender<(BlobId, Vec<u8>)>) -> Result<()> {
+fn seal_loop(
+    keys: &TenantKeys,
+    rx: Arc<Mutex<Receiver<(BlobId, Vec<u8>)>>>,
+    tx: SyncSender<(BlobId, Vec<u8>)>,
+) -> Result<()> {
     loop {
         let next = rx.lock().expect("chunk channel lock").recv();
         let Ok((id, plain)) = next else { return Ok(()) };
@@ -194,7 +222,8 @@ fn pack_loop(
     let send = |pack: PackBuilder| {
         let id = pack.id;
         let (bytes, blobs) = pack.finish(keys);
-        tx.blocking_send((id, bytes, blobs)).map_err(|_| pipeline_stopped())
+        tx.blocking_send((id, bytes, blobs))
+            .map_err(|_| pipeline_stopped())
     };
     for (id, sealed) in rx {
         pack.add(id, &sealed);
@@ -214,10 +243,17 @@ struct Uploaded {
     blobs: u64,
 }
 
-async fn upload_loop(repo: &Repository, mut rx: tokio::sync::mpsc::Receiver<([u8; 32], Vec<u8>, Vec<PackBlob>)>) -> Result<Uploaded> {
+async fn upload_loop(
+    repo: &Repository,
+    mut rx: tokio::sync::mpsc::Receiver<([u8; 32], Vec<u8>, Vec<PackBlob>)>,
+) -> Result<Uploaded> {
     let mut in_flight = tokio::task::JoinSet::new();
     let mut done: Vec<([u8; 32], Vec<PackBlob>)> = Vec::new();
-    let mut stats = Uploaded { bytes: 0, packs: 0, blobs: 0 };
+    let mut stats = Uploaded {
+        bytes: 0,
+        packs: 0,
+        blobs: 0,
+    };
     let mut received_all = false;
     while !received_all || !in_flight.is_empty() {
         tokio::select! {
@@ -272,9 +308,23 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(keys: Arc<TenantKeys>, index: Arc<Index>, tx: SyncSender<(BlobId, Vec<u8>)>, progress: ProgressBytes) -> Reader {
+    fn new(
+        keys: Arc<TenantKeys>,
+        index: Arc<Index>,
+        tx: SyncSender<(BlobId, Vec<u8>)>,
+        progress: ProgressBytes,
+    ) -> Reader {
         let chunker = Chunker::new(keys.chunker_seed());
-        Reader { keys, index, tx, chunker, sent: HashSet::new(), summary: Summary::default(), warnings: Vec::new(), progress }
+        Reader {
+            keys,
+            index,
+            tx,
+            chunker,
+            sent: HashSet::new(),
+            summary: Summary::default(),
+            warnings: Vec::new(),
+            progress,
+        }
     }
 
     fn warn(&mut self, w: String) {
@@ -284,12 +334,20 @@ impl Reader {
 
     /// Cut what the chunker holds into blobs, sending the ones the repository lacks.
     fn emit(&mut self, finish: bool, blobs: &mut Vec<String>) -> Result<()> {
-        let Reader { keys, index, tx, chunker, sent, .. } = self;
+        let Reader {
+            keys,
+            index,
+            tx,
+            chunker,
+            sent,
+            ..
+        } = self;
         let mut take = |chunk: &[u8]| -> Result<()> {
             let id = keys.blob_id(chunk);
             blobs.push(hex::encode(id));
             if !index.contains(&id) && sent.insert(id) {
-                tx.send((id, chunk.to_vec())).map_err(|_| pipeline_stopped())?;
+                tx.send((id, chunk.to_vec()))
+                    .map_err(|_| pipeline_stopped())?;
             }
             Ok(())
         };
@@ -300,9 +358,17 @@ impl Reader {
         }
     }
 
-    fn read_tenant(mut self, tenant_dir: &Path, cache_path: &Path, spool_dir: &Path) -> Result<ReadResult> {
-        let spool = tempfile::NamedTempFile::new_in(spool_dir)
-            .map_err(|cause| Error::Io { what: "cannot create a temporary file in", path: spool_dir.into(), cause })?;
+    fn read_tenant(
+        mut self,
+        tenant_dir: &Path,
+        cache_path: &Path,
+        spool_dir: &Path,
+    ) -> Result<ReadResult> {
+        let spool = tempfile::NamedTempFile::new_in(spool_dir).map_err(|cause| Error::Io {
+            what: "cannot create a temporary file in",
+            path: spool_dir.into(),
+            cause,
+        })?;
         let mut catalog = BufWriter::new(spool.reopen().map_err(|cause| Error::Io {
             what: "cannot open",
             path: spool.path().into(),
@@ -310,7 +376,11 @@ impl Reader {
         })?);
         let line = |catalog: &mut BufWriter<File>, e: &Entry| -> Result<()> {
             serde_json::to_writer(&mut *catalog, e).expect("catalog entries serialize");
-            catalog.write_all(b"\n").map_err(|cause| Error::Io { what: "cannot write", path: spool.path().into(), cause })
+            catalog.write_all(b"\n").map_err(|cause| Error::Io {
+                what: "cannot write",
+                path: spool.path().into(),
+                cause,
+            })
         };
 
         // Tables, under one read transaction.
@@ -321,7 +391,14 @@ impl Reader {
         for w in table_warnings {
             self.warn(w);
         }
-        line(&mut catalog, &Entry::Schema { objects, user_version, application_id })?;
+        line(
+            &mut catalog,
+            &Entry::Schema {
+                objects,
+                user_version,
+                application_id,
+            },
+        )?;
         for spec in tables {
             let mut blobs = Vec::new();
             let (mut n, mut bytes) = (0u64, 0u64);
@@ -344,28 +421,47 @@ impl Reader {
             self.summary.bytes_read += bytes;
             line(
                 &mut catalog,
-                &Entry::Table { name: spec.name, columns: spec.columns, rowid: spec.rowid.is_some(), rows: n, bytes, blobs },
+                &Entry::Table {
+                    name: spec.name,
+                    columns: spec.columns,
+                    rowid: spec.rowid.is_some(),
+                    rows: n,
+                    bytes,
+                    blobs,
+                },
             )?;
         }
         drop(db);
 
         // Files.
-        let mut cache = FileCache::open(cache_path).map_err(|e| {
-            self.warn(format!("file cache {} is unusable ({e}); every file is read", cache_path.display()));
-        }).ok();
+        let mut cache = FileCache::open(cache_path)
+            .map_err(|e| {
+                self.warn(format!(
+                    "file cache {} is unusable ({e}); every file is read",
+                    cache_path.display()
+                ));
+            })
+            .ok();
         let mut walk_warnings = Vec::new();
         files::walk(
             tenant_dir,
             |item| -> Result<()> {
                 let entry = match item {
-                    Item::Dir { rel, meta } => Entry::Dir { path: EntryPath::from_bytes(&rel), mode: meta.mode, mtime_ns: meta.mtime_ns },
-                    Item::Symlink { rel, target } => {
-                        Entry::Symlink { path: EntryPath::from_bytes(&rel), target: EntryPath::from_bytes(&target) }
-                    }
-                    Item::File { rel, abs, meta } => match self.read_file(&rel, &abs, meta, cache.as_mut())? {
-                        Some(e) => e,
-                        None => return Ok(()),
+                    Item::Dir { rel, meta } => Entry::Dir {
+                        path: EntryPath::from_bytes(&rel),
+                        mode: meta.mode,
+                        mtime_ns: meta.mtime_ns,
                     },
+                    Item::Symlink { rel, target } => Entry::Symlink {
+                        path: EntryPath::from_bytes(&rel),
+                        target: EntryPath::from_bytes(&target),
+                    },
+                    Item::File { rel, abs, meta } => {
+                        match self.read_file(&rel, &abs, meta, cache.as_mut())? {
+                            Some(e) => e,
+                            None => return Ok(()),
+                        }
+                    }
                 };
                 line(&mut catalog, &entry)
             },
@@ -376,13 +472,25 @@ impl Reader {
         }
 
         // The catalog itself, chunked like any stream.
-        let file = catalog.into_inner().map_err(|e| Error::Io { what: "cannot write", path: spool.path().into(), cause: e.into_error() })?;
+        let file = catalog.into_inner().map_err(|e| Error::Io {
+            what: "cannot write",
+            path: spool.path().into(),
+            cause: e.into_error(),
+        })?;
         drop(file);
         let mut catalog_blobs = Vec::new();
-        let mut rd = File::open(spool.path()).map_err(|cause| Error::Io { what: "cannot read", path: spool.path().into(), cause })?;
+        let mut rd = File::open(spool.path()).map_err(|cause| Error::Io {
+            what: "cannot read",
+            path: spool.path().into(),
+            cause,
+        })?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = rd.read(&mut buf).map_err(|cause| Error::Io { what: "cannot read", path: spool.path().into(), cause })?;
+            let n = rd.read(&mut buf).map_err(|cause| Error::Io {
+                what: "cannot read",
+                path: spool.path().into(),
+                cause,
+            })?;
             if n == 0 {
                 break;
             }
@@ -390,23 +498,45 @@ impl Reader {
             self.emit(false, &mut catalog_blobs)?;
         }
         self.emit(true, &mut catalog_blobs)?;
-        Ok(ReadResult { catalog: catalog_blobs, summary: self.summary, warnings: self.warnings, snapshot_time, cache })
+        Ok(ReadResult {
+            catalog: catalog_blobs,
+            summary: self.summary,
+            warnings: self.warnings,
+            snapshot_time,
+            cache,
+        })
     }
 
     /// Back up one file. Unchanged files (same path, size, mtime, ctime and inode as in the cache,
     /// with all their blobs still indexed) are not read at all. A file that changes while it is
     /// read is read again; if it never holds still, the last read is kept and named in a warning.
-    fn read_file(&mut self, rel: &[u8], abs: &Path, meta: FileMeta, cache: Option<&mut FileCache>) -> Result<Option<Entry>> {
+    fn read_file(
+        &mut self,
+        rel: &[u8],
+        abs: &Path,
+        meta: FileMeta,
+        cache: Option<&mut FileCache>,
+    ) -> Result<Option<Entry>> {
         let path = EntryPath::from_bytes(rel);
         let mut cache = cache;
         if let Some(c) = cache.as_deref_mut() {
             if let Some(blobs) = c.lookup(rel, &meta) {
-                let ids: Option<Vec<BlobId>> = blobs.iter().map(|b| crate::repository::parse_blob_id(b)).collect();
+                let ids: Option<Vec<BlobId>> = blobs
+                    .iter()
+                    .map(|b| crate::repository::parse_blob_id(b))
+                    .collect();
                 if ids.is_some_and(|ids| ids.iter().all(|id| self.index.contains(id))) {
                     c.record(rel, &meta, &blobs);
                     self.summary.files += 1;
                     self.summary.file_bytes += meta.size;
-                    return Ok(Some(Entry::File { path, size: meta.size, mode: meta.mode, mtime_ns: meta.mtime_ns, blobs, changed_during_read: false }));
+                    return Ok(Some(Entry::File {
+                        path,
+                        size: meta.size,
+                        mode: meta.mode,
+                        mtime_ns: meta.mtime_ns,
+                        blobs,
+                        changed_during_read: false,
+                    }));
                 }
             }
         }
@@ -417,14 +547,20 @@ impl Reader {
             let mut f = match File::open(abs) {
                 Ok(f) => f,
                 Err(e) => {
-                    self.warn(format!("cannot read {}: {e}; it is not in this generation (fix its permissions)", abs.display()));
+                    self.warn(format!(
+                        "cannot read {}: {e}; it is not in this generation (fix its permissions)",
+                        abs.display()
+                    ));
                     return Ok(None);
                 }
             };
             let before = match f.metadata() {
                 Ok(m) => FileMeta::of(&m),
                 Err(e) => {
-                    self.warn(format!("cannot read {}: {e}; it is not in this generation", abs.display()));
+                    self.warn(format!(
+                        "cannot read {}: {e}; it is not in this generation",
+                        abs.display()
+                    ));
                     return Ok(None);
                 }
             };
@@ -435,7 +571,10 @@ impl Reader {
                     Ok(n) => n,
                     Err(e) => {
                         self.chunker.finish(|_| Ok::<_, ()>(())).ok();
-                        self.warn(format!("cannot read {}: {e}; it is not in this generation", abs.display()));
+                        self.warn(format!(
+                            "cannot read {}: {e}; it is not in this generation",
+                            abs.display()
+                        ));
                         return Ok(None);
                     }
                 };
@@ -450,7 +589,9 @@ impl Reader {
             self.emit(true, &mut blobs)?;
             self.summary.bytes_read += size;
             let after = f.metadata().map(|m| FileMeta::of(&m)).ok();
-            let still = std::fs::symlink_metadata(abs).map(|m| FileMeta::of(&m)).ok();
+            let still = std::fs::symlink_metadata(abs)
+                .map(|m| FileMeta::of(&m))
+                .ok();
             let consistent = after == Some(before) && still == Some(before) && size == before.size;
             if consistent || attempt == READ_ATTEMPTS {
                 if !consistent {
@@ -503,12 +644,17 @@ impl FileCache {
     fn lookup(&self, rel: &[u8], m: &FileMeta) -> Option<Vec<String>> {
         let row: Option<(i64, String, String, i64, String)> = self
             .conn
-            .query_row("SELECT size, mtime, ctime, inode, blobs FROM files WHERE path = ?1", [rel], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
+            .query_row(
+                "SELECT size, mtime, ctime, inode, blobs FROM files WHERE path = ?1",
+                [rel],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
             .ok();
         let (size, mtime, ctime, inode, blobs) = row?;
-        (size as u64 == m.size && mtime == m.mtime_ns.to_string() && ctime == m.ctime_ns.to_string() && inode as u64 == m.inode)
+        (size as u64 == m.size
+            && mtime == m.mtime_ns.to_string()
+            && ctime == m.ctime_ns.to_string()
+            && inode as u64 == m.inode)
             .then(|| serde_json::from_str(&blobs).ok())
             .flatten()
     }
@@ -517,7 +663,14 @@ impl FileCache {
         let blobs = serde_json::to_string(blobs).expect("blob list serializes");
         let res = self.conn.execute(
             "INSERT OR REPLACE INTO files_next VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params![rel, m.size as i64, m.mtime_ns.to_string(), m.ctime_ns.to_string(), m.inode as i64, blobs],
+            rusqlite::params![
+                rel,
+                m.size as i64,
+                m.mtime_ns.to_string(),
+                m.ctime_ns.to_string(),
+                m.inode as i64,
+                blobs
+            ],
         );
         if let Err(e) = res {
             tracing::warn!(error = %e, "could not update the file cache");
@@ -525,10 +678,11 @@ impl FileCache {
     }
 
     fn commit(self) {
-        let res = self.conn.execute_batch("DROP TABLE files; ALTER TABLE files_next RENAME TO files; COMMIT;");
+        let res = self
+            .conn
+            .execute_batch("DROP TABLE files; ALTER TABLE files_next RENAME TO files; COMMIT;");
         if let Err(e) = res {
             tracing::warn!(error = %e, "could not save the file cache; the next backup reads every file");
         }
     }
 }
-

@@ -24,9 +24,16 @@ pub async fn init(config: &Config, generate_master_key: Option<&Path>) -> Result
         None => MasterKey::load(config.keys.master_key_file.as_deref())?,
     };
     let store = open_store(&config.store, true).await?;
-    let marker = Marker { format: STORE_FORMAT, created: crate::now_rfc3339(), tool: format!("reversa {}", env!("CARGO_PKG_VERSION")) };
+    let marker = Marker {
+        format: STORE_FORMAT,
+        created: crate::now_rfc3339(),
+        tool: format!("reversa {}", env!("CARGO_PKG_VERSION")),
+    };
     let store_created = store
-        .create_if_absent(MARKER_KEY, Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes")))
+        .create_if_absent(
+            MARKER_KEY,
+            Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes")),
+        )
         .await?;
     if !store_created {
         repository::check_marker(&*store).await?;
