@@ -204,29 +204,62 @@ pub fn seal_with_salt(
     salt: &[u8; 32],
     plaintext: &[u8],
 ) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sealed_len(plaintext.len()));
+    seal_parts_into(key, ctx, salt, &[plaintext], &mut out);
+    out
+}
+
+/// Seal the concatenation of `parts` and append the sealed object to `out`, so callers can seal
+/// a prefix and a payload, or seal straight into a pack, without first copying them together.
+/// The salt MUST be fresh random bytes (see [`seal_with_salt`]).
+pub fn seal_parts_into(
+    key: &SecretKey,
+    ctx: &Context,
+    salt: &[u8; 32],
+    parts: &[&[u8]],
+    out: &mut Vec<u8>,
+) {
     let (mut k, commitment) = object_key(key, salt, ctx);
     let cipher = Aes256Gcm::new_from_slice(&k).expect("32-byte key");
     k.zeroize();
     let hdr = header(ctx, salt, &commitment);
-    let mut out = Vec::with_capacity(sealed_len(plaintext.len()));
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    out.reserve(sealed_len(total));
     out.extend_from_slice(&hdr);
-    let n_chunks = if plaintext.is_empty() {
+    let n_chunks = if total == 0 {
         1
     } else {
-        plaintext.len().div_ceil(CHUNK_LEN)
+        total.div_ceil(CHUNK_LEN)
     };
+    let mut part = 0;
+    let mut offset = 0;
     for i in 0..n_chunks {
-        let start = i * CHUNK_LEN;
-        let end = (start + CHUNK_LEN).min(plaintext.len());
         let at = out.len();
-        out.extend_from_slice(&plaintext[start..end]);
+        let mut want = CHUNK_LEN.min(total - i * CHUNK_LEN);
+        while want > 0 {
+            let p = parts[part];
+            let take = want.min(p.len() - offset);
+            out.extend_from_slice(&p[offset..offset + take]);
+            offset += take;
+            want -= take;
+            if offset == p.len() {
+                part += 1;
+                offset = 0;
+            }
+        }
         let nonce = nonce(i as u64, i + 1 == n_chunks);
         let tag = cipher
             .encrypt_inout_detached(&nonce.into(), &hdr, (&mut out[at..]).into())
             .expect("AES-GCM encryption of at most 64 KiB cannot fail");
         out.extend_from_slice(&tag);
     }
-    out
+}
+
+/// Seal the concatenation of `parts` with a fresh random salt, appending to `out`.
+pub fn seal_into(key: &SecretKey, ctx: &Context, parts: &[&[u8]], out: &mut Vec<u8>) {
+    let mut salt = [0u8; 32];
+    rand::fill(&mut salt);
+    seal_parts_into(key, ctx, &salt, parts, out);
 }
 
 /// The header fields a reader can see before opening: useful to name what an object claims to be.
@@ -415,6 +448,18 @@ mod tests {
             let sealed = seal(&key, &ctx("x"), &data);
             prop_assert_eq!(sealed.len(), sealed_len(data.len()));
             prop_assert_eq!(open(&key, &ctx("x"), &sealed).unwrap(), data);
+        }
+
+        #[test]
+        fn sealing_parts_equals_sealing_their_concatenation(
+            a in proptest::collection::vec(any::<u8>(), 0..CHUNK_LEN + 9),
+            b in proptest::collection::vec(any::<u8>(), 0..2 * CHUNK_LEN),
+        ) {
+            let key = SecretKey::random();
+            let salt = [3u8; 32];
+            let mut parts = Vec::new();
+            seal_parts_into(&key, &ctx("x"), &salt, &[&a, &b], &mut parts);
+            prop_assert_eq!(parts, seal_with_salt(&key, &ctx("x"), &salt, &[a, b].concat()));
         }
 
         #[test]

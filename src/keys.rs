@@ -208,6 +208,11 @@ impl TenantKeys {
         crypto::seal(&self.encryption, &self.ctx(kind, id), plaintext)
     }
 
+    /// Seal the concatenation of `parts`, appending the sealed object to `out`.
+    pub fn seal_into(&self, kind: Kind, id: &str, parts: &[&[u8]], out: &mut Vec<u8>) {
+        crypto::seal_into(&self.encryption, &self.ctx(kind, id), parts, out)
+    }
+
     pub fn open(&self, kind: Kind, id: &str, sealed: &[u8]) -> Result<Vec<u8>, crypto::OpenError> {
         crypto::open(&self.encryption, &self.ctx(kind, id), sealed)
     }

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    tune_allocator();
     let cli = reversa::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -27,4 +28,17 @@ fn main() {
         Err(e) => reversa::cli::report_error(&e),
     };
     std::process::exit(code);
+}
+
+/// The backup and restore pipelines pass buffers of up to a few MiB between threads. With glibc's
+/// defaults each such buffer is a fresh mmap (page faults and zeroing on every use) and every
+/// thread gets its own arena (memory that grows with the number of threads). Serving them from a
+/// small number of heaps lets freed buffers be reused, which keeps both CPU and peak memory down.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
 }

@@ -5,10 +5,8 @@
 //! ```text
 //! reader thread   SQLite rows and files -> chunker -> blob id (HMAC) -> new blobs only
 //!   | bounded channel (raw chunks, <= 4 MiB each)
-//! sealer threads  zstd + AES-256-GCM, one per core
-//!   | bounded channel (sealed blobs)
-//! packer thread   ~16 MiB packs with a sealed header
-//!   | bounded channel (packs)
+//! sealer threads  one per core: zstd + AES-256-GCM straight into a pack of their own
+//!   | bounded channel (finished packs, ~8 MiB each)
 //! uploader task   at most UPLOADS puts in flight; an index file every INDEX_EVERY packs
 //! ```
 //!
@@ -92,8 +90,7 @@ async fn run(
     })?;
     progress.phase(&format!("backup {tenant}"), None);
 
-    let (chunk_tx, chunk_rx) = sync_channel::<(BlobId, Vec<u8>)>(4);
-    let (sealed_tx, sealed_rx) = sync_channel::<(BlobId, Vec<u8>)>(4);
+    let (chunk_tx, chunk_rx) = sync_channel::<(BlobId, Vec<u8>)>(2);
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<([u8; 32], Vec<u8>, Vec<PackBlob>)>(1);
 
     let workers = std::thread::available_parallelism()
@@ -103,15 +100,11 @@ async fn run(
     let mut sealers = Vec::new();
     for _ in 0..workers {
         let rx = chunk_rx.clone();
-        let tx = sealed_tx.clone();
+        let tx = pack_tx.clone();
         let keys = repo.keys.clone();
         sealers.push(std::thread::spawn(move || seal_loop(&keys, rx, tx)));
     }
-    drop(sealed_tx);
-    let packer = {
-        let keys = repo.keys.clone();
-        std::thread::spawn(move || pack_loop(&keys, sealed_rx, pack_tx))
-    };
+    drop(pack_tx);
     let uploader = upload_loop(repo, pack_rx);
 
     let reader = {
@@ -144,12 +137,10 @@ async fn run(
         .into_iter()
         .map(|h| h.join().expect("sealer thread panicked"))
         .collect();
-    let packer_result = packer.join().expect("packer thread panicked");
     let reader_result = reader_result.expect("reader task panicked");
 
     // Report the first real cause: a failed upload makes every stage before it fail too.
     let uploaded = upload_result?;
-    packer_result?;
     for r in sealer_results {
         r?;
     }
@@ -199,25 +190,16 @@ fn pipeline_stopped() -> Error {
     Error::Failed("the backup pipeline stopped".into())
 }
 
+type Pack = ([u8; 32], Vec<u8>, Vec<PackBlob>);
+
+/// A sealer: compress and seal chunks straight into a pack of its own, and hand full packs to
+/// the uploader.
 fn seal_loop(
     keys: &TenantKeys,
     rx: Arc<Mutex<Receiver<(BlobId, Vec<u8>)>>>,
-    tx: SyncSender<(BlobId, Vec<u8>)>,
+    tx: tokio::sync::mpsc::Sender<Pack>,
 ) -> Result<()> {
-    loop {
-        let next = rx.lock().expect("chunk channel lock").recv();
-        let Ok((id, plain)) = next else { return Ok(()) };
-        let sealed = crate::repository::seal_blob(keys, &id, &plain);
-        drop(plain);
-        tx.send((id, sealed)).map_err(|_| pipeline_stopped())?;
-    }
-}
-
-fn pack_loop(
-    keys: &TenantKeys,
-    rx: Receiver<(BlobId, Vec<u8>)>,
-    tx: tokio::sync::mpsc::Sender<([u8; 32], Vec<u8>, Vec<PackBlob>)>,
-) -> Result<()> {
+    let mut sealer = crate::repository::BlobSealer::new();
     let mut pack = PackBuilder::new();
     let send = |pack: PackBuilder| {
         let id = pack.id;
@@ -225,8 +207,11 @@ fn pack_loop(
         tx.blocking_send((id, bytes, blobs))
             .map_err(|_| pipeline_stopped())
     };
-    for (id, sealed) in rx {
-        pack.add(id, &sealed);
+    loop {
+        let next = rx.lock().expect("chunk channel lock").recv();
+        let Ok((id, plain)) = next else { break };
+        pack.add_blob(&mut sealer, keys, id, &plain);
+        drop(plain);
         if pack.len() >= TARGET_SIZE {
             send(std::mem::take(&mut pack))?;
         }
@@ -384,6 +369,7 @@ impl Reader {
         };
 
         // Tables, under one read transaction.
+        let phase = Instant::now();
         let db = Snapshot::open(&tenant_dir.join(DATABASE_FILE))?;
         let snapshot_time = crate::now_rfc3339();
         let (objects, user_version, application_id) = db.schema()?;
@@ -432,6 +418,12 @@ impl Reader {
             )?;
         }
         drop(db);
+        tracing::debug!(
+            seconds = phase.elapsed().as_secs_f64(),
+            bytes = self.summary.table_bytes,
+            "tables read"
+        );
+        let phase = Instant::now();
 
         // Files.
         let mut cache = FileCache::open(cache_path)
@@ -470,6 +462,12 @@ impl Reader {
         for w in walk_warnings {
             self.warn(w);
         }
+
+        tracing::debug!(
+            seconds = phase.elapsed().as_secs_f64(),
+            bytes = self.summary.file_bytes,
+            "files read"
+        );
 
         // The catalog itself, chunked like any stream.
         let file = catalog.into_inner().map_err(|e| Error::Io {

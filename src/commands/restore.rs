@@ -40,6 +40,13 @@ enum Event {
     End,
 }
 
+/// What the feed does next, before the blob is fetched.
+enum Step {
+    Start(Entry),
+    Blob(BlobId),
+    End,
+}
+
 pub async fn restore(
     agent: &Agent,
     tenant: &TenantId,
@@ -79,32 +86,40 @@ pub async fn restore(
         })
     };
 
-    // Feed the writer: entries in catalog order, each followed by its blobs, fetched ahead.
+    // Feed the writer: entries in catalog order, each followed by its blobs. Blobs are fetched
+    // up to AHEAD ahead across entry boundaries, so many small files do not serialize on latency.
     let feed = async {
-        let mut entries = catalog.entries()?;
-        let mut pending: Option<Entry> = None;
-        loop {
-            let entry = match pending.take() {
-                Some(e) => e,
-                None => match entries.next() {
-                    Some(e) => e?,
-                    None => break,
-                },
+        let entries = catalog.entries()?;
+        let steps = entries.flat_map(|entry| -> Vec<Result<Step>> {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => return vec![Err(e.into())],
             };
-            let ids = entry_blobs(&entry, &manifest.id)?;
-            if tx.send(Event::Start(entry)).await.is_err() {
-                return Ok(());
+            match entry_blobs(&entry, &manifest.id) {
+                Ok(ids) => std::iter::once(Ok(Step::Start(entry)))
+                    .chain(ids.into_iter().map(|id| Ok(Step::Blob(id))))
+                    .chain(std::iter::once(Ok(Step::End)))
+                    .collect(),
+                Err(e) => vec![Err(e)],
             }
-            let mut blobs = repo.blob_stream(&index, ids.into_iter(), AHEAD);
-            while let Some(data) = blobs.next().await {
-                let data = data?;
-                progress.bytes(data.len() as u64);
-                if tx.send(Event::Data(data)).await.is_err() {
-                    return Ok(());
-                }
+        });
+        let mut events = futures::stream::iter(steps)
+            .map(|step| async {
+                Ok::<Event, Error>(match step? {
+                    Step::Start(e) => Event::Start(e),
+                    Step::Blob(id) => Event::Data(repo.read_blob(&index, &id).await?),
+                    Step::End => Event::End,
+                })
+            })
+            .buffered(AHEAD);
+        while let Some(ev) = events.next().await {
+            let ev: Event = ev?;
+            if let Event::Data(d) = &ev {
+                progress.bytes(d.len() as u64);
             }
-            if tx.send(Event::End).await.is_err() {
-                return Ok(());
+            if tx.send(ev).await.is_err() {
+                // The writer stopped; its error is reported below.
+                break;
             }
         }
         Ok::<(), Error>(())
@@ -468,7 +483,6 @@ impl Writer {
                         path.display()
                     )));
                 }
-                file.sync_all().map_err(io_err(&path))?;
                 drop(file);
                 set_mode_and_mtime(&path, mode, mtime_ns)?;
                 self.stats.files += 1;
@@ -518,6 +532,8 @@ impl Writer {
         for (p, mode, mtime_ns) in self.dirs.iter().rev() {
             set_mode_and_mtime(p, *mode, *mtime_ns)?;
         }
+        // No fsync: like cp, tar and restic, restore leaves write-back to the kernel. The data stays
+        // in the store, so a restore cut short by a crash is simply run again.
         Ok(self.stats)
     }
 }

@@ -418,20 +418,45 @@ impl Repository {
     }
 }
 
-/// Seal a blob: a one-byte codec flag (0 raw, 1 zstd) and the payload. Compression is kept only
-/// when it saves at least 1/32 of the bytes; incompressible data is stored raw so that restore
-/// does not pay for a useless decompression.
-pub fn seal_blob(keys: &TenantKeys, id: &BlobId, plain: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(plain.len() + 1);
-    payload.push(1u8);
-    let compressed = zstd::stream::copy_encode(plain, &mut payload, 1).is_ok()
-        && payload.len() - 1 < plain.len() - plain.len() / 32;
-    if !compressed {
-        payload.clear();
-        payload.push(0u8);
-        payload.extend_from_slice(plain);
+/// Compresses blobs for one thread, reusing its zstd context and output buffer.
+pub struct BlobSealer {
+    zstd: zstd::bulk::Compressor<'static>,
+    buf: Vec<u8>,
+}
+
+impl Default for BlobSealer {
+    fn default() -> Self {
+        Self::new()
     }
-    keys.seal(Kind::Blob, &hex::encode(id), &payload)
+}
+
+impl BlobSealer {
+    pub fn new() -> BlobSealer {
+        BlobSealer {
+            zstd: zstd::bulk::Compressor::new(1).expect("zstd level 1 is valid"),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Seal a blob and append it to `out`: a one-byte codec flag (0 raw, 1 zstd) and the payload.
+    /// Compression is kept only when it saves at least 1/32 of the bytes; incompressible data is
+    /// stored raw so that restore does not pay for a useless decompression.
+    pub fn seal_into(&mut self, keys: &TenantKeys, id: &BlobId, plain: &[u8], out: &mut Vec<u8>) {
+        let limit = plain.len() - plain.len() / 32;
+        self.buf.clear();
+        self.buf
+            .reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        let compressed = match self.zstd.compress_to_buffer(plain, &mut self.buf) {
+            Ok(n) => n < limit,
+            Err(_) => false,
+        };
+        let id = hex::encode(id);
+        if compressed {
+            keys.seal_into(Kind::Blob, &id, &[&[1u8], &self.buf], out);
+        } else {
+            keys.seal_into(Kind::Blob, &id, &[&[0u8], plain], out);
+        }
+    }
 }
 
 /// Open a sealed blob and check that its content is the blob the id names.

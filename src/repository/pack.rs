@@ -10,9 +10,10 @@
 use crate::crypto::{Kind, OpenError};
 use crate::keys::{BlobId, TenantKeys};
 
-/// Target size of a pack. Large enough for few requests per GB, small enough that a pack in
-/// flight is a bounded amount of memory.
-pub const TARGET_SIZE: usize = 16 * 1024 * 1024;
+/// Target size of a pack. Large enough for few requests per GB (128 per GB), small enough that
+/// the packs being built and uploaded (one per sealer thread plus the uploads in flight) stay a
+/// small, bounded amount of memory.
+pub const TARGET_SIZE: usize = 8 * 1024 * 1024;
 const ENTRY_LEN: usize = 32 + 8 + 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,13 +46,21 @@ impl PackBuilder {
         }
     }
 
-    pub fn add(&mut self, id: BlobId, sealed: &[u8]) {
+    /// Seal a blob straight into the pack.
+    pub fn add_blob(
+        &mut self,
+        sealer: &mut crate::repository::BlobSealer,
+        keys: &TenantKeys,
+        id: BlobId,
+        plain: &[u8],
+    ) {
+        let offset = self.buf.len();
+        sealer.seal_into(keys, &id, plain, &mut self.buf);
         self.blobs.push(PackBlob {
             id,
-            offset: self.buf.len() as u64,
-            length: sealed.len() as u32,
+            offset: offset as u64,
+            length: (self.buf.len() - offset) as u32,
         });
-        self.buf.extend_from_slice(sealed);
     }
 
     pub fn len(&self) -> usize {
