@@ -86,8 +86,7 @@ impl SecretKey {
     pub fn derive(&self, info: &[u8]) -> SecretKey {
         let hk = Hkdf::<Sha256>::new(None, &self.0);
         let mut out = [0u8; 32];
-        hk.expand(info, &mut out)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        hk.expand(info, &mut out).expect("32 bytes is a valid HKDF-SHA256 output length");
         SecretKey(out)
     }
 }
@@ -118,10 +117,7 @@ pub enum OpenError {
     #[error("header is malformed ({0})")]
     BadHeader(&'static str),
     #[error("sealed as a {found}, expected a {expected}")]
-    WrongKind {
-        found: String,
-        expected: &'static str,
-    },
+    WrongKind { found: String, expected: &'static str },
     #[error("sealed with key version {found}, expected {expected}")]
     WrongKeyVersion { found: u32, expected: u32 },
     #[error(
@@ -129,9 +125,7 @@ pub enum OpenError {
          key is wrong"
     )]
     WrongKeyOrContext,
-    #[error(
-        "chunk {0} failed authentication: the object is corrupted or its chunks were reordered"
-    )]
+    #[error("chunk {0} failed authentication: the object is corrupted or its chunks were reordered")]
     ChunkAuth(u64),
     #[error("the object is truncated: it ends before its final chunk")]
     Truncated,
@@ -152,8 +146,7 @@ fn object_key(key: &SecretKey, salt: &[u8; 32], ctx: &Context) -> ([u8; 32], [u8
     info.push(ctx.kind as u8);
     info.extend_from_slice(&ctx.key_version.to_be_bytes());
     let mut okm = [0u8; 48];
-    hk.expand(&info, &mut okm)
-        .expect("48 bytes is a valid HKDF-SHA256 output length");
+    hk.expand(&info, &mut okm).expect("48 bytes is a valid HKDF-SHA256 output length");
     let mut k = [0u8; 32];
     let mut c = [0u8; 16];
     k.copy_from_slice(&okm[..32]);
@@ -198,12 +191,7 @@ pub fn seal(key: &SecretKey, ctx: &Context, plaintext: &[u8]) -> Vec<u8> {
 /// Seal with a given salt. Only for test vectors: reusing a salt for two plaintexts in the same
 /// context reuses the key and nonces, which breaks GCM. Everything else MUST call [`seal`].
 #[doc(hidden)]
-pub fn seal_with_salt(
-    key: &SecretKey,
-    ctx: &Context,
-    salt: &[u8; 32],
-    plaintext: &[u8],
-) -> Vec<u8> {
+pub fn seal_with_salt(key: &SecretKey, ctx: &Context, salt: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(sealed_len(plaintext.len()));
     seal_parts_into(key, ctx, salt, &[plaintext], &mut out);
     out
@@ -212,13 +200,7 @@ pub fn seal_with_salt(
 /// Seal the concatenation of `parts` and append the sealed object to `out`, so callers can seal
 /// a prefix and a payload, or seal straight into a pack, without first copying them together.
 /// The salt MUST be fresh random bytes (see [`seal_with_salt`]).
-pub fn seal_parts_into(
-    key: &SecretKey,
-    ctx: &Context,
-    salt: &[u8; 32],
-    parts: &[&[u8]],
-    out: &mut Vec<u8>,
-) {
+pub fn seal_parts_into(key: &SecretKey, ctx: &Context, salt: &[u8; 32], parts: &[&[u8]], out: &mut Vec<u8>) {
     let (mut k, commitment) = object_key(key, salt, ctx);
     let cipher = Aes256Gcm::new_from_slice(&k).expect("32-byte key");
     k.zeroize();
@@ -226,11 +208,7 @@ pub fn seal_parts_into(
     let total: usize = parts.iter().map(|p| p.len()).sum();
     out.reserve(sealed_len(total));
     out.extend_from_slice(&hdr);
-    let n_chunks = if total == 0 {
-        1
-    } else {
-        total.div_ceil(CHUNK_LEN)
-    };
+    let n_chunks = if total == 0 { 1 } else { total.div_ceil(CHUNK_LEN) };
     let mut part = 0;
     let mut offset = 0;
     for i in 0..n_chunks {
@@ -286,12 +264,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
     let info = peek_header(sealed)?;
     match info.kind {
         Some(k) if k == ctx.kind => {}
-        Some(k) => {
-            return Err(OpenError::WrongKind {
-                found: k.name().to_string(),
-                expected: ctx.kind.name(),
-            })
-        }
+        Some(k) => return Err(OpenError::WrongKind { found: k.name().to_string(), expected: ctx.kind.name() }),
         None => return Err(OpenError::BadHeader("unknown kind")),
     }
     if sealed[6] != CHUNK_EXP {
@@ -301,10 +274,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
         return Err(OpenError::BadHeader("reserved bytes are not zero"));
     }
     if info.key_version != ctx.key_version {
-        return Err(OpenError::WrongKeyVersion {
-            found: info.key_version,
-            expected: ctx.key_version,
-        });
+        return Err(OpenError::WrongKeyVersion { found: info.key_version, expected: ctx.key_version });
     }
     let hdr = &sealed[..HEADER_LEN];
     let salt: [u8; 32] = hdr[12..44].try_into().expect("32 bytes");
@@ -336,12 +306,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
         out.extend_from_slice(ct);
         let tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
         let ok = cipher
-            .decrypt_inout_detached(
-                &nonce(index, is_last).into(),
-                hdr,
-                (&mut out[at..]).into(),
-                &tag.into(),
-            )
+            .decrypt_inout_detached(&nonce(index, is_last).into(), hdr, (&mut out[at..]).into(), &tag.into())
             .is_ok();
         if !ok {
             if is_last && take == full {
@@ -350,12 +315,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
                 out.truncate(at);
                 out.extend_from_slice(ct);
                 if cipher
-                    .decrypt_inout_detached(
-                        &nonce(index, false).into(),
-                        hdr,
-                        (&mut out[at..]).into(),
-                        &tag.into(),
-                    )
+                    .decrypt_inout_detached(&nonce(index, false).into(), hdr, (&mut out[at..]).into(), &tag.into())
                     .is_ok()
                 {
                     return Err(OpenError::Truncated);
@@ -365,12 +325,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
                 // A middle chunk that opens as a final one: data was appended after the end.
                 let mut probe = ct.to_vec();
                 if cipher
-                    .decrypt_inout_detached(
-                        &nonce(index, true).into(),
-                        hdr,
-                        probe.as_mut_slice().into(),
-                        &tag.into(),
-                    )
+                    .decrypt_inout_detached(&nonce(index, true).into(), hdr, probe.as_mut_slice().into(), &tag.into())
                     .is_ok()
                 {
                     return Err(OpenError::TrailingData);
@@ -419,9 +374,7 @@ pub fn unwrap_key(kek: &SecretKey, aad: &[u8], wrapped: &[u8]) -> Option<SecretK
     let n: [u8; 12] = wrapped[..12].try_into().ok()?;
     let tag: [u8; 16] = wrapped[44..].try_into().ok()?;
     let mut buf: [u8; 32] = wrapped[12..44].try_into().ok()?;
-    let ok = cipher
-        .decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into())
-        .is_ok();
+    let ok = cipher.decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into()).is_ok();
     let key = ok.then(|| SecretKey::from_bytes(buf));
     buf.zeroize();
     key
@@ -433,12 +386,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn ctx<'a>(id: &'a str) -> Context<'a> {
-        Context {
-            tenant: "comune-a",
-            kind: Kind::Blob,
-            id,
-            key_version: 1,
-        }
+        Context { tenant: "comune-a", kind: Kind::Blob, id, key_version: 1 }
     }
 
     proptest! {
@@ -487,10 +435,7 @@ mod tests {
         let kek = SecretKey::random();
         let dek = SecretKey::random();
         let w = wrap_key(&kek, b"tenant-a/1", &dek);
-        assert_eq!(
-            unwrap_key(&kek, b"tenant-a/1", &w).unwrap().expose(),
-            dek.expose()
-        );
+        assert_eq!(unwrap_key(&kek, b"tenant-a/1", &w).unwrap().expose(), dek.expose());
         assert!(unwrap_key(&kek, b"tenant-b/1", &w).is_none());
         assert!(unwrap_key(&SecretKey::random(), b"tenant-a/1", &w).is_none());
     }
@@ -499,9 +444,6 @@ mod tests {
     fn debug_never_shows_key_bytes() {
         let k = SecretKey::from_bytes([0xAB; 32]);
         let s = format!("{k:?}");
-        assert!(
-            !s.to_lowercase().contains("ab, ") && !s.contains("171"),
-            "{s}"
-        );
+        assert!(!s.to_lowercase().contains("ab, ") && !s.contains("171"), "{s}");
     }
 }

@@ -3,21 +3,25 @@
 //! The pipeline, each stage bounded so memory does not grow with the tenant:
 //!
 //! ```text
-//! reader thread   SQLite rows and files -> chunker -> blob id (HMAC) -> new blobs only
-//!   | bounded channel (raw chunks, <= 4 MiB each)
-//! sealer threads  one per core: zstd + AES-256-GCM straight into a pack of their own
+//! reader thread   SQLite rows and files -> chunker -> numbered chunks; catalog lines in order
+//!   | bounded channel (raw chunks, <= 4 MiB each)          ^ blob ids by chunk number
+//! sealer threads  one per core: blob id (HMAC); new blobs only: zstd + AES-256-GCM straight
+//!                 into a pack of their own
 //!   | bounded channel (finished packs, ~8 MiB each)
 //! uploader task   at most UPLOADS puts in flight; an index file every INDEX_EVERY packs
 //! ```
 //!
-//! The manifest is written only after every pack and the index are in the store.
+//! The reader only cuts chunks; hashing runs on every core. A catalog entry is written once the
+//! sealers have named all its chunks, so the catalog stays in source order. The manifest is
+//! written only after every pack and the index are in the store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -49,11 +53,7 @@ pub struct BackupReport {
 }
 
 /// Back up one tenant into a new generation.
-pub async fn backup(
-    agent: &Agent,
-    tenant: &TenantId,
-    progress: &dyn Progress,
-) -> Result<BackupReport> {
+pub async fn backup(agent: &Agent, tenant: &TenantId, progress: &dyn Progress) -> Result<BackupReport> {
     let started = Instant::now();
     let tenant_dir = agent.tenant_dir(tenant)?;
     let repo = agent.repository(tenant, true).await?;
@@ -76,12 +76,7 @@ async fn run(
     let tenant = repo.tenant().clone();
     let index = Arc::new(repo.load_index().await?);
     let parent = repo.list_generations().await?.pop();
-    let cache_path = agent
-        .config
-        .state
-        .dir
-        .join("cache")
-        .join(format!("{tenant}.files.sqlite"));
+    let cache_path = agent.config.state.dir.join("cache").join(format!("{tenant}.files.sqlite"));
     let spool_dir = agent.config.state.dir.join("tmp");
     std::fs::create_dir_all(&spool_dir).map_err(|cause| Error::Io {
         what: "cannot create",
@@ -90,36 +85,39 @@ async fn run(
     })?;
     progress.phase(&format!("backup {tenant}"), None);
 
-    let (chunk_tx, chunk_rx) = sync_channel::<(BlobId, Vec<u8>)>(2);
-    let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<([u8; 32], Vec<u8>, Vec<PackBlob>)>(1);
+    let (chunk_tx, chunk_rx) = sync_channel::<(u64, Vec<u8>)>(2);
+    let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<Pack>(1);
 
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let shared = Arc::new(Shared {
+        index: index.clone(),
+        in_flight: Mutex::new(HashSet::new()),
+        ids: Mutex::new(IdState { ids: HashMap::new(), sealers_alive: workers }),
+        named: Condvar::new(),
+    });
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let mut sealers = Vec::new();
     for _ in 0..workers {
         let rx = chunk_rx.clone();
         let tx = pack_tx.clone();
         let keys = repo.keys.clone();
-        sealers.push(std::thread::spawn(move || seal_loop(&keys, rx, tx)));
+        let shared = shared.clone();
+        sealers.push(std::thread::spawn(move || {
+            let result = seal_loop(&keys, &shared, rx, tx);
+            shared.sealer_done();
+            result
+        }));
     }
     drop(pack_tx);
     let uploader = upload_loop(repo, pack_rx);
 
-    let reader = {
-        let keys = repo.keys.clone();
-        let index = index.clone();
+    let progress_bytes = ProgressBytes::default();
+    let reader_handle = {
+        let reader = Reader::new(repo.keys.chunker_seed(), shared, chunk_tx, progress_bytes.clone());
         let tenant_dir = tenant_dir.to_path_buf();
-        let progress_bytes = ProgressBytes::default();
-        let pb = progress_bytes.clone();
-        let h = tokio::task::spawn_blocking(move || {
-            Reader::new(keys, index, chunk_tx, pb).read_tenant(&tenant_dir, &cache_path, &spool_dir)
-        });
-        (h, progress_bytes)
+        tokio::task::spawn_blocking(move || reader.read_tenant(&tenant_dir, &cache_path, &spool_dir))
     };
     // Show bytes read while the pipeline runs.
-    let (reader_handle, progress_bytes) = reader;
     let ticker = async {
         let mut last = 0;
         loop {
@@ -133,10 +131,7 @@ async fn run(
         r = async { tokio::join!(uploader, reader_handle) } => r,
         _ = ticker => unreachable!("the ticker never ends"),
     };
-    let sealer_results: Vec<_> = sealers
-        .into_iter()
-        .map(|h| h.join().expect("sealer thread panicked"))
-        .collect();
+    let sealer_results: Vec<_> = sealers.into_iter().map(|h| h.join().expect("sealer thread panicked")).collect();
     let reader_result = reader_result.expect("reader task panicked");
 
     // Report the first real cause: a failed upload makes every stage before it fail too.
@@ -192,11 +187,59 @@ fn pipeline_stopped() -> Error {
 
 type Pack = ([u8; 32], Vec<u8>, Vec<PackBlob>);
 
-/// A sealer: compress and seal chunks straight into a pack of its own, and hand full packs to
-/// the uploader.
+/// What the reader and the sealers share.
+struct Shared {
+    /// The repository's index when the backup started: blobs already stored.
+    index: Arc<Index>,
+    /// Blobs sealed in this backup (not in the index yet), so each is stored once.
+    in_flight: Mutex<HashSet<BlobId>>,
+    ids: Mutex<IdState>,
+    /// Signalled when a chunk is named or a sealer stops.
+    named: Condvar,
+}
+
+struct IdState {
+    /// Blob ids by chunk number, until the reader writes the entry that holds them.
+    ids: HashMap<u64, BlobId>,
+    sealers_alive: usize,
+}
+
+impl Shared {
+    fn name(&self, seq: u64, id: BlobId) {
+        self.ids.lock().expect("ids lock").ids.insert(seq, id);
+        self.named.notify_all();
+    }
+
+    fn sealer_done(&self) {
+        self.ids.lock().expect("ids lock").sealers_alive -= 1;
+        self.named.notify_all();
+    }
+
+    /// The ids of chunks `seqs`, removed from the map. Without `wait`, `None` if some are not
+    /// named yet; with it, block until they are (or fail if every sealer has stopped).
+    fn take(&self, seqs: Range<u64>, wait: bool) -> Result<Option<Vec<String>>> {
+        let mut st = self.ids.lock().expect("ids lock");
+        loop {
+            if seqs.clone().all(|s| st.ids.contains_key(&s)) {
+                return Ok(Some(seqs.map(|s| hex::encode(st.ids.remove(&s).expect("checked above"))).collect()));
+            }
+            if !wait {
+                return Ok(None);
+            }
+            if st.sealers_alive == 0 {
+                return Err(pipeline_stopped());
+            }
+            st = self.named.wait(st).expect("ids lock");
+        }
+    }
+}
+
+/// A sealer: name each chunk (HMAC), and compress and seal the new ones straight into a pack of
+/// its own; hand full packs to the uploader.
 fn seal_loop(
     keys: &TenantKeys,
-    rx: Arc<Mutex<Receiver<(BlobId, Vec<u8>)>>>,
+    shared: &Shared,
+    rx: Arc<Mutex<Receiver<(u64, Vec<u8>)>>>,
     tx: tokio::sync::mpsc::Sender<Pack>,
 ) -> Result<()> {
     let mut sealer = crate::repository::BlobSealer::new();
@@ -204,16 +247,20 @@ fn seal_loop(
     let send = |pack: PackBuilder| {
         let id = pack.id;
         let (bytes, blobs) = pack.finish(keys);
-        tx.blocking_send((id, bytes, blobs))
-            .map_err(|_| pipeline_stopped())
+        tx.blocking_send((id, bytes, blobs)).map_err(|_| pipeline_stopped())
     };
     loop {
         let next = rx.lock().expect("chunk channel lock").recv();
-        let Ok((id, plain)) = next else { break };
-        pack.add_blob(&mut sealer, keys, id, &plain);
-        drop(plain);
-        if pack.len() >= TARGET_SIZE {
-            send(std::mem::take(&mut pack))?;
+        let Ok((seq, plain)) = next else { break };
+        let id = keys.blob_id(&plain);
+        let new = !shared.index.contains(&id) && shared.in_flight.lock().expect("in-flight lock").insert(id);
+        shared.name(seq, id);
+        if new {
+            pack.add_blob(&mut sealer, keys, id, &plain);
+            drop(plain);
+            if pack.len() >= TARGET_SIZE {
+                send(std::mem::take(&mut pack))?;
+            }
         }
     }
     if !pack.is_empty() {
@@ -228,17 +275,10 @@ struct Uploaded {
     blobs: u64,
 }
 
-async fn upload_loop(
-    repo: &Repository,
-    mut rx: tokio::sync::mpsc::Receiver<([u8; 32], Vec<u8>, Vec<PackBlob>)>,
-) -> Result<Uploaded> {
+async fn upload_loop(repo: &Repository, mut rx: tokio::sync::mpsc::Receiver<Pack>) -> Result<Uploaded> {
     let mut in_flight = tokio::task::JoinSet::new();
     let mut done: Vec<([u8; 32], Vec<PackBlob>)> = Vec::new();
-    let mut stats = Uploaded {
-        bytes: 0,
-        packs: 0,
-        blobs: 0,
-    };
+    let mut stats = Uploaded { bytes: 0, packs: 0, blobs: 0 };
     let mut received_all = false;
     while !received_all || !in_flight.is_empty() {
         tokio::select! {
@@ -279,33 +319,51 @@ struct ReadResult {
     cache: Option<FileCache>,
 }
 
+/// Catalog entries waiting for the ids of their chunks, in source order. Bounded, so a run of
+/// files the cache skips cannot queue up without limit.
+const MAX_PENDING: usize = 4096;
+
 /// The reader stage: everything that touches the source.
 struct Reader {
-    keys: Arc<TenantKeys>,
-    index: Arc<Index>,
-    tx: SyncSender<(BlobId, Vec<u8>)>,
+    shared: Arc<Shared>,
+    tx: SyncSender<(u64, Vec<u8>)>,
     chunker: Chunker,
-    /// Blobs sent in this backup and not yet in the index.
-    sent: HashSet<BlobId>,
+    /// The number of the next chunk.
+    seq: u64,
+    pending: VecDeque<Pending>,
+    catalog: Option<(BufWriter<File>, std::path::PathBuf)>,
+    cache: Option<FileCache>,
     summary: Summary,
     warnings: Vec<String>,
     progress: ProgressBytes,
 }
 
+/// A catalog entry waiting for the ids of its chunks.
+struct Pending {
+    entry: Entry,
+    /// Its chunks; empty when the entry already names its blobs.
+    seqs: Range<u64>,
+    /// Record the file in the cache under this path and metadata once it is named.
+    cache_as: Option<(Vec<u8>, FileMeta)>,
+}
+
+fn set_blobs(entry: &mut Entry, ids: Vec<String>) {
+    match entry {
+        Entry::Table { blobs, .. } | Entry::File { blobs, .. } => *blobs = ids,
+        _ => debug_assert!(ids.is_empty(), "only tables and files have blobs"),
+    }
+}
+
 impl Reader {
-    fn new(
-        keys: Arc<TenantKeys>,
-        index: Arc<Index>,
-        tx: SyncSender<(BlobId, Vec<u8>)>,
-        progress: ProgressBytes,
-    ) -> Reader {
-        let chunker = Chunker::new(keys.chunker_seed());
+    fn new(seed: u64, shared: Arc<Shared>, tx: SyncSender<(u64, Vec<u8>)>, progress: ProgressBytes) -> Reader {
         Reader {
-            keys,
-            index,
+            shared,
             tx,
-            chunker,
-            sent: HashSet::new(),
+            chunker: Chunker::new(seed),
+            seq: 0,
+            pending: VecDeque::new(),
+            catalog: None,
+            cache: None,
             summary: Summary::default(),
             warnings: Vec::new(),
             progress,
@@ -317,23 +375,12 @@ impl Reader {
         self.warnings.push(w);
     }
 
-    /// Cut what the chunker holds into blobs, sending the ones the repository lacks.
-    fn emit(&mut self, finish: bool, blobs: &mut Vec<String>) -> Result<()> {
-        let Reader {
-            keys,
-            index,
-            tx,
-            chunker,
-            sent,
-            ..
-        } = self;
+    /// Cut what the chunker holds into numbered chunks and send them to the sealers.
+    fn emit(&mut self, finish: bool) -> Result<()> {
+        let Reader { tx, chunker, seq, .. } = self;
         let mut take = |chunk: &[u8]| -> Result<()> {
-            let id = keys.blob_id(chunk);
-            blobs.push(hex::encode(id));
-            if !index.contains(&id) && sent.insert(id) {
-                tx.send((id, chunk.to_vec()))
-                    .map_err(|_| pipeline_stopped())?;
-            }
+            tx.send((*seq, chunk.to_vec())).map_err(|_| pipeline_stopped())?;
+            *seq += 1;
             Ok(())
         };
         if finish {
@@ -343,30 +390,55 @@ impl Reader {
         }
     }
 
-    fn read_tenant(
-        mut self,
-        tenant_dir: &Path,
-        cache_path: &Path,
-        spool_dir: &Path,
-    ) -> Result<ReadResult> {
+    /// Queue a catalog entry whose blobs are the chunks `seqs` (empty when the entry already
+    /// names its blobs), and write out every entry that is complete.
+    fn entry(&mut self, entry: Entry, seqs: Range<u64>) -> Result<()> {
+        self.queue(Pending { entry, seqs, cache_as: None })
+    }
+
+    fn queue(&mut self, p: Pending) -> Result<()> {
+        self.pending.push_back(p);
+        self.write_ready(false)?;
+        while self.pending.len() > MAX_PENDING {
+            self.write_head(true)?;
+        }
+        Ok(())
+    }
+
+    fn write_ready(&mut self, wait: bool) -> Result<()> {
+        while !self.pending.is_empty() {
+            if !self.write_head(wait)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the oldest pending entry if its chunks are named. Returns whether it was written.
+    fn write_head(&mut self, wait: bool) -> Result<bool> {
+        let Some(head) = self.pending.front() else { return Ok(false) };
+        let Some(ids) = self.shared.take(head.seqs.clone(), wait)? else { return Ok(false) };
+        let Pending { mut entry, seqs, cache_as } = self.pending.pop_front().expect("checked above");
+        if !seqs.is_empty() {
+            set_blobs(&mut entry, ids);
+        }
+        if let (Some((rel, meta)), Some(cache), Entry::File { blobs, .. }) = (cache_as, self.cache.as_mut(), &entry) {
+            cache.record(&rel, &meta, blobs);
+        }
+        let (w, path) = self.catalog.as_mut().expect("the catalog spool is open while reading");
+        serde_json::to_writer(&mut *w, &entry).expect("catalog entries serialize");
+        w.write_all(b"\n").map_err(|cause| Error::Io { what: "cannot write", path: path.clone(), cause })?;
+        Ok(true)
+    }
+
+    fn read_tenant(mut self, tenant_dir: &Path, cache_path: &Path, spool_dir: &Path) -> Result<ReadResult> {
         let spool = tempfile::NamedTempFile::new_in(spool_dir).map_err(|cause| Error::Io {
             what: "cannot create a temporary file in",
             path: spool_dir.into(),
             cause,
         })?;
-        let mut catalog = BufWriter::new(spool.reopen().map_err(|cause| Error::Io {
-            what: "cannot open",
-            path: spool.path().into(),
-            cause,
-        })?);
-        let line = |catalog: &mut BufWriter<File>, e: &Entry| -> Result<()> {
-            serde_json::to_writer(&mut *catalog, e).expect("catalog entries serialize");
-            catalog.write_all(b"\n").map_err(|cause| Error::Io {
-                what: "cannot write",
-                path: spool.path().into(),
-                cause,
-            })
-        };
+        let writer = spool.reopen().map_err(|cause| Error::Io { what: "cannot open", path: spool.path().into(), cause })?;
+        self.catalog = Some((BufWriter::new(writer), spool.path().into()));
 
         // Tables, under one read transaction.
         let phase = Instant::now();
@@ -377,16 +449,9 @@ impl Reader {
         for w in table_warnings {
             self.warn(w);
         }
-        line(
-            &mut catalog,
-            &Entry::Schema {
-                objects,
-                user_version,
-                application_id,
-            },
-        )?;
+        self.entry(Entry::Schema { objects, user_version, application_id }, 0..0)?;
         for spec in tables {
-            let mut blobs = Vec::new();
+            let first = self.seq;
             let (mut n, mut bytes) = (0u64, 0u64);
             db.for_each_row(&spec, |values: &[ValueRef<'_>]| -> Result<()> {
                 let buf = self.chunker.buffer();
@@ -398,143 +463,96 @@ impl Reader {
                 bytes += added;
                 self.progress.add(added);
                 n += 1;
-                self.emit(false, &mut blobs)
+                self.emit(false)
             })?;
-            self.emit(true, &mut blobs)?;
+            self.emit(true)?;
             self.summary.tables += 1;
             self.summary.rows += n;
             self.summary.table_bytes += bytes;
             self.summary.bytes_read += bytes;
-            line(
-                &mut catalog,
-                &Entry::Table {
-                    name: spec.name,
-                    columns: spec.columns,
-                    rowid: spec.rowid.is_some(),
-                    rows: n,
-                    bytes,
-                    blobs,
-                },
-            )?;
+            let entry = Entry::Table {
+                name: spec.name,
+                columns: spec.columns,
+                rowid: spec.rowid.is_some(),
+                rows: n,
+                bytes,
+                blobs: Vec::new(),
+            };
+            self.entry(entry, first..self.seq)?;
         }
         drop(db);
-        tracing::debug!(
-            seconds = phase.elapsed().as_secs_f64(),
-            bytes = self.summary.table_bytes,
-            "tables read"
-        );
+        tracing::debug!(seconds = phase.elapsed().as_secs_f64(), bytes = self.summary.table_bytes, "tables read");
         let phase = Instant::now();
 
         // Files.
-        let mut cache = FileCache::open(cache_path)
+        self.cache = FileCache::open(cache_path)
             .map_err(|e| {
-                self.warn(format!(
-                    "file cache {} is unusable ({e}); every file is read",
-                    cache_path.display()
-                ));
+                self.warn(format!("file cache {} is unusable ({e}); every file is read", cache_path.display()));
             })
             .ok();
         let mut walk_warnings = Vec::new();
         files::walk(
             tenant_dir,
             |item| -> Result<()> {
-                let entry = match item {
-                    Item::Dir { rel, meta } => Entry::Dir {
-                        path: EntryPath::from_bytes(&rel),
-                        mode: meta.mode,
-                        mtime_ns: meta.mtime_ns,
-                    },
-                    Item::Symlink { rel, target } => Entry::Symlink {
-                        path: EntryPath::from_bytes(&rel),
-                        target: EntryPath::from_bytes(&target),
-                    },
-                    Item::File { rel, abs, meta } => {
-                        match self.read_file(&rel, &abs, meta, cache.as_mut())? {
-                            Some(e) => e,
-                            None => return Ok(()),
-                        }
-                    }
-                };
-                line(&mut catalog, &entry)
+                match item {
+                    Item::Dir { rel, meta } => self.entry(
+                        Entry::Dir { path: EntryPath::from_bytes(&rel), mode: meta.mode, mtime_ns: meta.mtime_ns },
+                        0..0,
+                    ),
+                    Item::Symlink { rel, target } => self.entry(
+                        Entry::Symlink { path: EntryPath::from_bytes(&rel), target: EntryPath::from_bytes(&target) },
+                        0..0,
+                    ),
+                    Item::File { rel, abs, meta } => self.read_file(&rel, &abs, meta),
+                }
             },
             |w| walk_warnings.push(w),
         )?;
         for w in walk_warnings {
             self.warn(w);
         }
-
-        tracing::debug!(
-            seconds = phase.elapsed().as_secs_f64(),
-            bytes = self.summary.file_bytes,
-            "files read"
-        );
+        self.write_ready(true)?;
+        tracing::debug!(seconds = phase.elapsed().as_secs_f64(), bytes = self.summary.file_bytes, "files read");
 
         // The catalog itself, chunked like any stream.
-        let file = catalog.into_inner().map_err(|e| Error::Io {
-            what: "cannot write",
-            path: spool.path().into(),
-            cause: e.into_error(),
-        })?;
-        drop(file);
-        let mut catalog_blobs = Vec::new();
-        let mut rd = File::open(spool.path()).map_err(|cause| Error::Io {
-            what: "cannot read",
-            path: spool.path().into(),
-            cause,
-        })?;
+        let (writer, path) = self.catalog.take().expect("the catalog spool is open while reading");
+        writer.into_inner().map_err(|e| Error::Io { what: "cannot write", path: path.clone(), cause: e.into_error() })?;
+        let first = self.seq;
+        let mut rd = File::open(&path).map_err(|cause| Error::Io { what: "cannot read", path: path.clone(), cause })?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = rd.read(&mut buf).map_err(|cause| Error::Io {
-                what: "cannot read",
-                path: spool.path().into(),
-                cause,
-            })?;
+            let n = rd.read(&mut buf).map_err(|cause| Error::Io { what: "cannot read", path: path.clone(), cause })?;
             if n == 0 {
                 break;
             }
             self.chunker.buffer().extend_from_slice(&buf[..n]);
-            self.emit(false, &mut catalog_blobs)?;
+            self.emit(false)?;
         }
-        self.emit(true, &mut catalog_blobs)?;
-        Ok(ReadResult {
-            catalog: catalog_blobs,
-            summary: self.summary,
-            warnings: self.warnings,
-            snapshot_time,
-            cache,
-        })
+        self.emit(true)?;
+        let catalog = self.shared.take(first..self.seq, true)?.expect("waited for every id");
+        Ok(ReadResult { catalog, summary: self.summary, warnings: self.warnings, snapshot_time, cache: self.cache })
     }
 
     /// Back up one file. Unchanged files (same path, size, mtime, ctime and inode as in the cache,
     /// with all their blobs still indexed) are not read at all. A file that changes while it is
     /// read is read again; if it never holds still, the last read is kept and named in a warning.
-    fn read_file(
-        &mut self,
-        rel: &[u8],
-        abs: &Path,
-        meta: FileMeta,
-        cache: Option<&mut FileCache>,
-    ) -> Result<Option<Entry>> {
+    fn read_file(&mut self, rel: &[u8], abs: &Path, meta: FileMeta) -> Result<()> {
         let path = EntryPath::from_bytes(rel);
-        let mut cache = cache;
-        if let Some(c) = cache.as_deref_mut() {
+        if let Some(c) = self.cache.as_ref() {
             if let Some(blobs) = c.lookup(rel, &meta) {
-                let ids: Option<Vec<BlobId>> = blobs
-                    .iter()
-                    .map(|b| crate::repository::parse_blob_id(b))
-                    .collect();
-                if ids.is_some_and(|ids| ids.iter().all(|id| self.index.contains(id))) {
-                    c.record(rel, &meta, &blobs);
+                let ids: Option<Vec<BlobId>> = blobs.iter().map(|b| crate::repository::parse_blob_id(b)).collect();
+                if ids.is_some_and(|ids| ids.iter().all(|id| self.shared.index.contains(id))) {
                     self.summary.files += 1;
                     self.summary.file_bytes += meta.size;
-                    return Ok(Some(Entry::File {
+                    let entry = Entry::File {
                         path,
                         size: meta.size,
                         mode: meta.mode,
                         mtime_ns: meta.mtime_ns,
                         blobs,
                         changed_during_read: false,
-                    }));
+                    };
+                    return self.queue(Pending { entry, seqs: 0..0, cache_as: Some((rel.to_vec(), meta)) });
                 }
             }
         }
@@ -542,38 +560,33 @@ impl Reader {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let unreadable = |e: std::io::Error| {
+                format!("cannot read {}: {e}; it is not in this generation (check its permissions)", abs.display())
+            };
             let mut f = match File::open(abs) {
                 Ok(f) => f,
                 Err(e) => {
-                    self.warn(format!(
-                        "cannot read {}: {e}; it is not in this generation (fix its permissions)",
-                        abs.display()
-                    ));
-                    return Ok(None);
+                    self.warn(unreadable(e));
+                    return Ok(());
                 }
             };
             let before = match f.metadata() {
                 Ok(m) => FileMeta::of(&m),
                 Err(e) => {
-                    self.warn(format!(
-                        "cannot read {}: {e}; it is not in this generation",
-                        abs.display()
-                    ));
-                    return Ok(None);
+                    self.warn(unreadable(e));
+                    return Ok(());
                 }
             };
-            let mut blobs = Vec::new();
+            let first = self.seq;
             let mut size = 0u64;
             loop {
                 let n = match f.read(&mut buf) {
                     Ok(n) => n,
                     Err(e) => {
+                        // Chunks already sent are stored but referenced by nothing.
                         self.chunker.finish(|_| Ok::<_, ()>(())).ok();
-                        self.warn(format!(
-                            "cannot read {}: {e}; it is not in this generation",
-                            abs.display()
-                        ));
-                        return Ok(None);
+                        self.warn(unreadable(e));
+                        return Ok(());
                     }
                 };
                 if n == 0 {
@@ -582,14 +595,13 @@ impl Reader {
                 size += n as u64;
                 self.progress.add(n as u64);
                 self.chunker.buffer().extend_from_slice(&buf[..n]);
-                self.emit(false, &mut blobs)?;
+                self.emit(false)?;
             }
-            self.emit(true, &mut blobs)?;
+            self.emit(true)?;
+            let seqs = first..self.seq;
             self.summary.bytes_read += size;
             let after = f.metadata().map(|m| FileMeta::of(&m)).ok();
-            let still = std::fs::symlink_metadata(abs)
-                .map(|m| FileMeta::of(&m))
-                .ok();
+            let still = std::fs::symlink_metadata(abs).map(|m| FileMeta::of(&m)).ok();
             let consistent = after == Some(before) && still == Some(before) && size == before.size;
             if consistent || attempt == READ_ATTEMPTS {
                 if !consistent {
@@ -598,20 +610,23 @@ impl Reader {
                          which may be inconsistent",
                         abs.display()
                     ));
-                } else if let Some(c) = cache.as_deref_mut() {
-                    c.record(rel, &before, &blobs);
                 }
                 self.summary.files += 1;
                 self.summary.file_bytes += size;
-                return Ok(Some(Entry::File {
+                let entry = Entry::File {
                     path,
                     size,
                     mode: before.mode,
                     mtime_ns: before.mtime_ns,
-                    blobs,
+                    blobs: Vec::new(),
                     changed_during_read: !consistent,
-                }));
+                };
+                // Only a file read consistently may be skipped by the cache next time.
+                let cache_as = consistent.then(|| (rel.to_vec(), before));
+                return self.queue(Pending { entry, seqs, cache_as });
             }
+            // A torn read: its chunks are stored but referenced by nothing; forget their ids.
+            self.shared.take(seqs, true)?;
         }
     }
 }
@@ -642,11 +657,9 @@ impl FileCache {
     fn lookup(&self, rel: &[u8], m: &FileMeta) -> Option<Vec<String>> {
         let row: Option<(i64, String, String, i64, String)> = self
             .conn
-            .query_row(
-                "SELECT size, mtime, ctime, inode, blobs FROM files WHERE path = ?1",
-                [rel],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
+            .query_row("SELECT size, mtime, ctime, inode, blobs FROM files WHERE path = ?1", [rel], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .ok();
         let (size, mtime, ctime, inode, blobs) = row?;
         (size as u64 == m.size
@@ -676,9 +689,7 @@ impl FileCache {
     }
 
     fn commit(self) {
-        let res = self
-            .conn
-            .execute_batch("DROP TABLE files; ALTER TABLE files_next RENAME TO files; COMMIT;");
+        let res = self.conn.execute_batch("DROP TABLE files; ALTER TABLE files_next RENAME TO files; COMMIT;");
         if let Err(e) = res {
             tracing::warn!(error = %e, "could not save the file cache; the next backup reads every file");
         }

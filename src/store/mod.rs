@@ -48,12 +48,7 @@ pub enum StoreError {
     #[error("object {key} does not exist in {store}")]
     NotFound { store: String, key: String },
     #[error("{op} of {key} in {store} failed: {cause}")]
-    Failed {
-        store: String,
-        op: &'static str,
-        key: String,
-        cause: String,
-    },
+    Failed { store: String, op: &'static str, key: String, cause: String },
     #[error("{store}: {message}")]
     Config { store: String, message: String },
 }
