@@ -6,3 +6,4 @@ mod store_contract;
 mod cli;
 mod dir_store;
 mod foundation;
+mod s3_store;

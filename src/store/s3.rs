@@ -326,7 +326,7 @@ impl Fault {
             SdkError::ServiceError(se) => {
                 let err = se.err();
                 let code = err.code().map(String::from);
-                let text = match (err.code(), err.message()) {
+                let text = match (err.code(), err.message().filter(|m| !m.trim().is_empty())) {
                     (Some(c), Some(m)) => format!("HTTP {} {c}: {m}", status.unwrap_or(0)),
                     (Some(c), None) => format!("HTTP {} {c}", status.unwrap_or(0)),
                     _ => format!("HTTP {}", status.unwrap_or(0)),
@@ -446,9 +446,9 @@ impl S3Store {
             ),
         };
         let provider = sdk.credentials_provider().ok_or_else(|| no_creds("no credentials provider".into()))?;
-        let creds = aws_sdk_s3::config::ProvideCredentials::provide_credentials(&provider)
-            .await
-            .map_err(|e| no_creds(DisplayErrorContext(&e).to_string()))?;
+        // Only the top of the error: the whole chain dumps every provider's HTTP response.
+        let creds =
+            aws_sdk_s3::config::ProvideCredentials::provide_credentials(&provider).await.map_err(|e| no_creds(e.to_string()))?;
         let access_key_id = creds.access_key_id().to_string();
         // The endpoint is set here, on the S3 client itself, so that AWS_ENDPOINT_URL(_S3) or a
         // profile's endpoint_url can never send the data somewhere that was not validated.
@@ -519,20 +519,28 @@ impl S3Store {
         StoreError::Config { store: self.describe(), message }
     }
 
-    /// The message for a failed request: the last cause, and what to do about it.
+    /// The message for a failed request: the last cause, and what to do about it. The store's
+    /// description (bucket, prefix, endpoint) is already in every error this goes into.
     fn explain(&self, f: &Fault) -> String {
+        if f.is("InvalidAccessKeyId") {
+            return format!(
+                "the server refused the credentials: it does not know access key id {} ({}); check \
+                 AWS_ACCESS_KEY_ID or the profile, and that the key was made for this endpoint",
+                self.access_key_id, f.text
+            );
+        }
         if f.is_auth() {
             return format!(
-                "{} refused the credentials of access key id {} ({}); check the secret key that goes with \
-                 this key id (AWS_SECRET_ACCESS_KEY or the profile), and that the key is active",
-                self.endpoint.url, self.access_key_id, f.text
+                "the server refused the credentials of access key id {} ({}); check the secret key that goes \
+                 with this key id (AWS_SECRET_ACCESS_KEY or the profile), and that the key is active",
+                self.access_key_id, f.text
             );
         }
         if f.is("AccessDenied") || (f.status == Some(403) && f.code.is_none()) {
             return format!(
-                "{} denied access to access key id {} ({}); the key needs s3:GetObject, PutObject, DeleteObject, \
-                 ListBucket, ListBucketMultipartUploads and AbortMultipartUpload on bucket {}",
-                self.endpoint.url, self.access_key_id, f.text, self.bucket
+                "the server denied access to access key id {} ({}); the key needs s3:GetObject, PutObject, \
+                 DeleteObject, ListBucket, ListBucketMultipartUploads and AbortMultipartUpload on bucket {}",
+                self.access_key_id, f.text, self.bucket
             );
         }
         if f.is("RequestTimeTooSkewed") {
@@ -1016,7 +1024,12 @@ impl Store for S3Store {
             return Ok(false);
         }
         let digest = b64(&Sha256::digest(&data));
+        // reversa retries this request itself: a 412 after an attempt whose outcome is unknown
+        // (a timeout, a reset, a 5xx) may be our own first write, and only then is it right to
+        // look at what is there. A 412 on a clean first attempt is simply "exists".
+        let no_sdk_retry = aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled());
         let mut attempt = 0;
+        let mut maybe_written = false;
         loop {
             attempt += 1;
             let res = self
@@ -1029,6 +1042,8 @@ impl Store for S3Store {
                 .checksum_sha256(&digest)
                 .set_storage_class(self.storage_class.clone())
                 .body(ByteStream::from(data.clone()))
+                .customize()
+                .config_override(no_sdk_retry.clone())
                 .send()
                 .await;
             let e = match res {
@@ -1037,19 +1052,24 @@ impl Store for S3Store {
             };
             let f = Fault::of(&e);
             match f.status {
-                // Exists. If the SDK retried a write whose first attempt did succeed, the object
-                // is ours: our bytes (which always hold a random part) are there.
-                Some(412) => {
+                Some(412) if maybe_written => {
+                    // Our bytes always hold something random (a nonce, a salt), so equal bytes
+                    // mean the earlier attempt did write them.
                     return match self.get_object(key, None).await {
                         Ok(b) => Ok(b == data),
-                        Err(e) if e.is_not_found() => Err(self.failed("create", key, "refused as existing, then not found; retry".into())),
+                        Err(e) if e.is_not_found() => {
+                            Err(self.failed("create", key, "refused as existing, then not found; retry".into()))
+                        }
                         Err(e) => Err(e),
                     };
                 }
+                Some(412) => return Ok(false),
                 // A concurrent conditional write on the same key (AWS): retry, then one wins.
-                Some(409) if attempt < self.max_attempts => tokio::time::sleep(backoff(attempt)).await,
+                Some(409) if attempt < self.max_attempts => {}
+                _ if f.transient && attempt < self.max_attempts => maybe_written = true,
                 _ => return Err(self.failed("create", key, self.explain(&f))),
             }
+            tokio::time::sleep(backoff(attempt)).await;
         }
     }
 
