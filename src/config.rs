@@ -319,6 +319,13 @@ mod tests {
     }
 
     #[test]
+    fn the_s3_example_configuration_loads() {
+        let text = include_str!("../config/reversa.s3.example.toml");
+        let c = parse(text).unwrap();
+        assert!(matches!(c.store, StoreConfig::S3(_)));
+    }
+
+    #[test]
     fn unknown_kind_is_named() {
         let e = parse(&GOOD.replace("kind = \"sqlite\"", "kind = \"oracle\"")).unwrap_err().to_string();
         assert!(e.contains("oracle") && e.contains("sqlite"), "{e}");
