@@ -417,7 +417,8 @@ impl Fault {
                     (Some(c), None) => format!("HTTP {} {c}", status.unwrap_or(0)),
                     _ => format!("HTTP {}", status.unwrap_or(0)),
                 };
-                let transient = status.is_some_and(|s| s >= 500 || s == 429)
+                // 501 Not Implemented is an answer, not a failure to retry.
+                let transient = status.is_some_and(|s| (s >= 500 && s != 501) || s == 429)
                     || code
                         .as_deref()
                         .is_some_and(|c| THROTTLING_CODES.contains(&c));
@@ -508,14 +509,9 @@ async fn sha256_of_file_range_async(path: PathBuf, offset: u64, len: u64) -> io:
 }
 
 impl S3Store {
-    /// Connect to the bucket: check the configuration (again: the library can be called without
-    /// a config file), find the credentials, check that the bucket exists (or create it) and
-    /// that its location is allowed. With [`OpenMode::Init`], also probe conditional writes.
+    /// Connect to the bucket ([`S3Store::connect`]), check that it exists (or create it) and that
+    /// its location is allowed. With [`OpenMode::Init`], also probe conditional writes.
     pub async fn open(cfg: &S3StoreConfig, mode: OpenMode) -> Result<S3Store, StoreError> {
-        validate(cfg).map_err(|e| StoreError::Config {
-            store: format!("s3://{}", cfg.bucket),
-            message: format!("{}: {}", e.key, e.message),
-        })?;
         let mut store = S3Store::connect(cfg).await?;
         store.check_bucket(mode).await?;
         if let Some(location) = store.bucket_location().await? {
@@ -530,8 +526,13 @@ impl S3Store {
         Ok(store)
     }
 
-    /// Build the client and find the credentials; sends no request to the endpoint.
+    /// Check the configuration (again: the library can be called without a config file), build
+    /// the client and find the credentials. Sends no request to the endpoint.
     pub async fn connect(cfg: &S3StoreConfig) -> Result<S3Store, StoreError> {
+        validate(cfg).map_err(|e| StoreError::Config {
+            store: format!("s3://{}", cfg.bucket),
+            message: format!("{}: {}", e.key, e.message),
+        })?;
         let endpoint = endpoint_of(cfg).map_err(|e| StoreError::Config {
             store: format!("s3://{}", cfg.bucket),
             message: e,
