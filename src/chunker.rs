@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(a.concat(), data);
         assert!(a.iter().all(|c| c.len() <= MAX_SIZE));
         assert!(a.len() > 4 && a.iter().any(|c| c.len() < MAX_SIZE));
-        assert_ne!(chunks(&data, 1, 8).iter().map(Vec::len).collect::<Vec<_>>(), a.iter().map(Vec::len).collect::<Vec<_>>());
+        assert_ne!(
+            chunks(&data, 1, 8).iter().map(Vec::len).collect::<Vec<_>>(),
+            a.iter().map(Vec::len).collect::<Vec<_>>()
+        );
     }
 
     #[test]

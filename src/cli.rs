@@ -92,7 +92,9 @@ pub mod exit {
 
 fn load_config(cli: &Cli) -> Result<Config, Error> {
     let path = cli.config.as_ref().ok_or_else(|| {
-        Error::Usage("this command needs a configuration file: pass --config FILE (see config/reversa.example.toml)".into())
+        Error::Usage(
+            "this command needs a configuration file: pass --config FILE (see config/reversa.example.toml)".into(),
+        )
     })?;
     Config::load(path).map_err(|e| Error::Usage(e.to_string()))
 }
@@ -116,18 +118,34 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let r = demo::demo(dir, &*progress).await?;
             println!("reversa demo: {} sample tenants backed up, one restored and verified\n", r.backups.len());
             println!("  source   {}/source  ({})", r.base.display(), mb(r.source_bytes));
-            println!("  store    {}/store  ({} after dedup, compression and encryption)", r.base.display(), mb(r.store_bytes));
+            println!(
+                "  store    {}/store  ({} after dedup, compression and encryption)",
+                r.base.display(),
+                mb(r.store_bytes)
+            );
             println!("  key      {}/master.key (mode 0600; keep it apart from the store)\n", r.base.display());
             for b in &r.backups {
                 let s = &b.manifest.summary;
                 println!(
                     "  {:<16} generation {}  {} tables, {} rows, {} files, read {}, added {} in {} ms",
-                    b.manifest.tenant, b.manifest.id, s.tables, s.rows, s.files, mb(s.bytes_read), mb(s.bytes_added), s.duration_ms
+                    b.manifest.tenant,
+                    b.manifest.id,
+                    s.tables,
+                    s.rows,
+                    s.files,
+                    mb(s.bytes_read),
+                    mb(s.bytes_added),
+                    s.duration_ms
                 );
             }
             println!(
                 "\n  restored {} ({} tables, {} rows, {} files) into {} in {} ms: identical to the source",
-                demo::TENANTS[0], r.restored.tables, r.restored.rows, r.restored.files, r.restored_to.display(), r.restored.duration_ms
+                demo::TENANTS[0],
+                r.restored.tables,
+                r.restored.rows,
+                r.restored.files,
+                r.restored_to.display(),
+                r.restored.duration_ms
             );
             println!("  total {} ms\n", r.duration_ms);
             let c = r.config_file.display();
@@ -154,8 +172,12 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 println!("bucket location: {region}");
             }
             match r.facts.conditional_writes {
-                Some(true) => println!("conditional writes: honoured (tenant lock: one object created with If-None-Match)"),
-                Some(false) => println!("conditional writes: ignored by this server (tenant lock: unique lock objects, oldest wins)"),
+                Some(true) => {
+                    println!("conditional writes: honoured (tenant lock: one object created with If-None-Match)")
+                }
+                Some(false) => println!(
+                    "conditional writes: ignored by this server (tenant lock: unique lock objects, oldest wins)"
+                ),
                 None => {}
             }
             Ok(exit::OK)
@@ -215,12 +237,20 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             if *json {
                 print_json(&list);
             } else {
-                println!("{:<28} {:<20} {:>10} {:>8} {:>12} {:>12}", "GENERATION", "TIME", "ROWS", "FILES", "BYTES", "ADDED");
+                println!(
+                    "{:<28} {:<20} {:>10} {:>8} {:>12} {:>12}",
+                    "GENERATION", "TIME", "ROWS", "FILES", "BYTES", "ADDED"
+                );
                 for m in &list {
                     let s = &m.summary;
                     println!(
                         "{:<28} {:<20} {:>10} {:>8} {:>12} {:>12}",
-                        m.id, m.time, s.rows, s.files, s.table_bytes + s.file_bytes, s.bytes_added
+                        m.id,
+                        m.time,
+                        s.rows,
+                        s.files,
+                        s.table_bytes + s.file_bytes,
+                        s.bytes_added
                     );
                 }
             }
@@ -260,7 +290,11 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                         r.index_files,
                         r.packs,
                         r.blobs,
-                        if *read_data { format!(", {} blobs read and verified ({})", r.blobs_read, mb(r.bytes_read)) } else { String::new() },
+                        if *read_data {
+                            format!(", {} blobs read and verified ({})", r.blobs_read, mb(r.bytes_read))
+                        } else {
+                            String::new()
+                        },
                         if r.is_clean() { "no problems".to_string() } else { format!("{} PROBLEMS", r.problems.len()) }
                     );
                     for p in &r.problems {
@@ -274,7 +308,10 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     }
                     for u in &r.leftover_uploads {
                         let action = if u.action == "left" { "left (`check --repair` aborts it)" } else { &u.action };
-                        println!("  leftover upload: {} (started {}, id {}): {action}", u.key, u.initiated, u.upload_id);
+                        println!(
+                            "  leftover upload: {} (started {}, id {}): {action}",
+                            u.key, u.initiated, u.upload_id
+                        );
                     }
                 }
                 reports.push(r);

@@ -169,9 +169,7 @@ impl Config {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: format!("{}", e.message().trim_end())
-                + &e.span()
-                    .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
-                    .unwrap_or_default()
+                + &e.span().map(|s| format!(" (line {})", text[..s.start].lines().count().max(1))).unwrap_or_default()
                 + "; see config/reversa.example.toml for every key",
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -213,9 +211,11 @@ impl Config {
                 return Err(invalid("store.path", "is empty; set it to the folder that will hold the backups"))
             }
             // The EU rules, before anything can send a request.
-            StoreConfig::S3(s3) => {
-                crate::store::s3::validate(s3).map_err(|e| ConfigError::Invalid { path: path.into(), key: e.key, message: e.message })?
-            }
+            StoreConfig::S3(s3) => crate::store::s3::validate(s3).map_err(|e| ConfigError::Invalid {
+                path: path.into(),
+                key: e.key,
+                message: e.message,
+            })?,
             _ => {}
         }
         if self.keys.master_key_file.is_none() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none() {
@@ -293,7 +293,10 @@ mod tests {
     fn s3_store_loads_with_defaults_and_sizes() {
         let c = parse(S3).unwrap();
         let StoreConfig::S3(s3) = &c.store else { panic!("not s3: {:?}", c.store) };
-        assert_eq!((s3.bucket.as_str(), s3.region.as_str(), s3.prefix.as_str()), ("reversa-backups", "eu-south-1", "agent-1"));
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str(), s3.prefix.as_str()),
+            ("reversa-backups", "eu-south-1", "agent-1")
+        );
         assert_eq!(s3.part_size, 8 << 20);
         assert_eq!(s3.max_concurrency, 4);
         assert!(!s3.allow_insecure_http);

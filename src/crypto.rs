@@ -237,9 +237,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
     let info = peek_header(sealed)?;
     match info.kind {
         Some(k) if k == ctx.kind => {}
-        Some(k) => {
-            return Err(OpenError::WrongKind { found: k.name().to_string(), expected: ctx.kind.name() })
-        }
+        Some(k) => return Err(OpenError::WrongKind { found: k.name().to_string(), expected: ctx.kind.name() }),
         None => return Err(OpenError::BadHeader("unknown kind")),
     }
     if sealed[6] != CHUNK_EXP {

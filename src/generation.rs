@@ -53,11 +53,26 @@ pub struct Summary {
 #[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Entry {
     /// The database's schema objects in creation order, and its header fields.
-    Schema { objects: Vec<SchemaObject>, user_version: i64, application_id: i64 },
+    Schema {
+        objects: Vec<SchemaObject>,
+        user_version: i64,
+        application_id: i64,
+    },
     /// A table's rows. `columns` lists the stored columns in order; `rowid` is true when the
     /// first stored value of each row is the rowid.
-    Table { name: String, columns: Vec<String>, rowid: bool, rows: u64, bytes: u64, blobs: Vec<String> },
-    Dir { path: EntryPath, mode: u32, mtime_ns: i64 },
+    Table {
+        name: String,
+        columns: Vec<String>,
+        rowid: bool,
+        rows: u64,
+        bytes: u64,
+        blobs: Vec<String>,
+    },
+    Dir {
+        path: EntryPath,
+        mode: u32,
+        mtime_ns: i64,
+    },
     File {
         path: EntryPath,
         size: u64,
@@ -68,7 +83,10 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         changed_during_read: bool,
     },
-    Symlink { path: EntryPath, target: EntryPath },
+    Symlink {
+        path: EntryPath,
+        target: EntryPath,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -254,8 +254,8 @@ impl Keystore {
     }
 
     fn from_bytes(path: PathBuf, master: MasterKey, bytes: &[u8]) -> Result<Keystore, KeyError> {
-        let file: KeystoreFile =
-            serde_json::from_slice(bytes).map_err(|e| KeyError::Damaged { path: path.clone(), message: e.to_string() })?;
+        let file: KeystoreFile = serde_json::from_slice(bytes)
+            .map_err(|e| KeyError::Damaged { path: path.clone(), message: e.to_string() })?;
         if file.format != 1 {
             return Err(KeyError::Damaged { path, message: format!("unknown format {}", file.format) });
         }
@@ -290,19 +290,15 @@ impl Keystore {
 
     /// The tenant's current keys.
     pub fn tenant_keys(&self, tenant: &TenantId) -> Result<TenantKeys, KeyError> {
-        let entry = self
-            .file
-            .tenants
-            .get(tenant.as_str())
-            .ok_or_else(|| KeyError::NoKey { tenant: tenant.to_string() })?;
+        let entry =
+            self.file.tenants.get(tenant.as_str()).ok_or_else(|| KeyError::NoKey { tenant: tenant.to_string() })?;
         if entry.shredded.is_some() {
             return Err(KeyError::Shredded { tenant: tenant.to_string() });
         }
         let wk = entry.keys.last().ok_or_else(|| KeyError::NoKey { tenant: tenant.to_string() })?;
-        let raw = B64.decode(&wk.wrapped).map_err(|e| KeyError::Damaged {
-            path: self.path.clone(),
-            message: format!("tenant {tenant}: {e}"),
-        })?;
+        let raw = B64
+            .decode(&wk.wrapped)
+            .map_err(|e| KeyError::Damaged { path: self.path.clone(), message: format!("tenant {tenant}: {e}") })?;
         let dek = crypto::unwrap_key(&self.master.wrapping_key(), &dek_aad(tenant.as_str(), wk.version), &raw)
             .ok_or_else(|| KeyError::Damaged {
                 path: self.path.clone(),

@@ -29,13 +29,41 @@ impl Scale {
     pub const DEMO: Scale = Scale { rows: 2_000, file_bytes: 6 << 20, incompressible: 0.7 };
 }
 
-const FIRST: &[&str] = &["Giulia", "Marco", "Anna", "Luca", "Chiara", "Giovanni", "Sofia", "Niccolò", "Zoë", "José", "Åsa", "Łukasz"];
-const LAST: &[&str] = &["Rossi", "Bianchi", "Esposito", "Colombo", "D'Angelo", "Müller", "Ferrari", "Gallo", "Conti", "Dvořák"];
-const KINDS: &[&str] = &["carta d'identità", "residenza", "TARI", "permesso di costruire", "accesso agli atti", "SUAP", "mensa scolastica"];
+const FIRST: &[&str] =
+    &["Giulia", "Marco", "Anna", "Luca", "Chiara", "Giovanni", "Sofia", "Niccolò", "Zoë", "José", "Åsa", "Łukasz"];
+const LAST: &[&str] =
+    &["Rossi", "Bianchi", "Esposito", "Colombo", "D'Angelo", "Müller", "Ferrari", "Gallo", "Conti", "Dvořák"];
+const KINDS: &[&str] = &[
+    "carta d'identità",
+    "residenza",
+    "TARI",
+    "permesso di costruire",
+    "accesso agli atti",
+    "SUAP",
+    "mensa scolastica",
+];
 const STATES: &[&str] = &["aperta", "in istruttoria", "sospesa", "chiusa", "archiviata"];
 const WORDS: &[&str] = &[
-    "il", "comune", "di", "richiesta", "del", "cittadino", "protocollo", "ufficio", "tributi", "anagrafe",
-    "determina", "dirigenziale", "pagamento", "scadenza", "allegato", "verbale", "seduta", "giunta", "è", "città",
+    "il",
+    "comune",
+    "di",
+    "richiesta",
+    "del",
+    "cittadino",
+    "protocollo",
+    "ufficio",
+    "tributi",
+    "anagrafe",
+    "determina",
+    "dirigenziale",
+    "pagamento",
+    "scadenza",
+    "allegato",
+    "verbale",
+    "seduta",
+    "giunta",
+    "è",
+    "città",
 ];
 
 fn words(rng: &mut StdRng, n: usize) -> String {
@@ -94,16 +122,32 @@ fn seed_database(path: &Path, scale: Scale, rng: &mut StdRng) -> rusqlite::Resul
         for i in 0..citizens {
             let nome = FIRST[rng.random_range(0..FIRST.len())];
             let cognome = LAST[rng.random_range(0..LAST.len())];
-            let cf = format!("{}{}{:02}A{:02}H501{:X}", &cognome.to_uppercase()[..3.min(cognome.len())], &nome.to_uppercase()[..2], i % 100, i % 28 + 1, i);
+            let cf = format!(
+                "{}{}{:02}A{:02}H501{:X}",
+                &cognome.to_uppercase()[..3.min(cognome.len())],
+                &nome.to_uppercase()[..2],
+                i % 100,
+                i % 28 + 1,
+                i
+            );
             let nato = (rng.random_bool(0.9)).then(|| format!("{}-{:02}-{:02}", 1930 + i % 80, i % 12 + 1, i % 28 + 1));
-            let email = (rng.random_bool(0.7)).then(|| format!("{}.{}{}@example.it", nome.to_lowercase(), cognome.to_lowercase(), i));
+            let email = (rng.random_bool(0.7))
+                .then(|| format!("{}.{}{}@example.it", nome.to_lowercase(), cognome.to_lowercase(), i));
             let note = match i % 7 {
                 0 => Some("=SOMMA(A1:A3) scritto dal cittadino".to_string()),
                 1 => Some("riga uno\nriga due, con \"virgolette\"".to_string()),
                 2 => Some(format!("{} 🏛️", words(rng, 12))),
                 _ => None,
             };
-            st.execute(params![cf, nome, cognome, nato, email, note, format!("2024-{:02}-{:02} 09:{:02}:00", i % 12 + 1, i % 28 + 1, i % 60)])?;
+            st.execute(params![
+                cf,
+                nome,
+                cognome,
+                nato,
+                email,
+                note,
+                format!("2024-{:02}-{:02} 09:{:02}:00", i % 12 + 1, i % 28 + 1, i % 60)
+            ])?;
         }
         let mut st = tx.prepare("INSERT INTO pratiche (id, cittadino_id, tipo, stato, aperta_il, chiusa_il, importo, urgente, descrizione, firma) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?;
         let mut sig = vec![0u8; 2048];
@@ -131,7 +175,12 @@ fn seed_database(path: &Path, scale: Scale, rng: &mut StdRng) -> rusqlite::Resul
         }
         let mut st = tx.prepare("INSERT INTO protocollo VALUES (?1, ?2, ?3, ?4)")?;
         for i in 0..scale.rows / 2 {
-            st.execute(params![2020 + (i % 6) as i64, i as i64, words(rng, 8), format!("{} {}", FIRST[i % FIRST.len()], LAST[i % LAST.len()])])?;
+            st.execute(params![
+                2020 + (i % 6) as i64,
+                i as i64,
+                words(rng, 8),
+                format!("{} {}", FIRST[i % FIRST.len()], LAST[i % LAST.len()])
+            ])?;
         }
         let mut st = tx.prepare("INSERT INTO log_eventi VALUES (?1, ?2, ?3)")?;
         for i in 0..scale.rows / 2 {

@@ -49,7 +49,9 @@ pub async fn run(store: Arc<dyn Store>, prefix: &str) {
         for i in 0..8 {
             let s = store.clone();
             let key = k("c/race");
-            tasks.push(tokio::spawn(async move { s.create_if_absent(&key, Bytes::from(format!("{i}"))).await.unwrap() }));
+            tasks.push(tokio::spawn(
+                async move { s.create_if_absent(&key, Bytes::from(format!("{i}"))).await.unwrap() },
+            ));
         }
         let mut wins = 0;
         for t in tasks {
@@ -68,7 +70,10 @@ pub async fn run(store: Arc<dyn Store>, prefix: &str) {
     assert!(listed.windows(2).all(|w| w[0].key < w[1].key), "list is sorted");
     assert!(listed.iter().all(|o| o.key.starts_with(&k("l/")) && o.size == 1));
     let nested = store.list(&k("a/")).await.unwrap();
-    assert_eq!(nested.iter().map(|o| o.key.clone()).collect::<Vec<_>>(), vec![k("a/empty"), k("a/file"), k("a/one"), k("a/range")]);
+    assert_eq!(
+        nested.iter().map(|o| o.key.clone()).collect::<Vec<_>>(),
+        vec![k("a/empty"), k("a/file"), k("a/one"), k("a/range")]
+    );
 
     // Delete.
     store.delete(&k("a/one")).await.unwrap();

@@ -64,13 +64,23 @@ pub async fn backup(agent: &Agent, tenant: &TenantId, progress: &dyn Progress) -
     result
 }
 
-async fn run(agent: &Agent, repo: &Repository, tenant_dir: &Path, progress: &dyn Progress, started: Instant) -> Result<BackupReport> {
+async fn run(
+    agent: &Agent,
+    repo: &Repository,
+    tenant_dir: &Path,
+    progress: &dyn Progress,
+    started: Instant,
+) -> Result<BackupReport> {
     let tenant = repo.tenant().clone();
     let index = Arc::new(repo.load_index().await?);
     let parent = repo.list_generations().await?.pop();
     let cache_path = agent.config.state.dir.join("cache").join(format!("{tenant}.files.sqlite"));
     let spool_dir = agent.config.state.dir.join("tmp");
-    std::fs::create_dir_all(&spool_dir).map_err(|cause| Error::Io { what: "cannot create", path: spool_dir.clone(), cause })?;
+    std::fs::create_dir_all(&spool_dir).map_err(|cause| Error::Io {
+        what: "cannot create",
+        path: spool_dir.clone(),
+        cause,
+    })?;
     progress.phase(&format!("backup {tenant}"), None);
 
     let (chunk_tx, chunk_rx) = sync_channel::<(BlobId, Vec<u8>)>(4);
@@ -175,7 +185,11 @@ fn pipeline_stopped() -> Error {
     Error::Failed("the backup pipeline stopped".into())
 }
 
-fn seal_loop(keys: &TenantKeys, rx: Arc<Mutex<Receiver<(BlobId, Vec<u8>)>>>, tx: SyncSender<(BlobId, Vec<u8>)>) -> Result<()> {
+fn seal_loop(
+    keys: &TenantKeys,
+    rx: Arc<Mutex<Receiver<(BlobId, Vec<u8>)>>>,
+    tx: SyncSender<(BlobId, Vec<u8>)>,
+) -> Result<()> {
     loop {
         let next = rx.lock().expect("chunk channel lock").recv();
         let Ok((id, plain)) = next else { return Ok(()) };
@@ -214,7 +228,10 @@ struct Uploaded {
     blobs: u64,
 }
 
-async fn upload_loop(repo: &Repository, mut rx: tokio::sync::mpsc::Receiver<([u8; 32], Vec<u8>, Vec<PackBlob>)>) -> Result<Uploaded> {
+async fn upload_loop(
+    repo: &Repository,
+    mut rx: tokio::sync::mpsc::Receiver<([u8; 32], Vec<u8>, Vec<PackBlob>)>,
+) -> Result<Uploaded> {
     let mut in_flight = tokio::task::JoinSet::new();
     let mut done: Vec<([u8; 32], Vec<PackBlob>)> = Vec::new();
     let mut stats = Uploaded { bytes: 0, packs: 0, blobs: 0 };
@@ -272,9 +289,23 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(keys: Arc<TenantKeys>, index: Arc<Index>, tx: SyncSender<(BlobId, Vec<u8>)>, progress: ProgressBytes) -> Reader {
+    fn new(
+        keys: Arc<TenantKeys>,
+        index: Arc<Index>,
+        tx: SyncSender<(BlobId, Vec<u8>)>,
+        progress: ProgressBytes,
+    ) -> Reader {
         let chunker = Chunker::new(keys.chunker_seed());
-        Reader { keys, index, tx, chunker, sent: HashSet::new(), summary: Summary::default(), warnings: Vec::new(), progress }
+        Reader {
+            keys,
+            index,
+            tx,
+            chunker,
+            sent: HashSet::new(),
+            summary: Summary::default(),
+            warnings: Vec::new(),
+            progress,
+        }
     }
 
     fn warn(&mut self, w: String) {
@@ -301,8 +332,11 @@ impl Reader {
     }
 
     fn read_tenant(mut self, tenant_dir: &Path, cache_path: &Path, spool_dir: &Path) -> Result<ReadResult> {
-        let spool = tempfile::NamedTempFile::new_in(spool_dir)
-            .map_err(|cause| Error::Io { what: "cannot create a temporary file in", path: spool_dir.into(), cause })?;
+        let spool = tempfile::NamedTempFile::new_in(spool_dir).map_err(|cause| Error::Io {
+            what: "cannot create a temporary file in",
+            path: spool_dir.into(),
+            cause,
+        })?;
         let mut catalog = BufWriter::new(spool.reopen().map_err(|cause| Error::Io {
             what: "cannot open",
             path: spool.path().into(),
@@ -310,7 +344,11 @@ impl Reader {
         })?);
         let line = |catalog: &mut BufWriter<File>, e: &Entry| -> Result<()> {
             serde_json::to_writer(&mut *catalog, e).expect("catalog entries serialize");
-            catalog.write_all(b"\n").map_err(|cause| Error::Io { what: "cannot write", path: spool.path().into(), cause })
+            catalog.write_all(b"\n").map_err(|cause| Error::Io {
+                what: "cannot write",
+                path: spool.path().into(),
+                cause,
+            })
         };
 
         // Tables, under one read transaction.
@@ -344,21 +382,32 @@ impl Reader {
             self.summary.bytes_read += bytes;
             line(
                 &mut catalog,
-                &Entry::Table { name: spec.name, columns: spec.columns, rowid: spec.rowid.is_some(), rows: n, bytes, blobs },
+                &Entry::Table {
+                    name: spec.name,
+                    columns: spec.columns,
+                    rowid: spec.rowid.is_some(),
+                    rows: n,
+                    bytes,
+                    blobs,
+                },
             )?;
         }
         drop(db);
 
         // Files.
-        let mut cache = FileCache::open(cache_path).map_err(|e| {
-            self.warn(format!("file cache {} is unusable ({e}); every file is read", cache_path.display()));
-        }).ok();
+        let mut cache = FileCache::open(cache_path)
+            .map_err(|e| {
+                self.warn(format!("file cache {} is unusable ({e}); every file is read", cache_path.display()));
+            })
+            .ok();
         let mut walk_warnings = Vec::new();
         files::walk(
             tenant_dir,
             |item| -> Result<()> {
                 let entry = match item {
-                    Item::Dir { rel, meta } => Entry::Dir { path: EntryPath::from_bytes(&rel), mode: meta.mode, mtime_ns: meta.mtime_ns },
+                    Item::Dir { rel, meta } => {
+                        Entry::Dir { path: EntryPath::from_bytes(&rel), mode: meta.mode, mtime_ns: meta.mtime_ns }
+                    }
                     Item::Symlink { rel, target } => {
                         Entry::Symlink { path: EntryPath::from_bytes(&rel), target: EntryPath::from_bytes(&target) }
                     }
@@ -376,13 +425,25 @@ impl Reader {
         }
 
         // The catalog itself, chunked like any stream.
-        let file = catalog.into_inner().map_err(|e| Error::Io { what: "cannot write", path: spool.path().into(), cause: e.into_error() })?;
+        let file = catalog.into_inner().map_err(|e| Error::Io {
+            what: "cannot write",
+            path: spool.path().into(),
+            cause: e.into_error(),
+        })?;
         drop(file);
         let mut catalog_blobs = Vec::new();
-        let mut rd = File::open(spool.path()).map_err(|cause| Error::Io { what: "cannot read", path: spool.path().into(), cause })?;
+        let mut rd = File::open(spool.path()).map_err(|cause| Error::Io {
+            what: "cannot read",
+            path: spool.path().into(),
+            cause,
+        })?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = rd.read(&mut buf).map_err(|cause| Error::Io { what: "cannot read", path: spool.path().into(), cause })?;
+            let n = rd.read(&mut buf).map_err(|cause| Error::Io {
+                what: "cannot read",
+                path: spool.path().into(),
+                cause,
+            })?;
             if n == 0 {
                 break;
             }
@@ -396,7 +457,13 @@ impl Reader {
     /// Back up one file. Unchanged files (same path, size, mtime, ctime and inode as in the cache,
     /// with all their blobs still indexed) are not read at all. A file that changes while it is
     /// read is read again; if it never holds still, the last read is kept and named in a warning.
-    fn read_file(&mut self, rel: &[u8], abs: &Path, meta: FileMeta, cache: Option<&mut FileCache>) -> Result<Option<Entry>> {
+    fn read_file(
+        &mut self,
+        rel: &[u8],
+        abs: &Path,
+        meta: FileMeta,
+        cache: Option<&mut FileCache>,
+    ) -> Result<Option<Entry>> {
         let path = EntryPath::from_bytes(rel);
         let mut cache = cache;
         if let Some(c) = cache.as_deref_mut() {
@@ -406,7 +473,14 @@ impl Reader {
                     c.record(rel, &meta, &blobs);
                     self.summary.files += 1;
                     self.summary.file_bytes += meta.size;
-                    return Ok(Some(Entry::File { path, size: meta.size, mode: meta.mode, mtime_ns: meta.mtime_ns, blobs, changed_during_read: false }));
+                    return Ok(Some(Entry::File {
+                        path,
+                        size: meta.size,
+                        mode: meta.mode,
+                        mtime_ns: meta.mtime_ns,
+                        blobs,
+                        changed_during_read: false,
+                    }));
                 }
             }
         }
@@ -417,7 +491,10 @@ impl Reader {
             let mut f = match File::open(abs) {
                 Ok(f) => f,
                 Err(e) => {
-                    self.warn(format!("cannot read {}: {e}; it is not in this generation (fix its permissions)", abs.display()));
+                    self.warn(format!(
+                        "cannot read {}: {e}; it is not in this generation (fix its permissions)",
+                        abs.display()
+                    ));
                     return Ok(None);
                 }
             };
@@ -508,7 +585,10 @@ impl FileCache {
             })
             .ok();
         let (size, mtime, ctime, inode, blobs) = row?;
-        (size as u64 == m.size && mtime == m.mtime_ns.to_string() && ctime == m.ctime_ns.to_string() && inode as u64 == m.inode)
+        (size as u64 == m.size
+            && mtime == m.mtime_ns.to_string()
+            && ctime == m.ctime_ns.to_string()
+            && inode as u64 == m.inode)
             .then(|| serde_json::from_str(&blobs).ok())
             .flatten()
     }
@@ -517,7 +597,14 @@ impl FileCache {
         let blobs = serde_json::to_string(blobs).expect("blob list serializes");
         let res = self.conn.execute(
             "INSERT OR REPLACE INTO files_next VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params![rel, m.size as i64, m.mtime_ns.to_string(), m.ctime_ns.to_string(), m.inode as i64, blobs],
+            rusqlite::params![
+                rel,
+                m.size as i64,
+                m.mtime_ns.to_string(),
+                m.ctime_ns.to_string(),
+                m.inode as i64,
+                blobs
+            ],
         );
         if let Err(e) = res {
             tracing::warn!(error = %e, "could not update the file cache");
@@ -531,4 +618,3 @@ impl FileCache {
         }
     }
 }
-

@@ -182,10 +182,14 @@ async fn read_packs(
             match read_header(&keys, &hex_id, &bytes) {
                 Err(e) => problems.push(format!("{key2}: {e}")),
                 Ok(blobs) => {
-                    let have: HashSet<([u8; 32], u64, u32)> = blobs.iter().map(|b| (b.id, b.offset, b.length)).collect();
+                    let have: HashSet<([u8; 32], u64, u32)> =
+                        blobs.iter().map(|b| (b.id, b.offset, b.length)).collect();
                     for w in &want {
                         if !have.contains(w) {
-                            problems.push(format!("{key2}: the index lists blob {} here, the pack does not hold it", hex::encode(w.0)));
+                            problems.push(format!(
+                                "{key2}: the index lists blob {} here, the pack does not hold it",
+                                hex::encode(w.0)
+                            ));
                         }
                     }
                     for b in blobs {
@@ -213,11 +217,18 @@ async fn read_packs(
 pub async fn leftover_uploads(agent: &Agent, tenant: &TenantId, repair: bool) -> Result<Vec<LeftoverUpload>> {
     let pending = agent.store.pending_uploads(&Repository::prefix(tenant)).await?;
     let when = |secs: i64| {
-        jiff::Timestamp::from_second(secs).map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|_| secs.to_string())
+        jiff::Timestamp::from_second(secs)
+            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(|_| secs.to_string())
     };
     let mut out: Vec<LeftoverUpload> = pending
         .iter()
-        .map(|u| LeftoverUpload { key: u.key.clone(), upload_id: u.upload_id.clone(), initiated: when(u.initiated), action: "left".into() })
+        .map(|u| LeftoverUpload {
+            key: u.key.clone(),
+            upload_id: u.upload_id.clone(),
+            initiated: when(u.initiated),
+            action: "left".into(),
+        })
         .collect();
     if !repair || pending.is_empty() {
         return Ok(out);

@@ -26,7 +26,8 @@ pub struct DemoReport {
 
 pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     let started = Instant::now();
-    let base = std::path::absolute(base).map_err(|cause| Error::Io { what: "cannot resolve", path: base.into(), cause })?;
+    let base =
+        std::path::absolute(base).map_err(|cause| Error::Io { what: "cannot resolve", path: base.into(), cause })?;
     let source = base.join("source");
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
@@ -54,7 +55,8 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     );
     std::fs::write(&config_file, text).map_err(io("cannot write", &config_file))?;
     // The demo's own key file; an existing one (from an earlier run) is reused.
-    let generate = (!key_file.exists() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none()).then_some(key_file.as_path());
+    let generate =
+        (!key_file.exists() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none()).then_some(key_file.as_path());
     init::init(&config, generate).await?;
     let agent = Agent::open(config).await?;
 
@@ -104,8 +106,11 @@ pub fn compare_tenant(a: &Path, b: &Path) -> Result<Vec<String>> {
     let mut diffs = Vec::new();
     let db_err = |e: rusqlite::Error| Error::Failed(format!("cannot compare databases: {e}"));
     let da = rusqlite::Connection::open(a.join(crate::source::DATABASE_FILE)).map_err(db_err)?;
-    da.execute_batch(&format!("ATTACH DATABASE '{}' AS r", b.join(crate::source::DATABASE_FILE).display().to_string().replace('\'', "''")))
-        .map_err(db_err)?;
+    da.execute_batch(&format!(
+        "ATTACH DATABASE '{}' AS r",
+        b.join(crate::source::DATABASE_FILE).display().to_string().replace('\'', "''")
+    ))
+    .map_err(db_err)?;
     let schema = |db: &str| -> Result<Vec<(String, String, Option<String>)>> {
         let mut st = da
             .prepare(&format!("SELECT type, name, sql FROM {db}.sqlite_master WHERE name NOT LIKE 'sqlite_autoindex%' ORDER BY type, name"))
@@ -128,9 +133,12 @@ pub fn compare_tenant(a: &Path, b: &Path) -> Result<Vec<String>> {
         let typed = |db: &str| format!("SELECT *, {types} FROM {db}.{q}");
         let only_a = count(&format!("SELECT count(*) FROM ({} EXCEPT {})", typed("main"), typed("r")))?;
         let only_b = count(&format!("SELECT count(*) FROM ({} EXCEPT {})", typed("r"), typed("main")))?;
-        let (na, nb) = (count(&format!("SELECT count(*) FROM main.{q}"))?, count(&format!("SELECT count(*) FROM r.{q}"))?);
+        let (na, nb) =
+            (count(&format!("SELECT count(*) FROM main.{q}"))?, count(&format!("SELECT count(*) FROM r.{q}"))?);
         if only_a + only_b > 0 || na != nb {
-            diffs.push(format!("table {name}: {only_a} rows only in the source, {only_b} only in the restore, {na} vs {nb} rows"));
+            diffs.push(format!(
+                "table {name}: {only_a} rows only in the source, {only_b} only in the restore, {na} vs {nb} rows"
+            ));
         }
     }
     for top in crate::source::FILE_FOLDERS {
@@ -143,10 +151,8 @@ fn typeof_all(db: &rusqlite::Connection, table: &str) -> Result<String> {
     let mut st = db
         .prepare("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0")
         .map_err(|e| Error::Failed(e.to_string()))?;
-    let cols: Vec<String> = st
-        .query_map([table], |r| r.get(0))
-        .and_then(|r| r.collect())
-        .map_err(|e| Error::Failed(e.to_string()))?;
+    let cols: Vec<String> =
+        st.query_map([table], |r| r.get(0)).and_then(|r| r.collect()).map_err(|e| Error::Failed(e.to_string()))?;
     let mut parts: Vec<String> = cols.iter().map(|c| format!("typeof({})", crate::source::sqlite::quote(c))).collect();
     if parts.is_empty() {
         parts.push("0".into());

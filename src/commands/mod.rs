@@ -60,7 +60,11 @@ pub async fn open_store(cfg: &StoreConfig, create: bool) -> Result<Arc<dyn Store
 }
 
 /// [`open_store`] for `init`, which may also create a missing S3 bucket (`init --create-bucket`).
-pub async fn open_store_with(cfg: &StoreConfig, create: bool, create_bucket: bool) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_store_with(
+    cfg: &StoreConfig,
+    create: bool,
+    create_bucket: bool,
+) -> Result<Arc<dyn Store>, StoreError> {
     match cfg {
         StoreConfig::Dir { path } => Ok(Arc::new(DirStore::open(path, create)?)),
         StoreConfig::S3(c) if create => Ok(Arc::new(S3Store::open(c, S3OpenMode::Init { create_bucket }).await?)),

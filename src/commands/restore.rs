@@ -130,7 +130,11 @@ fn entry_blobs(entry: &Entry, generation: &str) -> Result<Vec<BlobId>> {
     list.iter()
         .map(|b| {
             parse_blob_id(b).ok_or_else(|| {
-                Error::Repo(RepoError::Damaged { what: "generation catalog", key: generation.into(), cause: format!("bad blob id {b}") })
+                Error::Repo(RepoError::Damaged {
+                    what: "generation catalog",
+                    key: generation.into(),
+                    cause: format!("bad blob id {b}"),
+                })
             })
         })
         .collect()
@@ -166,7 +170,11 @@ fn move_into_place(staging: &Path, to: &Path) -> Result<()> {
             let r = if m.is_dir() { fs::remove_dir_all(&dest) } else { fs::remove_file(&dest) };
             r.map_err(|cause| Error::Io { what: "cannot replace", path: dest.clone(), cause })?;
         }
-        fs::rename(&from, &dest).map_err(|cause| Error::Io { what: "cannot move into place", path: dest.clone(), cause })?;
+        fs::rename(&from, &dest).map_err(|cause| Error::Io {
+            what: "cannot move into place",
+            path: dest.clone(),
+            cause,
+        })?;
     }
     Ok(())
 }
@@ -275,7 +283,8 @@ impl Writer {
                 cols.extend(columns.iter().map(|c| quote(c)));
                 let marks = vec!["?"; cols.len()].join(", ");
                 let insert = format!("INSERT INTO {} ({}) VALUES ({marks})", quote(&name), cols.join(", "));
-                self.current = Current::Table { name, insert, ncols: cols.len(), expected: rows, rows: 0, carry: Vec::new() };
+                self.current =
+                    Current::Table { name, insert, ncols: cols.len(), expected: rows, rows: 0, carry: Vec::new() };
             }
             Entry::Dir { path, mode, mtime_ns } => {
                 let p = safe_join(&self.staging, &path)?;
@@ -308,7 +317,8 @@ impl Writer {
             Current::Table { name, insert, ncols, rows, carry, .. } => {
                 self.stats.bytes += d.len() as u64;
                 carry.extend_from_slice(&d);
-                let db = self.db.as_ref().ok_or_else(|| Error::Failed(format!("table {name} comes before the schema")))?;
+                let db =
+                    self.db.as_ref().ok_or_else(|| Error::Failed(format!("table {name} comes before the schema")))?;
                 let mut st = db.prepare_cached(insert).map_err(db_err)?;
                 let mut pos = 0;
                 'rows: loop {
@@ -340,7 +350,10 @@ impl Writer {
         match std::mem::replace(&mut self.current, Current::None) {
             Current::File { path, file, size, written, mode, mtime_ns } => {
                 if written != size {
-                    return Err(Error::Failed(format!("{}: restored {written} bytes, the generation says {size}", path.display())));
+                    return Err(Error::Failed(format!(
+                        "{}: restored {written} bytes, the generation says {size}",
+                        path.display()
+                    )));
                 }
                 file.sync_all().map_err(io_err(&path))?;
                 drop(file);
@@ -349,7 +362,9 @@ impl Writer {
             }
             Current::Table { name, expected, rows, carry, .. } => {
                 if !carry.is_empty() || rows != expected {
-                    return Err(Error::Failed(format!("table {name}: restored {rows} rows, the generation says {expected}")));
+                    return Err(Error::Failed(format!(
+                        "table {name}: restored {rows} rows, the generation says {expected}"
+                    )));
                 }
                 self.stats.tables += 1;
                 self.stats.rows += rows;

@@ -36,9 +36,7 @@ pub enum RepoError {
     NoSuchGeneration { tenant: String, id: String },
     #[error("tenant {tenant} has no generation yet; run `reversa backup --tenant {tenant}` first")]
     NoGenerations { tenant: String },
-    #[error(
-        "{store} is not a reversa store (no {MARKER_KEY}); run `reversa --config FILE init` first"
-    )]
+    #[error("{store} is not a reversa store (no {MARKER_KEY}); run `reversa --config FILE init` first")]
     NotInitialized { store: String },
     #[error("cannot use the local folder {path}: {cause}")]
     Local { path: std::path::PathBuf, cause: std::io::Error },
@@ -158,10 +156,10 @@ impl Repository {
 
     /// Read one blob through the index.
     pub async fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>, RepoError> {
-        let loc = index.blobs.get(id).ok_or_else(|| RepoError::MissingBlob {
-            tenant: self.tenant().to_string(),
-            blob: hex::encode(id),
-        })?;
+        let loc = index
+            .blobs
+            .get(id)
+            .ok_or_else(|| RepoError::MissingBlob { tenant: self.tenant().to_string(), blob: hex::encode(id) })?;
         let key = self.pack_key(&index.packs[loc.pack as usize]);
         let sealed = self.store.get_range(&key, loc.offset..loc.offset + loc.length as u64).await?;
         let keys = self.keys.clone();
@@ -169,7 +167,11 @@ impl Repository {
         tokio::task::spawn_blocking(move || open_blob(&keys, &id, &sealed))
             .await
             .expect("blob decryption task panicked")
-            .map_err(|cause| RepoError::Damaged { what: "blob", key: format!("{key} (blob {})", hex::encode(id)), cause })
+            .map_err(|cause| RepoError::Damaged {
+                what: "blob",
+                key: format!("{key} (blob {})", hex::encode(id)),
+                cause,
+            })
     }
 
     /// Load and merge every index file; a damaged one is an error.
@@ -224,7 +226,8 @@ impl Repository {
     /// blob, so it can be read line by line without holding it in memory.
     pub async fn fetch_catalog(&self, index: &Index, m: &Manifest, tmp_dir: &Path) -> Result<Catalog, RepoError> {
         std::fs::create_dir_all(tmp_dir).map_err(|e| RepoError::Local { path: tmp_dir.into(), cause: e })?;
-        let mut file = tempfile::NamedTempFile::new_in(tmp_dir).map_err(|e| RepoError::Local { path: tmp_dir.into(), cause: e })?;
+        let mut file = tempfile::NamedTempFile::new_in(tmp_dir)
+            .map_err(|e| RepoError::Local { path: tmp_dir.into(), cause: e })?;
         for b in &m.catalog {
             let id = parse_id(b).ok_or_else(|| RepoError::Damaged {
                 what: "generation manifest",
@@ -321,8 +324,8 @@ impl Repository {
 pub fn seal_blob(keys: &TenantKeys, id: &BlobId, plain: &[u8]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(plain.len() + 1);
     payload.push(1u8);
-    let compressed = zstd::stream::copy_encode(plain, &mut payload, 1).is_ok()
-        && payload.len() - 1 < plain.len() - plain.len() / 32;
+    let compressed =
+        zstd::stream::copy_encode(plain, &mut payload, 1).is_ok() && payload.len() - 1 < plain.len() - plain.len() / 32;
     if !compressed {
         payload.clear();
         payload.push(0u8);
@@ -358,7 +361,8 @@ pub struct Catalog {
 impl Catalog {
     /// The entries in order. A line that does not parse names the generation as damaged.
     pub fn entries(&self) -> Result<impl Iterator<Item = Result<Entry, RepoError>> + '_, RepoError> {
-        let f = std::fs::File::open(self.file.path()).map_err(|e| RepoError::Local { path: self.file.path().into(), cause: e })?;
+        let f = std::fs::File::open(self.file.path())
+            .map_err(|e| RepoError::Local { path: self.file.path().into(), cause: e })?;
         Ok(std::io::BufReader::new(f).lines().enumerate().map(move |(n, line)| {
             let line = line.map_err(|e| RepoError::Local { path: self.file.path().into(), cause: e })?;
             serde_json::from_str(&line).map_err(|e| RepoError::Damaged {

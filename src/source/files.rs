@@ -69,7 +69,10 @@ pub fn walk<E>(
             let mut entries: Vec<_> = match std::fs::read_dir(&abs_dir) {
                 Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
                 Err(e) => {
-                    warn(format!("cannot list folder {}: {e}; its content is not in this generation", abs_dir.display()));
+                    warn(format!(
+                        "cannot list folder {}: {e}; its content is not in this generation",
+                        abs_dir.display()
+                    ));
                     continue;
                 }
             };

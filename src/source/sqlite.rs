@@ -35,8 +35,9 @@ impl Snapshot {
                 cause: std::io::Error::new(std::io::ErrorKind::NotFound, "the tenant has no database file"),
             });
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(err)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(err)?;
         // A busy writer gets a few seconds to finish before the snapshot gives up.
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
         // The snapshot starts at the first read inside the transaction.
@@ -52,10 +53,14 @@ impl Snapshot {
     pub fn schema(&self) -> Result<(Vec<SchemaObject>, i64, i64), SourceError> {
         let mut st = self
             .conn
-            .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY rowid")
+            .prepare(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY rowid",
+            )
             .map_err(|e| self.err(e))?;
         let objects = st
-            .query_map([], |r| Ok(SchemaObject { kind: r.get(0)?, name: r.get(1)?, tbl_name: r.get(2)?, sql: r.get(3)? }))
+            .query_map([], |r| {
+                Ok(SchemaObject { kind: r.get(0)?, name: r.get(1)?, tbl_name: r.get(2)?, sql: r.get(3)? })
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
         let uv: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))?;

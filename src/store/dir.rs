@@ -22,8 +22,9 @@ impl DirStore {
     pub fn open(root: &Path, create: bool) -> Result<DirStore, StoreError> {
         let fail = |message: String| StoreError::Config { store: format!("dir:{}", root.display()), message };
         if create {
-            fs::create_dir_all(root.join(".tmp"))
-                .map_err(|e| fail(format!("cannot create the store folder: {e}; check [store] path and its permissions")))?;
+            fs::create_dir_all(root.join(".tmp")).map_err(|e| {
+                fail(format!("cannot create the store folder: {e}; check [store] path and its permissions"))
+            })?;
         } else if !root.is_dir() {
             return Err(fail("the store folder does not exist; run `reversa --config FILE init` first".into()));
         }

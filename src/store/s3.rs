@@ -29,8 +29,8 @@ use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation}
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
-    CreateBucketConfiguration, StorageClass,
+    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
+    StorageClass,
 };
 use base64::Engine;
 use bytes::Bytes;
@@ -60,10 +60,7 @@ pub struct Invalid {
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        key,
-        message: message.into(),
-    }
+    Invalid { key, message: message.into() }
 }
 
 /// The parts of an endpoint URL reversa cares about.
@@ -76,17 +73,11 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or("is not a URL; write it as https://host[:port]")?;
+        let (scheme, rest) = url.split_once("://").ok_or("is not a URL; write it as https://host[:port]")?;
         let https = match scheme.to_ascii_lowercase().as_str() {
             "https" => true,
             "http" => false,
-            other => {
-                return Err(format!(
-                    "has scheme {other:?}; only https (or http to this host) is allowed"
-                ))
-            }
+            other => return Err(format!("has scheme {other:?}; only https (or http to this host) is allowed")),
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -96,9 +87,7 @@ impl Endpoint {
             return Err("must be only scheme, host and port (no path, query or fragment)".into());
         }
         if authority.contains('@') {
-            return Err(
-                "must not hold credentials; they come from the AWS environment or profile".into(),
-            );
+            return Err("must not hold credentials; they come from the AWS environment or profile".into());
         }
         let host = if let Some(v6) = authority.strip_prefix('[') {
             let end = v6.find(']').ok_or("has an unterminated [IPv6] host")?;
@@ -106,23 +95,13 @@ impl Endpoint {
         } else {
             authority
                 .rsplit_once(':')
-                .map_or(authority, |(h, port)| {
-                    if port.chars().all(|c| c.is_ascii_digit()) {
-                        h
-                    } else {
-                        authority
-                    }
-                })
+                .map_or(authority, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { authority })
                 .to_string()
         };
         if host.is_empty() {
             return Err("has no host".into());
         }
-        Ok(Endpoint {
-            https,
-            host: host.to_ascii_lowercase(),
-            url: url.trim_end_matches('/').to_string(),
-        })
+        Ok(Endpoint { https, host: host.to_ascii_lowercase(), url: url.trim_end_matches('/').to_string() })
     }
 
     /// Whether the host is this machine, where plain http never crosses a network.
@@ -138,9 +117,7 @@ impl Endpoint {
 pub fn endpoint_of(cfg: &S3StoreConfig) -> Result<Endpoint, String> {
     match &cfg.endpoint {
         Some(url) => Endpoint::parse(url),
-        None if cfg.region.starts_with("eusc-") => {
-            Endpoint::parse(&format!("https://s3.{}.amazonaws.eu", cfg.region))
-        }
+        None if cfg.region.starts_with("eusc-") => Endpoint::parse(&format!("https://s3.{}.amazonaws.eu", cfg.region)),
         None => Endpoint::parse(&format!("https://s3.{}.amazonaws.com", cfg.region)),
     }
 }
@@ -148,16 +125,10 @@ pub fn endpoint_of(cfg: &S3StoreConfig) -> Result<Endpoint, String> {
 /// The regions this configuration allows: the built-in EU list for the kind of endpoint,
 /// narrowed by `allowed_regions`.
 pub fn allowed_regions(cfg: &S3StoreConfig, aws: bool) -> Vec<&'static str> {
-    let base: Vec<&'static str> = if aws {
-        eu::AWS.iter().map(|r| r.name).collect()
-    } else {
-        eu::default_allowed().map(|r| r.name).collect()
-    };
+    let base: Vec<&'static str> =
+        if aws { eu::AWS.iter().map(|r| r.name).collect() } else { eu::default_allowed().map(|r| r.name).collect() };
     match &cfg.allowed_regions {
-        Some(narrow) => base
-            .into_iter()
-            .filter(|r| narrow.iter().any(|n| n == r))
-            .collect(),
+        Some(narrow) => base.into_iter().filter(|r| narrow.iter().any(|n| n == r)).collect(),
         None => base,
     }
 }
@@ -178,10 +149,7 @@ pub fn check_region(cfg: &S3StoreConfig, endpoint: &Endpoint, region: &str) -> R
         ));
     }
     if let Some(place) = eu::not_eu_on_host(&endpoint.host, region) {
-        return Err(format!(
-            "region {region:?} is {place} at {}, outside the EU",
-            endpoint.host
-        ));
+        return Err(format!("region {region:?} is {place} at {}, outside the EU", endpoint.host));
     }
     Ok(())
 }
@@ -192,10 +160,7 @@ pub fn validate(cfg: &S3StoreConfig) -> Result<(), Invalid> {
     // allowed_regions can only narrow the built-in list.
     if let Some(list) = &cfg.allowed_regions {
         if list.is_empty() {
-            return Err(invalid(
-                "store.allowed_regions",
-                "is empty; remove it to allow every EU region, or list some",
-            ));
+            return Err(invalid("store.allowed_regions", "is empty; remove it to allow every EU region, or list some"));
         }
         for r in list {
             if eu::lookup(r).is_none() {
@@ -209,24 +174,20 @@ pub fn validate(cfg: &S3StoreConfig) -> Result<(), Invalid> {
             }
         }
     }
-    let endpoint = endpoint_of(cfg).map_err(|e| {
-        invalid(
-            "store.endpoint",
-            format!("{:?} {e}", cfg.endpoint.as_deref().unwrap_or("")),
-        )
-    })?;
+    let endpoint = endpoint_of(cfg)
+        .map_err(|e| invalid("store.endpoint", format!("{:?} {e}", cfg.endpoint.as_deref().unwrap_or(""))))?;
     let aws = eu::is_aws_host(&endpoint.host);
     if cfg.region.trim().is_empty() {
-        return Err(invalid(
-            "store.region",
-            "is empty; set the bucket's EU region, e.g. \"eu-south-1\"",
-        ));
+        return Err(invalid("store.region", "is empty; set the bucket's EU region, e.g. \"eu-south-1\""));
     }
     check_region(cfg, &endpoint, &cfg.region).map_err(|e| invalid("store.region", e))?;
     if let Some((named, place)) = eu::non_eu_in_host(&endpoint.host, aws) {
         return Err(invalid(
             "store.endpoint",
-            format!("{} names region {named:?} ({place}), outside the EU; use an endpoint in an EU region", endpoint.url),
+            format!(
+                "{} names region {named:?} ({place}), outside the EU; use an endpoint in an EU region",
+                endpoint.url
+            ),
         ));
     }
     for named in eu::aws_style_regions_in_host(&endpoint.host) {
@@ -241,10 +202,7 @@ pub fn validate(cfg: &S3StoreConfig) -> Result<(), Invalid> {
         }
     }
     if eu::is_aws_host(&endpoint.host) && endpoint.host.ends_with(".cn") {
-        return Err(invalid(
-            "store.endpoint",
-            format!("{} is in China, outside the EU", endpoint.url),
-        ));
+        return Err(invalid("store.endpoint", format!("{} is in China, outside the EU", endpoint.url)));
     }
     if !endpoint.https && !endpoint.is_loopback() && !cfg.allow_insecure_http {
         return Err(invalid(
@@ -256,37 +214,22 @@ pub fn validate(cfg: &S3StoreConfig) -> Result<(), Invalid> {
             ),
         ));
     }
-    validate_bucket_name(&cfg.bucket)
-        .map_err(|e| invalid("store.bucket", format!("{:?} {e}", cfg.bucket)))?;
-    normalize_prefix(&cfg.prefix)
-        .map_err(|e| invalid("store.prefix", format!("{:?} {e}", cfg.prefix)))?;
+    validate_bucket_name(&cfg.bucket).map_err(|e| invalid("store.bucket", format!("{:?} {e}", cfg.bucket)))?;
+    normalize_prefix(&cfg.prefix).map_err(|e| invalid("store.prefix", format!("{:?} {e}", cfg.prefix)))?;
     if !(1..=64).contains(&cfg.max_concurrency) {
-        return Err(invalid(
-            "store.max_concurrency",
-            format!("is {}; use 1 to 64", cfg.max_concurrency),
-        ));
+        return Err(invalid("store.max_concurrency", format!("is {}; use 1 to 64", cfg.max_concurrency)));
     }
     if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&cfg.part_size) {
         return Err(invalid(
             "store.part_size",
-            format!(
-                "is {} bytes; S3 parts are 5 MiB to 5 GiB (e.g. part_size = \"16MiB\")",
-                cfg.part_size
-            ),
+            format!("is {} bytes; S3 parts are 5 MiB to 5 GiB (e.g. part_size = \"16MiB\")", cfg.part_size),
         ));
     }
     if !(1..=20).contains(&cfg.max_attempts) {
-        return Err(invalid(
-            "store.max_attempts",
-            format!("is {}; use 1 to 20", cfg.max_attempts),
-        ));
+        return Err(invalid("store.max_attempts", format!("is {}; use 1 to 20", cfg.max_attempts)));
     }
     if let Some(class) = &cfg.storage_class {
-        if class.is_empty()
-            || !class
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        {
+        if class.is_empty() || !class.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
             return Err(invalid(
                 "store.storage_class",
                 format!("{class:?} is not a storage class name such as \"STANDARD\""),
@@ -298,11 +241,9 @@ pub fn validate(cfg: &S3StoreConfig) -> Result<(), Invalid> {
 
 /// S3 bucket naming rules (the strict, DNS-compatible ones).
 fn validate_bucket_name(b: &str) -> Result<(), String> {
-    let ok_chars = b
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    let ends_ok = b.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && b.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let ok_chars = b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ends_ok =
+        b.starts_with(|c: char| c.is_ascii_alphanumeric()) && b.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !(3..=63).contains(&b.len())
         || !ok_chars
         || !ends_ok
@@ -390,13 +331,8 @@ const AUTH_CODES: &[&str] = &[
     "InvalidSecurity",
     "AuthorizationHeaderMalformed",
 ];
-const THROTTLING_CODES: &[&str] = &[
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "TooManyRequests",
-];
+const THROTTLING_CODES: &[&str] =
+    &["SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"];
 
 impl Fault {
     fn of<E>(e: &SdkError<E>) -> Fault
@@ -404,10 +340,8 @@ impl Fault {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let status = e.raw_response().map(|r| r.status().as_u16());
-        let bucket_region = e
-            .raw_response()
-            .and_then(|r| r.headers().get("x-amz-bucket-region"))
-            .map(|s| s.to_string());
+        let bucket_region =
+            e.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")).map(|s| s.to_string());
         match e {
             SdkError::ServiceError(se) => {
                 let err = se.err();
@@ -419,33 +353,15 @@ impl Fault {
                 };
                 // 501 Not Implemented is an answer, not a failure to retry.
                 let transient = status.is_some_and(|s| (s >= 500 && s != 501) || s == 429)
-                    || code
-                        .as_deref()
-                        .is_some_and(|c| THROTTLING_CODES.contains(&c));
-                Fault {
-                    status,
-                    code,
-                    text,
-                    transient,
-                    bucket_region,
-                }
+                    || code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c));
+                Fault { status, code, text, transient, bucket_region }
             }
-            SdkError::DispatchFailure(_)
-            | SdkError::TimeoutError(_)
-            | SdkError::ResponseError(_) => Fault {
-                status,
-                code: None,
-                text: DisplayErrorContext(e).to_string(),
-                transient: true,
-                bucket_region,
-            },
-            _ => Fault {
-                status,
-                code: None,
-                text: DisplayErrorContext(e).to_string(),
-                transient: false,
-                bucket_region,
-            },
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+                Fault { status, code: None, text: DisplayErrorContext(e).to_string(), transient: true, bucket_region }
+            }
+            _ => {
+                Fault { status, code: None, text: DisplayErrorContext(e).to_string(), transient: false, bucket_region }
+            }
         }
     }
 
@@ -454,18 +370,14 @@ impl Fault {
     }
 
     fn is_auth(&self) -> bool {
-        self.code
-            .as_deref()
-            .is_some_and(|c| AUTH_CODES.contains(&c))
+        self.code.as_deref().is_some_and(|c| AUTH_CODES.contains(&c))
     }
 }
 
 /// Exponential backoff with full jitter for the retries reversa does itself (response bodies cut
 /// short, conditional-write conflicts); the SDK does the same for requests.
 fn backoff(attempt: u32) -> Duration {
-    let cap = INITIAL_BACKOFF
-        .saturating_mul(1 << attempt.min(16))
-        .min(MAX_BACKOFF);
+    let cap = INITIAL_BACKOFF.saturating_mul(1 << attempt.min(16)).min(MAX_BACKOFF);
     cap.mul_f64(rand::random::<f64>())
 }
 
@@ -533,10 +445,8 @@ impl S3Store {
             store: format!("s3://{}", cfg.bucket),
             message: format!("{}: {}", e.key, e.message),
         })?;
-        let endpoint = endpoint_of(cfg).map_err(|e| StoreError::Config {
-            store: format!("s3://{}", cfg.bucket),
-            message: e,
-        })?;
+        let endpoint =
+            endpoint_of(cfg).map_err(|e| StoreError::Config { store: format!("s3://{}", cfg.bucket), message: e })?;
         let prefix = normalize_prefix(&cfg.prefix).map_err(|e| StoreError::Config {
             store: format!("s3://{}", cfg.bucket),
             message: format!("prefix {e}"),
@@ -556,18 +466,14 @@ impl S3Store {
             .load()
             .await;
         let describe = || describe(&cfg.bucket, &prefix, &endpoint.url);
-        let no_creds = |cause: String| {
-            StoreError::Config {
+        let no_creds = |cause: String| StoreError::Config {
             store: describe(),
             message: format!(
                 "no AWS credentials found ({cause}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
                  AWS_PROFILE, or web identity (credentials never go in reversa's config file)"
             ),
-        }
         };
-        let provider = sdk
-            .credentials_provider()
-            .ok_or_else(|| no_creds("no credentials provider".into()))?;
+        let provider = sdk.credentials_provider().ok_or_else(|| no_creds("no credentials provider".into()))?;
         // Only the top of the error: the whole chain dumps every provider's HTTP response.
         let creds = aws_sdk_s3::config::ProvideCredentials::provide_credentials(&provider)
             .await
@@ -628,31 +534,18 @@ impl S3Store {
 
     fn full_key(&self, key: &str) -> Result<String, StoreError> {
         // Keys are built by reversa from validated parts; refuse anything odd rather than write it.
-        if key.is_empty()
-            || key.starts_with('/')
-            || key
-                .split('/')
-                .any(|s| s.is_empty() || s == "." || s == "..")
-        {
+        if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
             return Err(self.failed("resolve", key, "invalid object key".into()));
         }
         Ok(format!("{}{key}", self.prefix))
     }
 
     fn failed(&self, op: &'static str, key: &str, cause: String) -> StoreError {
-        StoreError::Failed {
-            store: self.describe(),
-            op,
-            key: key.to_string(),
-            cause,
-        }
+        StoreError::Failed { store: self.describe(), op, key: key.to_string(), cause }
     }
 
     fn config_error(&self, message: String) -> StoreError {
-        StoreError::Config {
-            store: self.describe(),
-            message,
-        }
+        StoreError::Config { store: self.describe(), message }
     }
 
     /// The message for a failed request: the last cause, and what to do about it. The store's
@@ -680,10 +573,7 @@ impl S3Store {
             );
         }
         if f.is("RequestTimeTooSkewed") {
-            return format!(
-                "{}; this host's clock is wrong: fix it (NTP) and retry",
-                f.text
-            );
+            return format!("{}; this host's clock is wrong: fix it (NTP) and retry", f.text);
         }
         if f.is("NoSuchBucket") {
             return format!(
@@ -719,14 +609,7 @@ impl S3Store {
     /// Does the bucket exist, and do the credentials work? One cheap listing answers both with a
     /// real error code (a HEAD would only give a bare status).
     async fn check_bucket(&self, mode: OpenMode) -> Result<(), StoreError> {
-        let res = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .max_keys(1)
-            .send()
-            .await;
+        let res = self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix).max_keys(1).send().await;
         let e = match res {
             Ok(_) => return Ok(()),
             Err(e) => e,
@@ -754,14 +637,7 @@ impl S3Store {
         let conf = CreateBucketConfiguration::builder()
             .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
             .build();
-        match self
-            .client
-            .create_bucket()
-            .bucket(&self.bucket)
-            .create_bucket_configuration(conf)
-            .send()
-            .await
-        {
+        match self.client.create_bucket().bucket(&self.bucket).create_bucket_configuration(conf).send().await {
             Ok(_) => {
                 tracing::info!(bucket = %self.bucket, region = %self.region, "created the bucket");
                 Ok(())
@@ -776,11 +652,7 @@ impl S3Store {
                 } else {
                     ""
                 };
-                Err(self.config_error(format!(
-                    "cannot create bucket {}: {}{hint}",
-                    self.bucket,
-                    self.explain(&f)
-                )))
+                Err(self.config_error(format!("cannot create bucket {}: {}{hint}", self.bucket, self.explain(&f))))
             }
         }
     }
@@ -788,18 +660,9 @@ impl S3Store {
     /// The bucket's location, where the server answers GetBucketLocation (some deny it to keys
     /// with least privilege, some do not implement it): then only the region check applies.
     async fn bucket_location(&self) -> Result<Option<String>, StoreError> {
-        match self
-            .client
-            .get_bucket_location()
-            .bucket(&self.bucket)
-            .send()
-            .await
-        {
+        match self.client.get_bucket_location().bucket(&self.bucket).send().await {
             Ok(out) => {
-                let raw = out
-                    .location_constraint()
-                    .map(|c| c.as_str().to_string())
-                    .unwrap_or_default();
+                let raw = out.location_constraint().map(|c| c.as_str().to_string()).unwrap_or_default();
                 // S3's historical answers: empty for us-east-1, "EU" for eu-west-1.
                 Ok(Some(match raw.as_str() {
                     "" => "us-east-1".to_string(),
@@ -820,10 +683,7 @@ impl S3Store {
 
     fn check_location(&self, location: &str) -> Result<(), StoreError> {
         check_region(&self.cfg, &self.endpoint, location).map_err(|e| {
-            self.config_error(format!(
-                "bucket {} is located in {location}, which is not allowed: {e}",
-                self.bucket
-            ))
+            self.config_error(format!("bucket {} is located in {location}, which is not allowed: {e}", self.bucket))
         })?;
         if location != self.region {
             tracing::warn!(bucket = %self.bucket, location, region = %self.region, "the bucket's location differs from store.region");
@@ -845,9 +705,7 @@ impl S3Store {
                 .body(ByteStream::from_static(b"probe"))
                 .send()
         };
-        put()
-            .await
-            .map_err(|e| self.sdk_failed("probe", &key, &e))?;
+        put().await.map_err(|e| self.sdk_failed("probe", &key, &e))?;
         let honoured = match put().await {
             Ok(_) => false,
             Err(e) => {
@@ -899,13 +757,7 @@ impl S3Store {
 
     /// A file no larger than a part: one PutObject, streamed from the file (the SDK re-opens the
     /// file for a retry, so a retry sends the same bytes).
-    async fn put_small_file(
-        &self,
-        key: &str,
-        full: &str,
-        path: &Path,
-        len: u64,
-    ) -> Result<(), StoreError> {
+    async fn put_small_file(&self, key: &str, full: &str, path: &Path, len: u64) -> Result<(), StoreError> {
         let digest = sha256_of_file_range_async(path.to_path_buf(), 0, len)
             .await
             .map_err(|e| self.failed("put", key, e.to_string()))?;
@@ -931,13 +783,7 @@ impl S3Store {
 
     /// A large file: a multipart upload, parts read from the file, `max_concurrency` in flight,
     /// aborted on any failure (and by [`AbortGuard`] if this future is dropped).
-    async fn put_multipart(
-        &self,
-        key: &str,
-        full: &str,
-        path: &Path,
-        len: u64,
-    ) -> Result<(), StoreError> {
+    async fn put_multipart(&self, key: &str, full: &str, path: &Path, len: u64) -> Result<(), StoreError> {
         let part_size = self.part_size_for(len);
         let parts = len.div_ceil(part_size);
         let created = self
@@ -952,20 +798,9 @@ impl S3Store {
             .map_err(|e| self.sdk_failed("put (start multipart upload)", key, &e))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| {
-                self.failed(
-                    "put (start multipart upload)",
-                    key,
-                    "the server returned no upload id".into(),
-                )
-            })?
+            .ok_or_else(|| self.failed("put (start multipart upload)", key, "the server returned no upload id".into()))?
             .to_string();
-        let mut guard = AbortGuard::new(
-            self.client.clone(),
-            self.bucket.clone(),
-            full.to_string(),
-            upload_id.clone(),
-        );
+        let mut guard = AbortGuard::new(self.client.clone(), self.bucket.clone(), full.to_string(), upload_id.clone());
 
         let uploaded: Result<Vec<CompletedPart>, StoreError> = futures::stream::iter(0..parts)
             .map(|i| {
@@ -984,11 +819,7 @@ impl S3Store {
                     .bucket(&self.bucket)
                     .key(full)
                     .upload_id(&upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(done))
-                            .build(),
-                    )
+                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
                     .send()
                     .await
                     .map(|_| ())
@@ -1006,16 +837,9 @@ impl S3Store {
                     Some(info) => Err(self.failed(
                         "put",
                         key,
-                        format!(
-                            "the completed multipart upload has {} bytes, expected {len}",
-                            info.size
-                        ),
+                        format!("the completed multipart upload has {} bytes, expected {len}", info.size),
                     )),
-                    None => Err(self.failed(
-                        "put",
-                        key,
-                        "the completed multipart upload is not visible".into(),
-                    )),
+                    None => Err(self.failed("put", key, "the completed multipart upload is not visible".into())),
                 }
             }
             Err(e) => {
@@ -1026,17 +850,9 @@ impl S3Store {
                     ),
                 };
                 Err(match e {
-                    StoreError::Failed {
-                        store,
-                        op,
-                        key,
-                        cause: c,
-                    } => StoreError::Failed {
-                        store,
-                        op,
-                        key,
-                        cause: format!("{c}; {cause}"),
-                    },
+                    StoreError::Failed { store, op, key, cause: c } => {
+                        StoreError::Failed { store, op, key, cause: format!("{c}; {cause}") }
+                    }
                     other => other,
                 })
             }
@@ -1055,24 +871,16 @@ impl S3Store {
         size: u64,
     ) -> Result<CompletedPart, StoreError> {
         let op = "put (upload part)";
-        let digest = b64(
-            &sha256_of_file_range_async(path.to_path_buf(), offset, size)
-                .await
-                .map_err(|e| self.failed(op, key, format!("part {number}: {e}")))?,
-        );
+        let digest = b64(&sha256_of_file_range_async(path.to_path_buf(), offset, size)
+            .await
+            .map_err(|e| self.failed(op, key, format!("part {number}: {e}")))?);
         let body = ByteStream::read_from()
             .path(path)
             .offset(offset)
             .length(Length::Exact(size))
             .build()
             .await
-            .map_err(|e| {
-                self.failed(
-                    op,
-                    key,
-                    format!("part {number}: cannot read {}: {e}", path.display()),
-                )
-            })?;
+            .map_err(|e| self.failed(op, key, format!("part {number}: cannot read {}: {e}", path.display())))?;
         let out = self
             .client
             .upload_part()
@@ -1085,13 +893,7 @@ impl S3Store {
             .body(body)
             .send()
             .await
-            .map_err(|e| {
-                self.failed(
-                    op,
-                    key,
-                    format!("part {number}: {}", self.explain(&Fault::of(&e))),
-                )
-            })?;
+            .map_err(|e| self.failed(op, key, format!("part {number}: {}", self.explain(&Fault::of(&e)))))?;
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(out.e_tag().map(String::from))
@@ -1116,10 +918,7 @@ impl S3Store {
                 Err(e) => {
                     let f = Fault::of(&e);
                     if f.is("NoSuchKey") || (f.status == Some(404) && !f.is("NoSuchBucket")) {
-                        return Err(StoreError::NotFound {
-                            store: self.describe(),
-                            key: key.to_string(),
-                        });
+                        return Err(StoreError::NotFound { store: self.describe(), key: key.to_string() });
                     }
                     if f.status == Some(416) {
                         let r = range.clone().unwrap_or(0..0);
@@ -1151,9 +950,7 @@ impl S3Store {
                     return Err(self.failed(
                         "get",
                         key,
-                        format!(
-                            "reading the response failed: {e}; gave up after {attempt} attempts"
-                        ),
+                        format!("reading the response failed: {e}; gave up after {attempt} attempts"),
                     ))
                 }
                 Err(e) => {
@@ -1166,11 +963,7 @@ impl S3Store {
 }
 
 fn describe(bucket: &str, prefix: &str, endpoint: &str) -> String {
-    format!(
-        "s3://{bucket}/{} at {endpoint}",
-        prefix.trim_end_matches('/')
-    )
-    .replace("/ at", " at")
+    format!("s3://{bucket}/{} at {endpoint}", prefix.trim_end_matches('/')).replace("/ at", " at")
 }
 
 /// Aborts a multipart upload that was neither completed nor aborted when it is dropped: a put
@@ -1185,19 +978,8 @@ struct AbortGuard {
 }
 
 impl AbortGuard {
-    fn new(
-        client: aws_sdk_s3::Client,
-        bucket: String,
-        key: String,
-        upload_id: String,
-    ) -> AbortGuard {
-        AbortGuard {
-            client,
-            bucket,
-            key,
-            upload_id,
-            armed: true,
-        }
+    fn new(client: aws_sdk_s3::Client, bucket: String, key: String, upload_id: String) -> AbortGuard {
+        AbortGuard { client, bucket, key, upload_id, armed: true }
     }
 
     fn disarm(&mut self) {
@@ -1215,12 +997,8 @@ impl Drop for AbortGuard {
         if !self.armed {
             return;
         }
-        let (client, bucket, key, id) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            self.key.clone(),
-            self.upload_id.clone(),
-        );
+        let (client, bucket, key, id) =
+            (self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
@@ -1229,29 +1007,15 @@ impl Drop for AbortGuard {
                     }
                 });
             }
-            Err(_) => tracing::warn!(
-                key,
-                upload_id = id,
-                "multipart upload left behind; `reversa check --repair` removes it"
-            ),
+            Err(_) => {
+                tracing::warn!(key, upload_id = id, "multipart upload left behind; `reversa check --repair` removes it")
+            }
         }
     }
 }
 
-async fn abort(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    upload_id: &str,
-) -> Result<(), String> {
-    match client
-        .abort_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .send()
-        .await
-    {
+async fn abort(client: &aws_sdk_s3::Client, bucket: &str, key: &str, upload_id: &str) -> Result<(), String> {
+    match client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await {
         Ok(_) => Ok(()),
         Err(e) => {
             let f = Fault::of(&e);
@@ -1286,18 +1050,13 @@ impl Store for S3Store {
             Body::File { path, len } => {
                 let actual = tokio::fs::metadata(&path)
                     .await
-                    .map_err(|e| {
-                        self.failed("put", key, format!("cannot read {}: {e}", path.display()))
-                    })?
+                    .map_err(|e| self.failed("put", key, format!("cannot read {}: {e}", path.display())))?
                     .len();
                 if actual != len {
                     return Err(self.failed(
                         "put",
                         key,
-                        format!(
-                            "{} has {actual} bytes, expected {len} (it changed before the upload)",
-                            path.display()
-                        ),
+                        format!("{} has {actual} bytes, expected {len} (it changed before the upload)", path.display()),
                     ));
                 }
                 if len > self.part_size {
@@ -1320,8 +1079,7 @@ impl Store for S3Store {
         // reversa retries this request itself: a 412 after an attempt whose outcome is unknown
         // (a timeout, a reset, a 5xx) may be our own first write, and only then is it right to
         // look at what is there. A 412 on a clean first attempt is simply "exists".
-        let no_sdk_retry =
-            aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled());
+        let no_sdk_retry = aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled());
         let mut attempt = 0;
         let mut maybe_written = false;
         loop {
@@ -1351,11 +1109,9 @@ impl Store for S3Store {
                     // mean the earlier attempt did write them.
                     return match self.get_object(key, None).await {
                         Ok(b) => Ok(b == data),
-                        Err(e) if e.is_not_found() => Err(self.failed(
-                            "create",
-                            key,
-                            "refused as existing, then not found; retry".into(),
-                        )),
+                        Err(e) if e.is_not_found() => {
+                            Err(self.failed("create", key, "refused as existing, then not found; retry".into()))
+                        }
                         Err(e) => Err(e),
                     };
                 }
@@ -1375,26 +1131,16 @@ impl Store for S3Store {
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         if range.start > range.end {
-            return Err(self.failed(
-                "get",
-                key,
-                format!("invalid range {}..{}", range.start, range.end),
-            ));
+            return Err(self.failed("get", key, format!("invalid range {}..{}", range.start, range.end)));
         }
         if range.is_empty() {
             // No HTTP range means zero bytes; check the object and the bound instead.
             return match self.head(key).await? {
-                None => Err(StoreError::NotFound {
-                    store: self.describe(),
-                    key: key.to_string(),
-                }),
+                None => Err(StoreError::NotFound { store: self.describe(), key: key.to_string() }),
                 Some(i) if range.start > i.size => Err(self.failed(
                     "get",
                     key,
-                    format!(
-                        "range {}..{} is past the end of the object",
-                        range.start, range.end
-                    ),
+                    format!("range {}..{} is past the end of the object", range.start, range.end),
                 )),
                 Some(_) => Ok(Bytes::new()),
             };
@@ -1418,14 +1164,7 @@ impl Store for S3Store {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let full = self.full_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
+        match self.client.head_object().bucket(&self.bucket).key(&full).send().await {
             Ok(out) => Ok(Some(ObjectInfo {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -1472,8 +1211,7 @@ impl Store for S3Store {
                     return Err(self.failed(
                         "list",
                         prefix,
-                        "the server said the listing continues but gave no continuation token"
-                            .into(),
+                        "the server said the listing continues but gave no continuation token".into(),
                     ))
                 }
                 _ => break,
@@ -1486,14 +1224,7 @@ impl Store for S3Store {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let full = self.full_key(key)?;
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
+        match self.client.delete_object().bucket(&self.bucket).key(&full).send().await {
             Ok(_) => Ok(()),
             Err(e) => {
                 let f = Fault::of(&e);
@@ -1573,10 +1304,7 @@ mod tests {
         assert!(validate(&cfg("eu-south-1", None)).is_ok());
         assert!(validate(&cfg("eu-central-1", None)).is_ok());
         let e = err(&cfg("us-east-1", None));
-        assert!(
-            e.contains("store.region") && e.contains("us-east-1") && e.contains("eu-south-1"),
-            "{e}"
-        );
+        assert!(e.contains("store.region") && e.contains("us-east-1") && e.contains("eu-south-1"), "{e}");
         // London and Zurich are in Europe, not in the EU.
         assert!(err(&cfg("eu-west-2", None)).contains("eu-west-2"));
         assert!(err(&cfg("eu-central-2", None)).contains("eu-central-2"));
@@ -1587,29 +1315,13 @@ mod tests {
 
     #[test]
     fn endpoints_naming_non_eu_regions_are_refused() {
-        let e = err(&cfg(
-            "eu-south-1",
-            Some("https://s3.us-east-1.amazonaws.com"),
-        ));
-        assert!(
-            e.contains("store.endpoint") && e.contains("us-east-1"),
-            "{e}"
-        );
-        let e = err(&cfg(
-            "eu-west-1",
-            Some("https://s3.eu-west-1.wasabisys.com"),
-        ));
+        let e = err(&cfg("eu-south-1", Some("https://s3.us-east-1.amazonaws.com")));
+        assert!(e.contains("store.endpoint") && e.contains("us-east-1"), "{e}");
+        let e = err(&cfg("eu-west-1", Some("https://s3.eu-west-1.wasabisys.com")));
         assert!(e.contains("London"), "{e}");
-        let e = err(&cfg(
-            "eu-south-1",
-            Some("https://s3.eu-central-1.amazonaws.com"),
-        ));
+        let e = err(&cfg("eu-south-1", Some("https://s3.eu-central-1.amazonaws.com")));
         assert!(e.contains("make them the same"), "{e}");
-        assert!(validate(&cfg(
-            "eu-south-1",
-            Some("https://s3.eu-south-1.amazonaws.com")
-        ))
-        .is_ok());
+        assert!(validate(&cfg("eu-south-1", Some("https://s3.eu-south-1.amazonaws.com"))).is_ok());
     }
 
     #[test]
@@ -1619,10 +1331,7 @@ mod tests {
         assert!(validate(&c).is_ok());
         c.region = "eu-central-1".into();
         let e = err(&c);
-        assert!(
-            e.contains("eu-central-1") && e.contains("allowed: eu-south-1"),
-            "{e}"
-        );
+        assert!(e.contains("eu-central-1") && e.contains("allowed: eu-south-1"), "{e}");
         c.allowed_regions = Some(vec!["us-east-1".into()]);
         assert!(err(&c).contains("store.allowed_regions"));
     }
@@ -1636,9 +1345,7 @@ mod tests {
         assert!(err(&c).contains("allow_insecure_http"));
         c.allow_insecure_http = true;
         assert!(validate(&c).is_ok());
-        assert!(
-            err(&cfg("eu-south-1", Some("https://user:pw@s3.example.it"))).contains("credentials")
-        );
+        assert!(err(&cfg("eu-south-1", Some("https://user:pw@s3.example.it"))).contains("credentials"));
         assert!(err(&cfg("eu-south-1", Some("ftp://s3.example.it"))).contains("scheme"));
     }
 
@@ -1665,9 +1372,6 @@ mod tests {
     #[test]
     fn describes_without_double_slashes() {
         assert_eq!(describe("b", "", "http://h:1"), "s3://b at http://h:1");
-        assert_eq!(
-            describe("b", "p/q/", "http://h:1"),
-            "s3://b/p/q at http://h:1"
-        );
+        assert_eq!(describe("b", "p/q/", "http://h:1"), "s3://b/p/q at http://h:1");
     }
 }

@@ -17,11 +17,7 @@ pub struct EuRegion {
 }
 
 const fn r(name: &'static str, provider: &'static str, place: &'static str) -> EuRegion {
-    EuRegion {
-        name,
-        provider,
-        place,
-    }
+    EuRegion { name, provider, place }
 }
 
 /// The AWS regions in the EU. Not here: eu-west-2 (London) and eu-central-2 (Zurich), which are
@@ -33,11 +29,7 @@ pub const AWS: &[EuRegion] = &[
     r("eu-west-1", "AWS", "Dublin, Ireland"),
     r("eu-west-3", "AWS", "Paris, France"),
     r("eu-north-1", "AWS", "Stockholm, Sweden"),
-    r(
-        "eusc-de-east-1",
-        "AWS European Sovereign Cloud",
-        "Brandenburg, Germany",
-    ),
+    r("eusc-de-east-1", "AWS European Sovereign Cloud", "Brandenburg, Germany"),
 ];
 
 /// Region names that EU S3-compatible providers use for places in the EU. A self-hosted Ceph RGW
@@ -75,8 +67,7 @@ pub const PROVIDERS: &[EuRegion] = &[
 
 /// Region names that mean a place outside the EU on one provider's hosts even though the same
 /// name is in the EU elsewhere: (host suffix, region, place).
-const NOT_EU_ON_HOST: &[(&str, &str, &str)] =
-    &[("wasabisys.com", "eu-west-1", "London, United Kingdom")];
+const NOT_EU_ON_HOST: &[(&str, &str, &str)] = &[("wasabisys.com", "eu-west-1", "London, United Kingdom")];
 
 /// Whole host labels that name a non-EU location on one provider's hosts: (host suffix, label, place).
 const NOT_EU_LABELS: &[(&str, &str, &str)] = &[
@@ -99,17 +90,13 @@ pub fn lookup(name: &str) -> Option<&'static EuRegion> {
 
 /// Whether `host` is an AWS host (where only the AWS names above mean what they say).
 pub fn is_aws_host(host: &str) -> bool {
-    ["amazonaws.com", "amazonaws.eu", "amazonaws.com.cn"]
-        .iter()
-        .any(|s| host == *s || host.ends_with(&format!(".{s}")))
+    ["amazonaws.com", "amazonaws.eu", "amazonaws.com.cn"].iter().any(|s| host == *s || host.ends_with(&format!(".{s}")))
 }
 
 /// The AWS-style region names (`us-east-1`, `eu-west-2`, `ap-south-1`, ...) that appear in a host
 /// name, inside its labels too (`s3-us-west-2.amazonaws.com`, `s3.eu-west-1-dell-obs.wasabisys.com`).
 pub fn aws_style_regions_in_host(host: &str) -> Vec<String> {
-    const AREAS: &[&str] = &[
-        "us", "eu", "eusc", "ap", "ca", "sa", "me", "af", "il", "mx", "cn",
-    ];
+    const AREAS: &[&str] = &["us", "eu", "eusc", "ap", "ca", "sa", "me", "af", "il", "mx", "cn"];
     let mut found = Vec::new();
     for label in host.split('.') {
         let parts: Vec<&str> = label.split('-').collect();
@@ -118,18 +105,11 @@ pub fn aws_style_regions_in_host(host: &str) -> Vec<String> {
             // `area-[gov-]direction-digits`, e.g. us-east-1, us-gov-west-1, eusc-de-east-1.
             let mut j = i + 1;
             if AREAS.contains(&parts[i]) {
-                if parts
-                    .get(j)
-                    .is_some_and(|p| *p == "gov" || *p == "iso" || *p == "de")
-                {
+                if parts.get(j).is_some_and(|p| *p == "gov" || *p == "iso" || *p == "de") {
                     j += 1;
                 }
-                let word = parts
-                    .get(j)
-                    .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()));
-                let num = parts
-                    .get(j + 1)
-                    .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+                let word = parts.get(j).is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()));
+                let num = parts.get(j + 1).is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
                 if word && num {
                     found.push(parts[i..=j + 1].join("-"));
                     i = j + 2;
@@ -145,17 +125,12 @@ pub fn aws_style_regions_in_host(host: &str) -> Vec<String> {
 /// If `host` names a place outside the EU, which and where.
 pub fn non_eu_in_host(host: &str, aws: bool) -> Option<(String, String)> {
     for region in aws_style_regions_in_host(host) {
-        let known = if aws {
-            AWS.iter().find(|r| r.name == region)
-        } else {
-            lookup(&region)
-        };
+        let known = if aws { AWS.iter().find(|r| r.name == region) } else { lookup(&region) };
         match known {
             None => return Some((region, "not an EU region".into())),
             Some(_) => {
-                if let Some((_, _, place)) = NOT_EU_ON_HOST
-                    .iter()
-                    .find(|(suffix, name, _)| *name == region && host_under(host, suffix))
+                if let Some((_, _, place)) =
+                    NOT_EU_ON_HOST.iter().find(|(suffix, name, _)| *name == region && host_under(host, suffix))
                 {
                     return Some((region, place.to_string()));
                 }
@@ -172,10 +147,7 @@ pub fn non_eu_in_host(host: &str, aws: bool) -> Option<(String, String)> {
 
 /// Whether `region` is outside the EU on this host although the name is in the list.
 pub fn not_eu_on_host(host: &str, region: &str) -> Option<&'static str> {
-    NOT_EU_ON_HOST
-        .iter()
-        .find(|(suffix, name, _)| *name == region && host_under(host, suffix))
-        .map(|(_, _, p)| *p)
+    NOT_EU_ON_HOST.iter().find(|(suffix, name, _)| *name == region && host_under(host, suffix)).map(|(_, _, p)| *p)
 }
 
 fn host_under(host: &str, suffix: &str) -> bool {
@@ -188,26 +160,11 @@ mod tests {
 
     #[test]
     fn finds_aws_style_regions_in_hosts() {
-        assert_eq!(
-            aws_style_regions_in_host("s3.us-east-1.amazonaws.com"),
-            vec!["us-east-1"]
-        );
-        assert_eq!(
-            aws_style_regions_in_host("s3-us-west-2.amazonaws.com"),
-            vec!["us-west-2"]
-        );
-        assert_eq!(
-            aws_style_regions_in_host("bucket.s3.us-gov-west-1.amazonaws.com"),
-            vec!["us-gov-west-1"]
-        );
-        assert_eq!(
-            aws_style_regions_in_host("s3.eusc-de-east-1.amazonaws.eu"),
-            vec!["eusc-de-east-1"]
-        );
-        assert_eq!(
-            aws_style_regions_in_host("s3.eu-west-1-dell-obs.wasabisys.com"),
-            vec!["eu-west-1"]
-        );
+        assert_eq!(aws_style_regions_in_host("s3.us-east-1.amazonaws.com"), vec!["us-east-1"]);
+        assert_eq!(aws_style_regions_in_host("s3-us-west-2.amazonaws.com"), vec!["us-west-2"]);
+        assert_eq!(aws_style_regions_in_host("bucket.s3.us-gov-west-1.amazonaws.com"), vec!["us-gov-west-1"]);
+        assert_eq!(aws_style_regions_in_host("s3.eusc-de-east-1.amazonaws.eu"), vec!["eusc-de-east-1"]);
+        assert_eq!(aws_style_regions_in_host("s3.eu-west-1-dell-obs.wasabisys.com"), vec!["eu-west-1"]);
         assert!(aws_style_regions_in_host("s3.fr-par.scw.cloud").is_empty());
         assert!(aws_style_regions_in_host("127.0.0.1").is_empty());
         assert!(aws_style_regions_in_host("storage.example.eu").is_empty());
@@ -215,34 +172,11 @@ mod tests {
 
     #[test]
     fn refuses_hosts_that_name_non_eu_places() {
-        assert_eq!(
-            non_eu_in_host("s3.us-east-1.amazonaws.com", true)
-                .unwrap()
-                .0,
-            "us-east-1"
-        );
-        assert_eq!(
-            non_eu_in_host("s3.eu-west-2.amazonaws.com", true)
-                .unwrap()
-                .0,
-            "eu-west-2"
-        );
-        assert_eq!(
-            non_eu_in_host("s3.eu-central-2.amazonaws.com", true)
-                .unwrap()
-                .0,
-            "eu-central-2"
-        );
-        assert_eq!(
-            non_eu_in_host("s3.eu-west-1.wasabisys.com", false)
-                .unwrap()
-                .1,
-            "London, United Kingdom"
-        );
-        assert_eq!(
-            non_eu_in_host("s3.bhs.io.cloud.ovh.net", false).unwrap().0,
-            "bhs"
-        );
+        assert_eq!(non_eu_in_host("s3.us-east-1.amazonaws.com", true).unwrap().0, "us-east-1");
+        assert_eq!(non_eu_in_host("s3.eu-west-2.amazonaws.com", true).unwrap().0, "eu-west-2");
+        assert_eq!(non_eu_in_host("s3.eu-central-2.amazonaws.com", true).unwrap().0, "eu-central-2");
+        assert_eq!(non_eu_in_host("s3.eu-west-1.wasabisys.com", false).unwrap().1, "London, United Kingdom");
+        assert_eq!(non_eu_in_host("s3.bhs.io.cloud.ovh.net", false).unwrap().0, "bhs");
         assert!(non_eu_in_host("s3.eu-south-1.amazonaws.com", true).is_none());
         assert!(non_eu_in_host("s3.gra.io.cloud.ovh.net", false).is_none());
         assert!(non_eu_in_host("s3.fr-par.scw.cloud", false).is_none());
