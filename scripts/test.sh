@@ -7,4 +7,14 @@ cd "$(dirname "$0")/.."
 
 need_cargo
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+# The S3 test server (Ceph RGW on loopback), unless the caller points the tests at one already.
+# It is stopped when this script ends, however it ends.
+if [ -z "${REVERSA_TEST_S3_ENDPOINT:-}" ]; then
+  s3_dir=${REVERSA_S3_DIR:-target/s3-test}
+  trap 'scripts/s3-down.sh "$s3_dir" >/dev/null 2>&1 || true' EXIT
+  s3_env=$(scripts/s3-up.sh "$s3_dir")
+  eval "$s3_env"
+fi
+
 cargo test --locked "$@"

@@ -34,6 +34,9 @@ pub enum Command {
         /// Write a new random 32-byte master key to PATH (mode 0600) and use it.
         #[arg(long, value_name = "PATH")]
         generate_master_key: Option<PathBuf>,
+        /// Create the S3 bucket in the configured region if it does not exist.
+        #[arg(long)]
+        create_bucket: bool,
     },
     /// Back up one tenant, or all tenants of the source, into new generations.
     Backup {
@@ -72,6 +75,9 @@ pub enum Command {
         /// Also read, decrypt and verify every blob.
         #[arg(long)]
         read_data: bool,
+        /// Abort the multipart uploads interrupted backups left behind (under the tenant lock).
+        #[arg(long)]
+        repair: bool,
         #[arg(long)]
         json: bool,
     },
@@ -150,9 +156,9 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             println!("  reversa --config {c} restore --tenant {} --to /tmp/restored", demo::TENANTS[1]);
             Ok(exit::OK)
         }
-        Command::Init { generate_master_key } => {
+        Command::Init { generate_master_key, create_bucket } => {
             let cfg = load_config(&cli)?;
-            let r = init::init(&cfg, generate_master_key.as_deref()).await?;
+            let r = init::init_with(&cfg, generate_master_key.as_deref(), *create_bucket).await?;
             if let Some(k) = &r.master_key_file {
                 println!("master key written to {k} (mode 0600); keep a copy apart from the store");
             }
@@ -162,6 +168,18 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 if r.store_created { "initialized" } else { "already initialized" },
                 r.keystore
             );
+            if let Some(region) = &r.facts.bucket_region {
+                println!("bucket location: {region}");
+            }
+            match r.facts.conditional_writes {
+                Some(true) => {
+                    println!("conditional writes: honoured (tenant lock: one object created with If-None-Match)")
+                }
+                Some(false) => println!(
+                    "conditional writes: ignored by this server (tenant lock: unique lock objects, oldest wins)"
+                ),
+                None => {}
+            }
             Ok(exit::OK)
         }
         Command::Backup { tenant, all, json } => {
@@ -248,7 +266,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             );
             Ok(exit::OK)
         }
-        Command::Check { tenant, all, read_data, json } => {
+        Command::Check { tenant, all, read_data, repair, json } => {
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenants: Vec<TenantId> = match (tenant, all) {
                 (Some(t), _) => vec![TenantId::parse(t)?],
@@ -260,7 +278,8 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let mut code = exit::OK;
             let mut reports = Vec::new();
             for t in &tenants {
-                let r = check::check(&agent, t, *read_data, &*progress).await?;
+                let mut r = check::check(&agent, t, *read_data, &*progress).await?;
+                r.leftover_uploads = check::leftover_uploads(&agent, t, *repair).await?;
                 if !r.is_clean() {
                     code = exit::DAMAGED;
                 }
@@ -285,6 +304,13 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                         println!(
                             "  note: {} unreferenced packs (left by an interrupted backup; harmless, prune removes them)",
                             r.unreferenced_packs.len()
+                        );
+                    }
+                    for u in &r.leftover_uploads {
+                        let action = if u.action == "left" { "left (`check --repair` aborts it)" } else { &u.action };
+                        println!(
+                            "  leftover upload: {} (started {}, id {}): {action}",
+                            u.key, u.initiated, u.upload_id
                         );
                     }
                 }

@@ -38,6 +38,109 @@ pub enum SourceConfig {
 pub enum StoreConfig {
     /// A local folder (the embedded default).
     Dir { path: PathBuf },
+    /// An S3 bucket in an EU region (AWS or an S3-compatible provider); see docs/S3.md.
+    S3(S3StoreConfig),
+}
+
+/// `[store] kind = "s3"`. Credentials are never here: they come from the standard AWS chain
+/// (environment, profile, web identity). The EU rules are checked by
+/// [`crate::store::s3::validate`] when the file is loaded, before any request is made.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3StoreConfig {
+    pub bucket: String,
+    /// The region requests are signed for and buckets are created in, e.g. `eu-south-1`.
+    pub region: String,
+    /// Where reversa's objects live inside the bucket (`""` for the whole bucket).
+    #[serde(default)]
+    pub prefix: String,
+    /// An S3-compatible endpoint URL; without it, the AWS endpoint of `region`.
+    pub endpoint: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`). Default: on with `endpoint`, off for AWS.
+    pub force_path_style: Option<bool>,
+    /// Narrows the built-in list of EU regions; it can never add a region to it.
+    pub allowed_regions: Option<Vec<String>>,
+    /// The storage class of new objects (e.g. `STANDARD`, `STANDARD_IA`); the server's default
+    /// when absent.
+    pub storage_class: Option<String>,
+    /// Parts of one multipart upload in flight at once.
+    #[serde(default = "S3StoreConfig::default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Objects larger than this go up as multipart uploads of parts this size: bytes, or a string
+    /// such as "16MiB".
+    #[serde(default = "S3StoreConfig::default_part_size", deserialize_with = "byte_size")]
+    pub part_size: u64,
+    /// Attempts per request, including the first, on 5xx, throttling, timeouts and resets.
+    #[serde(default = "S3StoreConfig::default_max_attempts")]
+    pub max_attempts: u32,
+    /// Allow plain `http://` to an endpoint that is not on this host. Off: backups cross the
+    /// network encrypted in transit, as the contracts promise.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+}
+
+impl S3StoreConfig {
+    pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+    fn default_max_concurrency() -> usize {
+        4
+    }
+    fn default_part_size() -> u64 {
+        Self::DEFAULT_PART_SIZE
+    }
+    fn default_max_attempts() -> u32 {
+        6
+    }
+
+    /// A configuration with the defaults for everything but the bucket, region and endpoint.
+    pub fn new(bucket: &str, region: &str, endpoint: Option<&str>) -> S3StoreConfig {
+        S3StoreConfig {
+            bucket: bucket.into(),
+            region: region.into(),
+            prefix: String::new(),
+            endpoint: endpoint.map(String::from),
+            force_path_style: None,
+            allowed_regions: None,
+            storage_class: None,
+            max_concurrency: Self::default_max_concurrency(),
+            part_size: Self::default_part_size(),
+            max_attempts: Self::default_max_attempts(),
+            allow_insecure_http: false,
+        }
+    }
+}
+
+/// A size in bytes: an integer, or a string with a unit (`"512KiB"`, `"16MiB"`, `"1GiB"`, `"8MB"`).
+fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(n),
+        Raw::Text(s) => parse_byte_size(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?} is not a size; write bytes (16777216) or a size such as \"16MiB\""))
+        }),
+    }
+}
+
+pub fn parse_byte_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -86,6 +189,7 @@ impl Config {
         }
         match &mut self.store {
             StoreConfig::Dir { path } => fix(path),
+            StoreConfig::S3(_) => {}
         }
         if let Some(p) = &mut self.keys.master_key_file {
             fix(p);
@@ -106,6 +210,12 @@ impl Config {
             StoreConfig::Dir { path: p } if empty(p) => {
                 return Err(invalid("store.path", "is empty; set it to the folder that will hold the backups"))
             }
+            // The EU rules, before anything can send a request.
+            StoreConfig::S3(s3) => crate::store::s3::validate(s3).map_err(|e| ConfigError::Invalid {
+                path: path.into(),
+                key: e.key,
+                message: e.message,
+            })?,
             _ => {}
         }
         if self.keys.master_key_file.is_none() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none() {
@@ -160,6 +270,62 @@ mod tests {
     fn missing_field_is_named() {
         let e = parse(&GOOD.replace("root = \"tenants\"", "")).unwrap_err().to_string();
         assert!(e.contains("root"), "{e}");
+    }
+
+    const S3: &str = r#"
+        [source]
+        kind = "sqlite"
+        root = "tenants"
+        [store]
+        kind = "s3"
+        bucket = "reversa-backups"
+        region = "eu-south-1"
+        prefix = "agent-1"
+        endpoint = "http://127.0.0.1:7480"
+        part_size = "8MiB"
+        [keys]
+        master_key_file = "master.key"
+        [state]
+        dir = "state"
+    "#;
+
+    #[test]
+    fn s3_store_loads_with_defaults_and_sizes() {
+        let c = parse(S3).unwrap();
+        let StoreConfig::S3(s3) = &c.store else { panic!("not s3: {:?}", c.store) };
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str(), s3.prefix.as_str()),
+            ("reversa-backups", "eu-south-1", "agent-1")
+        );
+        assert_eq!(s3.part_size, 8 << 20);
+        assert_eq!(s3.max_concurrency, 4);
+        assert!(!s3.allow_insecure_http);
+        let c = parse(&S3.replace("part_size = \"8MiB\"", "part_size = 16777216")).unwrap();
+        let StoreConfig::S3(s3) = &c.store else { unreachable!() };
+        assert_eq!(s3.part_size, 16 << 20);
+        assert_eq!(parse_byte_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_byte_size("12 MB"), Some(12_000_000));
+        assert_eq!(parse_byte_size("lots"), None);
+    }
+
+    #[test]
+    fn s3_store_refuses_typos_and_non_eu_regions() {
+        let e = parse(&S3.replace("prefix =", "prefx =")).unwrap_err().to_string();
+        assert!(e.contains("prefx"), "{e}");
+        let e = parse(&S3.replace("eu-south-1", "us-east-1")).unwrap_err().to_string();
+        assert!(e.contains("store.region") && e.contains("us-east-1") && e.contains("eu-south-1"), "{e}");
+        let e = parse(&S3.replace("part_size = \"8MiB\"", "part_size = \"8 parsecs\"")).unwrap_err().to_string();
+        assert!(e.contains("8 parsecs"), "{e}");
+        // Credentials never go in the file.
+        let e = parse(&S3.replace("prefix =", "secret_access_key = \"x\"\nprefix =")).unwrap_err().to_string();
+        assert!(e.contains("secret_access_key"), "{e}");
+    }
+
+    #[test]
+    fn the_s3_example_configuration_loads() {
+        let text = include_str!("../config/reversa.s3.example.toml");
+        let c = parse(text).unwrap();
+        assert!(matches!(c.store, StoreConfig::S3(_)));
     }
 
     #[test]

@@ -52,6 +52,13 @@ impl Env {
 
     /// An agent with the given `[store]` section, initialized.
     pub fn with_store(store_section: &str) -> Env {
+        let env = Env::uninitialized(store_section);
+        env.run(&["init", "--generate-master-key", env.path("master.key").to_str().unwrap()]).ok();
+        env
+    }
+
+    /// An agent with the given `[store]` section and its configuration file, not initialized.
+    pub fn uninitialized(store_section: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("source")).unwrap();
         let config = dir.path().join("reversa.toml");
@@ -62,9 +69,7 @@ impl Env {
             ),
         )
         .unwrap();
-        let env = Env { dir, config };
-        env.run(&["init", "--generate-master-key", env.path("master.key").to_str().unwrap()]).ok();
-        env
+        Env { dir, config }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

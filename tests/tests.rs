@@ -6,4 +6,5 @@ mod store_contract;
 mod cli;
 mod dir_store;
 mod foundation;
+mod s3_store;
 mod vectors;

@@ -18,9 +18,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -437,7 +437,8 @@ impl Reader {
             path: spool_dir.into(),
             cause,
         })?;
-        let writer = spool.reopen().map_err(|cause| Error::Io { what: "cannot open", path: spool.path().into(), cause })?;
+        let writer =
+            spool.reopen().map_err(|cause| Error::Io { what: "cannot open", path: spool.path().into(), cause })?;
         self.catalog = Some((BufWriter::new(writer), spool.path().into()));
 
         // Tables, under one read transaction.
@@ -516,7 +517,11 @@ impl Reader {
 
         // The catalog itself, chunked like any stream.
         let (writer, path) = self.catalog.take().expect("the catalog spool is open while reading");
-        writer.into_inner().map_err(|e| Error::Io { what: "cannot write", path: path.clone(), cause: e.into_error() })?;
+        writer.into_inner().map_err(|e| Error::Io {
+            what: "cannot write",
+            path: path.clone(),
+            cause: e.into_error(),
+        })?;
         let first = self.seq;
         let mut rd = File::open(&path).map_err(|cause| Error::Io { what: "cannot read", path: path.clone(), cause })?;
         let mut buf = vec![0u8; 1 << 20];

@@ -1,5 +1,7 @@
 //! `check`: does every reference in a tenant's repository resolve, and (with `--read-data`) does
-//! every blob decrypt and match its id? Every damaged object is named; nothing is changed.
+//! every blob decrypt and match its id? Every damaged object is named; nothing is changed, except
+//! that `--repair` aborts the multipart uploads an interrupted backup left behind
+//! ([`leftover_uploads`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,6 +10,7 @@ use futures::StreamExt;
 use super::{Agent, Result};
 use crate::generation::Entry;
 use crate::progress::Progress;
+use crate::repository::lock::{LockError, TenantLock};
 use crate::repository::pack::read_header;
 use crate::repository::{open_blob, parse_blob_id, Index, RepoError, Repository};
 use crate::tenant::TenantId;
@@ -26,6 +29,19 @@ pub struct CheckReport {
     pub unreferenced_packs: Vec<String>,
     /// Every damaged or missing object, named.
     pub problems: Vec<String>,
+    /// Multipart uploads under the tenant's folder that were never completed (S3 only).
+    pub leftover_uploads: Vec<LeftoverUpload>,
+}
+
+/// An upload left by an interrupted backup, and what `check` did about it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LeftoverUpload {
+    pub key: String,
+    pub upload_id: String,
+    /// When it was started (RFC 3339, UTC).
+    pub initiated: String,
+    /// "left", "aborted", or "kept: <why>".
+    pub action: String,
 }
 
 impl CheckReport {
@@ -192,4 +208,52 @@ async fn read_packs(
         report.blobs_read += n;
         report.problems.extend(problems);
     }
+}
+
+/// The multipart uploads under `tenants/<tenant>/` that were started and never completed (a
+/// backup killed mid-upload leaves them; their parts take space but no generation uses them).
+/// With `repair`, abort them, under the tenant lock: an upload of a backup that is still running
+/// belongs to the lock holder and is kept.
+pub async fn leftover_uploads(agent: &Agent, tenant: &TenantId, repair: bool) -> Result<Vec<LeftoverUpload>> {
+    let pending = agent.store.pending_uploads(&Repository::prefix(tenant)).await?;
+    let when = |secs: i64| {
+        jiff::Timestamp::from_second(secs)
+            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(|_| secs.to_string())
+    };
+    let mut out: Vec<LeftoverUpload> = pending
+        .iter()
+        .map(|u| LeftoverUpload {
+            key: u.key.clone(),
+            upload_id: u.upload_id.clone(),
+            initiated: when(u.initiated),
+            action: "left".into(),
+        })
+        .collect();
+    if !repair || pending.is_empty() {
+        return Ok(out);
+    }
+    match TenantLock::acquire(agent.store.clone(), tenant, "check --repair").await {
+        Ok(lock) => {
+            for (u, report) in pending.iter().zip(out.iter_mut()) {
+                report.action = match agent.store.abort_upload(u).await {
+                    Ok(()) => "aborted".into(),
+                    Err(e) => format!("kept: aborting failed: {e}"),
+                };
+            }
+            if let Err(e) = lock.release().await {
+                tracing::warn!(tenant = %tenant, error = %e, "could not release the tenant lock");
+            }
+        }
+        Err(LockError::Held { info, .. }) => {
+            for report in &mut out {
+                report.action = format!(
+                    "kept: the tenant is locked by {} (pid {} on {}), whose upload this may be; run --repair again when it ends",
+                    info.purpose, info.pid, info.host
+                );
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(out)
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::{Config, StoreConfig};
 use crate::keys::{KeyError, Keystore, MasterKey, TenantKeys};
 use crate::repository::{self, RepoError, Repository};
+use crate::store::s3::{OpenMode as S3OpenMode, S3Store};
 use crate::store::{dir::DirStore, Store, StoreError};
 use crate::tenant::TenantId;
 
@@ -57,8 +58,30 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Open the store the configuration names; with `create`, create it where that means anything.
 pub async fn open_store(cfg: &StoreConfig, create: bool) -> Result<Arc<dyn Store>, StoreError> {
+    open_store_with(cfg, create, false).await
+}
+
+/// [`open_store`] for `init`, which may also create a missing S3 bucket (`init --create-bucket`).
+pub async fn open_store_with(
+    cfg: &StoreConfig,
+    create: bool,
+    create_bucket: bool,
+) -> Result<Arc<dyn Store>, StoreError> {
     match cfg {
         StoreConfig::Dir { path } => Ok(Arc::new(DirStore::open(path, create)?)),
+        StoreConfig::S3(c) if create => Ok(Arc::new(S3Store::open(c, S3OpenMode::Init { create_bucket }).await?)),
+        StoreConfig::S3(c) => {
+            let mut store = S3Store::open(c, S3OpenMode::Existing).await?;
+            // The lock protocol and the bucket's location were settled at init and recorded in
+            // the marker, so that every agent sharing the store uses the same. A missing or
+            // unreadable marker is reported by `repository::check_marker` right after this.
+            if let Ok(bytes) = store.get(repository::MARKER_KEY).await {
+                if let Ok(marker) = serde_json::from_slice::<repository::Marker>(&bytes) {
+                    store.apply_facts(&marker.facts)?;
+                }
+            }
+            Ok(Arc::new(store))
+        }
     }
 }
 

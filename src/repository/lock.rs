@@ -2,8 +2,9 @@
 //!
 //! Where the store makes `create_if_absent` atomic, the lock is the single object
 //! `tenants/<t>/locks/exclusive`, created with a conditional write. Where it does not (some S3
-//! servers ignore If-None-Match), each holder writes a unique `locks/<time-sortable id>`, lists the
-//! folder, and the oldest live lock wins; the losers delete theirs (the protocol restic uses).
+//! servers ignore If-None-Match), each taker writes a unique `locks/<time-sortable id>`, lists the
+//! folder, and takes the lock only if no other live lock is there; otherwise it deletes its own
+//! and backs off (the protocol restic uses).
 //!
 //! A lock is refreshed every [`REFRESH`] while it is held and is stale once it has not been
 //! refreshed for [`STALE_AFTER`], or at once when it names a process on this host that is gone
@@ -118,26 +119,44 @@ impl TenantLock {
             }
             key
         } else {
-            let key = format!("{dir}{}", crate::time_sortable_id());
-            store.put(&key, Body::Bytes(body())).await?;
-            let mut oldest_live = None;
-            for obj in store.list(&dir).await? {
-                match read(&*store, &obj.key).await? {
-                    Some(h) if h.is_stale() => store.delete(&obj.key).await?,
-                    Some(h) => {
-                        oldest_live = Some((obj.key, h));
-                        break;
+            // Without atomic creates: write a unique lock object, then list the folder. Any other
+            // live lock means someone holds the lock or is taking it at this moment, so back off.
+            // Each taker lists after its own write, so of two racing takers at least one sees the
+            // other: two never both win. (Winning only when one's own lock sorts first is not
+            // enough: ids made in the same second sort by their random part, and a taker that
+            // listed before the other's write saw only its own lock.) The taker whose lock is
+            // older than the one it saw retries after a random pause, so one of them gets it.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let key = format!("{dir}{}", crate::time_sortable_id());
+                store.put(&key, Body::Bytes(body())).await?;
+                let mut other = None;
+                for obj in store.list(&dir).await? {
+                    if obj.key == key {
+                        continue;
                     }
-                    None => {}
+                    match read(&*store, &obj.key).await? {
+                        Some(h) if h.is_stale() => store.delete(&obj.key).await?,
+                        Some(h) => {
+                            other = Some((obj.key, h));
+                            break;
+                        }
+                        None => {}
+                    }
                 }
-            }
-            match oldest_live {
-                Some((k, _)) if k == key => key,
-                Some((k, h)) => {
-                    store.delete(&key).await?;
-                    return Err(LockError::Held { tenant: tenant.to_string(), key: k, info: h });
+                match other {
+                    None => break key,
+                    Some((k, h)) => {
+                        store.delete(&key).await?;
+                        if k > key && attempt < 3 {
+                            let pause = 100 + rand::random::<u64>() % 500;
+                            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                            continue;
+                        }
+                        return Err(LockError::Held { tenant: tenant.to_string(), key: k, info: h });
+                    }
                 }
-                None => key,
             }
         };
         let refresher = {

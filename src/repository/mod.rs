@@ -50,6 +50,9 @@ pub struct Marker {
     pub format: u32,
     pub created: String,
     pub tool: String,
+    /// What the store found about itself at init (S3: conditional writes, bucket location).
+    #[serde(flatten)]
+    pub facts: crate::store::StoreFacts,
 }
 
 /// Check that the store was initialized by a reversa that writes a format this one reads.

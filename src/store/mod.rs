@@ -10,6 +10,7 @@
 //! - `delete` of a missing object is not an error (deletes are idempotent, as in S3).
 
 pub mod dir;
+pub mod s3;
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -43,6 +44,29 @@ pub struct ObjectInfo {
     pub modified: i64,
 }
 
+/// An upload that was started and never completed nor aborted (an S3 multipart upload left by a
+/// killed process). Its parts take space until it is aborted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+    /// When it was started, seconds since the Unix epoch.
+    pub initiated: i64,
+}
+
+/// What a store learned about itself when `init` opened it, recorded in the store marker so that
+/// every later run (and every agent) uses the same answers. Absent fields mean "not applicable".
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreFacts {
+    /// Whether the server honours `If-None-Match: *` on PutObject (probed at init). It decides the
+    /// tenant lock protocol, which must be the same for every agent sharing the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditional_writes: Option<bool>,
+    /// The bucket's location as the server reported it at init.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_region: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object {key} does not exist in {store}")]
@@ -73,4 +97,20 @@ pub trait Store: Send + Sync + 'static {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Facts to record in the store marker at init (see [`StoreFacts`]).
+    fn facts(&self) -> StoreFacts {
+        StoreFacts::default()
+    }
+
+    /// Uploads under `prefix` that were started and never completed nor aborted, sorted by key.
+    /// Stores whose writes are atomic locally (`dir`) have none.
+    async fn pending_uploads(&self, _prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Abort a pending upload, freeing its parts. Aborting one that is already gone is not an error.
+    async fn abort_upload(&self, _upload: &PendingUpload) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -1,0 +1,540 @@
+//! The `s3` store against a real S3 server: Ceph RADOS Gateway on loopback, started by
+//! scripts/test.sh (scripts/s3-up.sh), which exports REVERSA_TEST_S3_ENDPOINT and the AWS
+//! credentials. Every test uses its own bucket. Under CI (`CI=true`) a missing server fails the
+//! tests; run by hand without one, they say so and return.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reversa::config::S3StoreConfig;
+use reversa::repository::lock::TenantLock;
+use reversa::store::s3::{OpenMode, S3Store};
+use reversa::store::{Body, Store};
+use reversa::tenant::TenantId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{differences, Env, Run, SMALL};
+
+struct Server {
+    endpoint: String,
+    region: String,
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The S3 test server, or `None` (with a message) when run by hand without one.
+fn server() -> Option<Server> {
+    match std::env::var("REVERSA_TEST_S3_ENDPOINT") {
+        Ok(endpoint) => Some(Server {
+            endpoint,
+            region: std::env::var("REVERSA_TEST_S3_REGION").unwrap_or_else(|_| "eu-south-1".into()),
+        }),
+        Err(_) if under_ci() => panic!(
+            "REVERSA_TEST_S3_ENDPOINT is not set under CI: run the tests with scripts/test.sh, which starts the S3 test server"
+        ),
+        Err(_) => {
+            eprintln!("skipping: no S3 test server (REVERSA_TEST_S3_ENDPOINT is unset); scripts/test.sh starts one");
+            None
+        }
+    }
+}
+
+impl Server {
+    fn upstream(&self) -> SocketAddr {
+        self.endpoint.trim_start_matches("http://").trim_end_matches('/').parse().expect("a loopback ip:port endpoint")
+    }
+
+    fn config(&self, bucket: &str) -> S3StoreConfig {
+        S3StoreConfig::new(bucket, &self.region, Some(&self.endpoint))
+    }
+
+    /// A fresh bucket for one test, created through the store itself.
+    async fn bucket(&self, name: &str) -> S3StoreConfig {
+        let bucket = format!("t-{name}-{:08x}", rand::random::<u32>());
+        let cfg = self.config(&bucket);
+        S3Store::open(&cfg, OpenMode::Init { create_bucket: true }).await.unwrap();
+        cfg
+    }
+
+    fn store_section(&self, cfg: &S3StoreConfig) -> String {
+        format!(
+            "[store]\nkind = \"s3\"\nbucket = \"{}\"\nregion = \"{}\"\nendpoint = \"{}\"\nprefix = \"{}\"\n",
+            cfg.bucket, cfg.region, self.endpoint, cfg.prefix
+        )
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(f)
+}
+
+fn pattern_file(path: &Path, len: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_keeps_the_store_contract() {
+    let Some(srv) = server() else { return };
+    let mut cfg = srv.bucket("contract").await;
+    cfg.prefix = "agent-1".into();
+    let store = S3Store::open(&cfg, OpenMode::Init { create_bucket: false }).await.unwrap();
+    assert!(store.conditional_create(), "radosgw honours If-None-Match; the probe must see it");
+    assert_eq!(store.facts().bucket_region.as_deref(), Some(srv.region.as_str()));
+    crate::store_contract::run(Arc::new(store.clone()), "contract").await;
+
+    // The same contract with conditional writes taken as ignored (how the store behaves on a
+    // server such as Garage): create_if_absent falls back to HEAD then PUT.
+    let mut fallback = store.clone();
+    fallback.set_conditional_create(false);
+    crate::store_contract::run(Arc::new(fallback), "contract-fallback").await;
+
+    // Keys live under the prefix, and a store with another prefix sees none of them.
+    let mut other = cfg.clone();
+    other.prefix = "agent-2".into();
+    let other = S3Store::open(&other, OpenMode::Init { create_bucket: false }).await.unwrap();
+    assert!(other.list("contract/").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_tenant_lock_without_conditional_writes_admits_one_taker() {
+    let Some(srv) = server() else { return };
+    let cfg = srv.bucket("lock").await;
+    let mut store = S3Store::open(&cfg, OpenMode::Init { create_bucket: false }).await.unwrap();
+    store.set_conditional_create(false);
+    let store: Arc<dyn Store> = Arc::new(store);
+    let tenant = TenantId::parse("comune-lock").unwrap();
+    for round in 0..3 {
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (s, t) = (store.clone(), tenant.clone());
+            tasks.push(tokio::spawn(async move { TenantLock::acquire(s, &t, "test").await }));
+        }
+        let mut held = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(lock) => held.push(lock),
+                Err(reversa::repository::lock::LockError::Held { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert!(held.len() <= 1, "round {round}: {} takers hold the lock at once", held.len());
+        for l in held {
+            l.release().await.unwrap();
+        }
+    }
+    // Once released, the next taker gets it at once.
+    let lock = TenantLock::acquire(store.clone(), &tenant, "test").await.unwrap();
+    lock.release().await.unwrap();
+    assert!(store.list("tenants/comune-lock/locks/").await.unwrap().is_empty());
+}
+
+#[test]
+fn s3_backup_restore_and_check_read_data_through_radosgw() {
+    let Some(srv) = server() else { return };
+    let mut cfg = block_on(srv.bucket("backup"));
+    cfg.prefix = "reversa".into();
+    let env = Env::with_store(&srv.store_section(&cfg));
+    env.seed("comune-a", SMALL, 11);
+    let m1 = env.backup("comune-a");
+    assert!(m1["summary"]["packs_added"].as_u64().unwrap() > 0, "{m1}");
+    let restored = env.restore("comune-a", None);
+    assert_eq!(differences(&env.tenant_dir("comune-a"), &restored), Vec::<String>::new());
+
+    // A second backup of unchanged data adds (almost) nothing; both generations restore.
+    let m2 = env.backup("comune-a");
+    assert!(
+        m2["summary"]["bytes_added"].as_u64().unwrap() < m1["summary"]["bytes_added"].as_u64().unwrap() / 10,
+        "{m2}"
+    );
+    let g = env.run(&["generations", "--tenant", "comune-a", "--json"]).ok();
+    let gens: serde_json::Value = serde_json::from_str(&g.stdout).unwrap();
+    assert_eq!(gens.as_array().unwrap().len(), 2);
+    let first = env.restore("comune-a", m1["id"].as_str());
+    assert_eq!(differences(&env.tenant_dir("comune-a"), &first), Vec::<String>::new());
+
+    let c = env.run(&["check", "--tenant", "comune-a", "--read-data"]).ok();
+    assert!(c.stdout.contains("no problems") && c.stdout.contains("blobs read and verified"), "{}", c.all());
+
+    // Everything is under the prefix in the bucket, and the marker records the probe.
+    let store = block_on(S3Store::open(&cfg, OpenMode::Existing)).unwrap();
+    let marker: serde_json::Value = serde_json::from_slice(&block_on(store.get("reversa.json")).unwrap()).unwrap();
+    assert_eq!(marker["conditional_writes"], true, "{marker}");
+    assert_eq!(marker["bucket_region"], srv.region.as_str(), "{marker}");
+    assert!(!block_on(store.list("tenants/comune-a/data/")).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_large_file_goes_up_in_parts_streamed_and_whole() {
+    let Some(srv) = server() else { return };
+    let mut cfg = srv.bucket("multipart").await;
+    cfg.part_size = 5 << 20;
+    cfg.max_concurrency = 2;
+    let store = S3Store::open(&cfg, OpenMode::Init { create_bucket: false }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    // Three parts, the last one short.
+    let data = pattern_file(&path, (13 << 20) + 123);
+    store.put("big/object", Body::File { path: path.clone(), len: data.len() as u64 }).await.unwrap();
+    assert_eq!(store.head("big/object").await.unwrap().unwrap().size, data.len() as u64);
+    let back = store.get("big/object").await.unwrap();
+    assert!(back == data, "the object read back differs from the file");
+    let part2 = store.get_range("big/object", (5 << 20) - 10..(5 << 20) + 10).await.unwrap();
+    assert_eq!(&part2[..], &data[(5 << 20) - 10..(5 << 20) + 10]);
+    assert!(store.pending_uploads("").await.unwrap().is_empty(), "a completed upload leaves nothing pending");
+
+    // A file that does not match the length it was given is refused before anything is sent.
+    let e = store
+        .put("big/wrong", Body::File { path: path.clone(), len: data.len() as u64 + 1 })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("big/wrong") && e.contains(&path.display().to_string()), "{e}");
+    assert!(store.pending_uploads("").await.unwrap().is_empty());
+}
+
+/// A TCP proxy to the S3 server that, on each connection, forwards at most `stall_after` bytes
+/// from the client and then stops reading without closing: an upload through it hangs mid-way,
+/// as it would on a network that died.
+async fn stalling_proxy(upstream: SocketAddr, stall_after: usize) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut sent = 0;
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let pass = n.min(stall_after - sent);
+                    if sw.write_all(&buf[..pass]).await.is_err() {
+                        break;
+                    }
+                    sent += pass;
+                    if sent == stall_after {
+                        // Hold both halves open and forward nothing more.
+                        std::future::pending::<()>().await;
+                    }
+                }
+                let _ = sw.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn wait_for_pending(store: &S3Store, prefix: &str, want: impl Fn(usize) -> bool) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = store.pending_uploads(prefix).await.unwrap().len();
+        if want(n) || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_cancelled_multipart_upload_is_aborted() {
+    let Some(srv) = server() else { return };
+    let mut cfg = srv.bucket("cancel").await;
+    let direct = S3Store::open(&cfg, OpenMode::Init { create_bucket: false }).await.unwrap();
+    let proxy = stalling_proxy(srv.upstream(), 7 << 20).await;
+    cfg.endpoint = Some(format!("http://{proxy}"));
+    cfg.part_size = 5 << 20;
+    cfg.max_concurrency = 1;
+    let slow = S3Store::open(&cfg, OpenMode::Existing).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let data = pattern_file(&path, 16 << 20);
+    let upload = slow.put("cancel/big", Body::File { path, len: data.len() as u64 });
+    // The upload hangs in its second part; drop it after a while, as a failing backup drops the
+    // uploads it still has in flight.
+    let r = tokio::time::timeout(Duration::from_secs(3), upload).await;
+    assert!(r.is_err(), "the upload through the stalling proxy must hang, not finish: {r:?}");
+    assert_eq!(wait_for_pending(&direct, "", |n| n == 0).await, 0, "the dropped upload was not aborted");
+    assert!(direct.head("cancel/big").await.unwrap().is_none());
+}
+
+/// Not a test by itself: the process `s3_interrupted_upload_is_listed_and_repaired` starts and
+/// kills with SIGKILL in the middle of a multipart upload. Does nothing unless it is that process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_helper_process_uploading_when_killed() {
+    let Ok(key) = std::env::var("REVERSA_S3_HELPER_KEY") else {
+        return;
+    };
+    let srv = server().expect("the helper runs with the test server");
+    let mut cfg = srv.config(&std::env::var("REVERSA_S3_HELPER_BUCKET").unwrap());
+    cfg.prefix = std::env::var("REVERSA_S3_HELPER_PREFIX").unwrap();
+    let proxy = stalling_proxy(srv.upstream(), 7 << 20).await;
+    cfg.endpoint = Some(format!("http://{proxy}"));
+    cfg.part_size = 5 << 20;
+    cfg.max_concurrency = 1;
+    let store = S3Store::open(&cfg, OpenMode::Existing).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let data = pattern_file(&path, 16 << 20);
+    let r = store.put(&key, Body::File { path, len: data.len() as u64 }).await;
+    panic!("the upload should hang until this process is killed, it ended: {r:?}");
+}
+
+#[test]
+fn s3_interrupted_upload_is_listed_by_check_and_aborted_by_repair() {
+    let Some(srv) = server() else { return };
+    let mut cfg = block_on(srv.bucket("killed"));
+    cfg.prefix = "reversa".into();
+    let env = Env::with_store(&srv.store_section(&cfg));
+    env.seed("comune-k", SMALL, 5);
+    env.backup("comune-k");
+
+    // A process killed with SIGKILL in the middle of a multipart upload of a pack.
+    let key = "tenants/comune-k/data/ff/interrupted-upload";
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args(["s3_store::s3_helper_process_uploading_when_killed", "--exact", "--nocapture", "--test-threads=1"])
+        .env("REVERSA_S3_HELPER_KEY", key)
+        .env("REVERSA_S3_HELPER_BUCKET", &cfg.bucket)
+        .env("REVERSA_S3_HELPER_PREFIX", &cfg.prefix)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let direct = block_on(S3Store::open(&cfg, OpenMode::Existing)).unwrap();
+    let seen = block_on(async {
+        let n = wait_for_pending(&direct, "tenants/", |n| n > 0).await;
+        // Let the first part land, so there is something to free.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        n
+    });
+    helper.kill().unwrap(); // SIGKILL: no destructor runs, nothing is aborted.
+    let status = helper.wait().unwrap();
+    assert_eq!(seen, 1, "the helper never started its upload (exit: {status:?})");
+    assert!(block_on(direct.pending_uploads("tenants/")).unwrap().len() == 1);
+
+    let c = env.run(&["check", "--tenant", "comune-k"]).ok();
+    assert!(c.stdout.contains("leftover upload: tenants/comune-k/data/ff/interrupted-upload"), "{}", c.all());
+    assert!(c.stdout.contains("check --repair"), "{}", c.all());
+    let c = env.run(&["check", "--tenant", "comune-k", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&c.stdout).unwrap();
+    assert_eq!(v[0]["leftover_uploads"][0]["key"], key);
+    assert_eq!(v[0]["leftover_uploads"][0]["action"], "left");
+
+    let c = env.run(&["check", "--tenant", "comune-k", "--repair"]).ok();
+    assert!(c.stdout.contains("no problems") && c.stdout.contains(": aborted"), "{}", c.all());
+    assert!(block_on(direct.pending_uploads("")).unwrap().is_empty());
+    let c = env.run(&["check", "--tenant", "comune-k", "--read-data"]).ok();
+    assert!(!c.stdout.contains("leftover upload") && c.stdout.contains("no problems"), "{}", c.all());
+    assert!(block_on(direct.list("tenants/comune-k/locks/")).unwrap().is_empty(), "repair released its lock");
+}
+
+#[test]
+fn s3_two_backups_of_one_tenant_at_once_one_waits_or_fails_clearly() {
+    let Some(srv) = server() else { return };
+    let cfg = block_on(srv.bucket("twice"));
+    let env = Env::with_store(&srv.store_section(&cfg));
+    // Big enough that the two runs overlap.
+    env.seed("comune-t", reversa::seed::Scale { rows: 2_000, file_bytes: 24 << 20, incompressible: 0.9 }, 3);
+    // The tenant's key exists before the race (see the report on first backups of a new tenant).
+    env.backup("comune-t");
+    let attachments = env.tenant_dir("comune-t").join("attachments");
+    std::fs::create_dir_all(&attachments).unwrap();
+    std::fs::write(attachments.join("new.bin"), vec![7u8; 3 << 20]).unwrap();
+
+    let spawn = || {
+        env.cmd(&["backup", "--tenant", "comune-t", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let runs: Vec<Run> = [a, b].into_iter().map(|c| c.wait_with_output().unwrap().into()).collect();
+    let ok = runs.iter().filter(|r| r.code == 0).count();
+    eprintln!("two backups at once: exit codes {} and {}", runs[0].code, runs[1].code);
+    assert!(ok >= 1, "at least one backup succeeds:\n{}\n{}", runs[0].all(), runs[1].all());
+    for r in runs.iter().filter(|r| r.code != 0) {
+        assert_eq!(r.code, 4, "a refused backup exits with the lock code:\n{}", r.all());
+        assert!(r.stderr.contains("comune-t is locked by backup"), "{}", r.all());
+    }
+    let g = env.run(&["generations", "--tenant", "comune-t", "--json"]).ok();
+    let gens: serde_json::Value = serde_json::from_str(&g.stdout).unwrap();
+    assert_eq!(gens.as_array().unwrap().len(), 1 + ok);
+    let c = env.run(&["check", "--tenant", "comune-t", "--read-data"]).ok();
+    assert!(c.stdout.contains("no problems") && !c.stdout.contains("leftover"), "{}", c.all());
+    let restored = env.restore("comune-t", None);
+    assert_eq!(differences(&env.tenant_dir("comune-t"), &restored), Vec::<String>::new());
+}
+
+#[test]
+fn s3_non_eu_region_and_endpoint_are_refused_before_any_request() {
+    let Some(_srv) = server() else { return };
+    // Counts every connection it is offered and closes it at once.
+    let (port, connections) = failing_endpoint(None);
+    let section = |region: &str, host: &str, extra: &str| {
+        format!("[store]\nkind = \"s3\"\nbucket = \"reversa\"\nregion = \"{region}\"\nendpoint = \"http://{host}:{port}\"\n{extra}")
+    };
+    for (store, named) in [
+        (section("us-east-1", "127.0.0.1", ""), "us-east-1"),
+        (section("eu-west-2", "127.0.0.1", ""), "eu-west-2"),
+        (section("eu-south-1", "s3.us-east-1.localhost", ""), "us-east-1"),
+        (section("eu-central-1", "127.0.0.1", "allowed_regions = [\"eu-south-1\"]\n"), "eu-central-1"),
+    ] {
+        let env = Env::uninitialized(&store);
+        for args in
+            [vec!["init", "--generate-master-key", env.path("master.key").to_str().unwrap()], vec!["backup", "--all"]]
+        {
+            let r = env.run(&args);
+            assert_eq!(r.code, 2, "refused as a configuration error:\n{store}\n{}", r.all());
+            assert!(r.stderr.contains(named), "the refusal names the region:\n{}", r.all());
+            assert!(r.stderr.contains("store.region") || r.stderr.contains("store.endpoint"), "{}", r.all());
+        }
+        if !store.contains("localhost") {
+            let r = env.run(&["init"]);
+            assert!(r.stderr.contains("allowed: eu-south-1"), "the refusal lists the allowed regions:\n{}", r.all());
+        }
+        assert!(!env.path("master.key").exists(), "nothing was done, not even the key file");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "a refused configuration must not send anything");
+
+    // The same listener does see a configuration that is allowed: the check above can fail.
+    let env = Env::uninitialized(&section("eu-south-1", "127.0.0.1", "max_attempts = 1\n"));
+    let r = env.run(&["init", "--generate-master-key", env.path("master.key").to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(connections.load(Ordering::SeqCst) > 0, "the allowed configuration connects:\n{}", r.all());
+}
+
+#[test]
+fn s3_wrong_credentials_name_the_endpoint_and_key_id_never_the_secret() {
+    let Some(srv) = server() else { return };
+    let cfg = block_on(srv.bucket("creds"));
+    let env = Env::with_store(&srv.store_section(&cfg));
+    env.seed("comune-c", SMALL, 2);
+    let good_id = std::env::var("AWS_ACCESS_KEY_ID").unwrap();
+    let wrong_secret = "WrongSecretWrongSecretWrongSecret0000000";
+    for (id, secret) in [(good_id.as_str(), wrong_secret), ("REVERSAUNKNOWNKEY000", wrong_secret)] {
+        let r: Run = env
+            .cmd(&["backup", "--tenant", "comune-c"])
+            .env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .unwrap()
+            .into();
+        assert_ne!(r.code, 0, "{}", r.all());
+        let all = r.all();
+        assert!(all.contains(&srv.endpoint) && all.contains(id), "names the endpoint and the key id:\n{all}");
+        assert!(all.contains("refused the credentials"), "{all}");
+        assert!(!all.contains(secret), "never the secret:\n{all}");
+        assert!(!all.contains(&std::env::var("AWS_SECRET_ACCESS_KEY").unwrap()), "never the secret:\n{all}");
+    }
+}
+
+#[test]
+fn s3_missing_bucket_init_offers_to_create_it() {
+    let Some(srv) = server() else { return };
+    let bucket = format!("t-missing-{:08x}", rand::random::<u32>());
+    let env = Env::uninitialized(&srv.store_section(&srv.config(&bucket)));
+    let key = env.path("master.key");
+    let r = env.run(&["init", "--generate-master-key", key.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains(&format!("bucket {bucket} does not exist")) && r.stderr.contains("init --create-bucket"),
+        "says so and offers to create it:\n{}",
+        r.all()
+    );
+    let r = env.run(&["init", "--create-bucket"]).ok();
+    assert!(
+        r.stdout.contains("initialized") && r.stdout.contains(&format!("bucket location: {}", srv.region)),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("conditional writes: honoured"), "{}", r.all());
+    env.seed("comune-m", SMALL, 9);
+    env.backup("comune-m");
+    let restored = env.restore("comune-m", None);
+    assert_eq!(differences(&env.tenant_dir("comune-m"), &restored), Vec::<String>::new());
+    // A second init finds it all in place.
+    let r = env.run(&["init"]).ok();
+    assert!(r.stdout.contains("already initialized"), "{}", r.all());
+}
+
+/// A fake S3 endpoint that answers every request with `response` (or resets the connection when
+/// it is `None`), counting the requests.
+fn failing_endpoint(response: Option<&'static str>) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten() {
+            c.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+            let _ = conn.read(&mut buf);
+            if let Some(resp) = response {
+                let _ = conn.write_all(resp.as_bytes());
+            }
+            // Dropping the connection closes it (a reset, when nothing was answered).
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_retries_are_bounded_and_the_error_names_the_object_and_cause() {
+    let Some(srv) = server() else { return };
+    const SLOW_DOWN: &str = "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: 85\r\nConnection: close\r\n\r\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    for (response, cause) in [(Some(SLOW_DOWN), "SlowDown"), (None, "dispatch failure")] {
+        let (port, count) = failing_endpoint(response);
+        let mut cfg = srv.config("reversa-retries");
+        cfg.endpoint = Some(format!("http://127.0.0.1:{port}"));
+        cfg.max_attempts = 3;
+        // connect() sends nothing: the failures below are the requests' own.
+        let store = S3Store::connect(&cfg).await.unwrap();
+        let e = store.get("tenants/comune-r/index/some-object").await.unwrap_err().to_string();
+        assert!(e.contains("tenants/comune-r/index/some-object"), "names the object: {e}");
+        assert!(e.contains(cause), "names the last cause: {e}");
+        assert!(e.contains("gave up after up to 3 attempts"), "{e}");
+        assert_eq!(count.load(Ordering::SeqCst), 3, "exactly max_attempts requests: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_create_if_absent_is_atomic_on_radosgw() {
+    let Some(srv) = server() else { return };
+    let cfg = srv.bucket("race").await;
+    let store = Arc::new(S3Store::open(&cfg, OpenMode::Init { create_bucket: false }).await.unwrap());
+    for round in 0..5 {
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let s = store.clone();
+            let key = format!("race/{round}");
+            tasks.push(tokio::spawn(async move {
+                s.create_if_absent(&key, Bytes::from(format!("{i}-{}", rand::random::<u64>()))).await.unwrap()
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            wins += t.await.unwrap() as usize;
+        }
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
