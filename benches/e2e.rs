@@ -7,6 +7,8 @@
 //! - `BENCH_SIZES_MB`: tenant sizes to run, comma-separated (default `250,1000`): two sizes show
 //!   whether peak memory grows with the tenant.
 //! - `BENCH_NO_RESTIC=1`: skip restic.
+//! - `BENCH_S3=1`: also back up to a Ceph radosgw on loopback (started with scripts/s3-up.sh, or
+//!   the one `REVERSA_TEST_S3_ENDPOINT` names), with restic to the same server.
 //!
 //! Figures are printed, never asserted: speed is measured here, not in tests.
 
@@ -78,6 +80,7 @@ fn main() {
     let restic =
         std::env::var_os("BENCH_NO_RESTIC").is_none() && Command::new("restic").arg("version").output().is_ok();
     let bin = env!("CARGO_BIN_EXE_reversa");
+    let s3 = std::env::var_os("BENCH_S3").map(|_| S3::start(&root));
 
     let aes = openssl_speed("aes-256-gcm");
     let sha = openssl_speed("sha256");
@@ -182,5 +185,112 @@ fn main() {
         }
         let _ = std::fs::remove_dir_all(run.join("restored"));
         let _ = std::fs::remove_dir_all(run.join("restic-restored"));
+        if let Some(s3) = &s3 {
+            s3_run(s3, bin, &src, &run, bytes, restic);
+        }
+    }
+    if let Some(s3) = &s3 {
+        s3.stop();
+    }
+}
+
+/// A radosgw for the benchmark, and how to reach it.
+struct S3 {
+    endpoint: String,
+    region: String,
+    dir: Option<PathBuf>,
+}
+
+impl S3 {
+    /// The server `REVERSA_TEST_S3_ENDPOINT` names (credentials from the AWS variables), or one
+    /// started with scripts/s3-up.sh.
+    fn start(root: &Path) -> S3 {
+        if let Ok(endpoint) = std::env::var("REVERSA_TEST_S3_ENDPOINT") {
+            let region = std::env::var("REVERSA_TEST_S3_REGION").unwrap_or_else(|_| "eu-south-1".into());
+            return S3 { endpoint, region, dir: None };
+        }
+        let dir = std::path::absolute(root.join("s3")).unwrap();
+        let out = Command::new("bash").arg("scripts/s3-up.sh").arg(&dir).output().expect("scripts/s3-up.sh runs");
+        assert!(out.status.success(), "s3-up failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut endpoint = String::new();
+        let mut region = String::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some((k, v)) = line.trim_start_matches("export ").split_once('=') else { continue };
+            match k {
+                "REVERSA_TEST_S3_ENDPOINT" => endpoint = v.to_string(),
+                "REVERSA_TEST_S3_REGION" => region = v.to_string(),
+                _ => {}
+            }
+            // SAFETY: single-threaded here; the children inherit the credentials.
+            unsafe { std::env::set_var(k, v) };
+        }
+        S3 { endpoint, region, dir: Some(dir) }
+    }
+
+    fn stop(&self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new("bash").arg("scripts/s3-down.sh").arg(dir).output();
+        }
+    }
+}
+
+fn s3_run(s3: &S3, bin: &str, src: &Path, run: &Path, bytes: u64, restic: bool) {
+    let bucket = format!("bench-{}", rand::random::<u32>());
+    let config = run.join("reversa-s3.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"sqlite\"\nroot = \"{}\"\n[store]\nkind = \"s3\"\nbucket = \"{bucket}\"\nregion = \"{}\"\n\
+             endpoint = \"{}\"\n[keys]\nmaster_key_file = \"master.key\"\n[state]\ndir = \"state-s3\"\n",
+            std::path::absolute(src).unwrap().display(),
+            s3.region,
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let reversa = |args: &[&str]| {
+        let mut c = Command::new(bin);
+        c.arg("--config").arg(&config).args(args).stdout(std::process::Stdio::null());
+        c
+    };
+    measure(&mut reversa(&["init", "--create-bucket"]));
+    let backup = measure(&mut reversa(&["backup", "--tenant", "bench"]));
+    let restore =
+        measure(&mut reversa(&["restore", "--tenant", "bench", "--to", run.join("restored-s3").to_str().unwrap()]));
+    let _ = std::fs::remove_dir_all(run.join("restored-s3"));
+    let mbps = |secs: f64| bytes as f64 / 1e6 / secs;
+    println!("-- to radosgw on loopback ({})", s3.endpoint);
+    println!(
+        "reversa backup   {:>8.1} MB/s  {:>6.2} s  peak RSS {:>6.1} MiB",
+        mbps(backup.secs),
+        backup.secs,
+        backup.max_rss_mib
+    );
+    println!(
+        "reversa restore  {:>8.1} MB/s  {:>6.2} s  peak RSS {:>6.1} MiB",
+        mbps(restore.secs),
+        restore.secs,
+        restore.max_rss_mib
+    );
+    if restic {
+        let repo = format!("s3:{}/{bucket}-restic", s3.endpoint);
+        let restic = |args: &[&str]| {
+            let mut c = Command::new("restic");
+            c.args(["-r", &repo, "--quiet"])
+                .args(args)
+                .env("RESTIC_PASSWORD", "bench")
+                .env("RESTIC_CACHE_DIR", run.join("restic-cache-s3"))
+                .stdout(std::process::Stdio::null());
+            c
+        };
+        measure(&mut restic(&["init", "--repository-version", "2"]));
+        let rb = measure(&mut restic(&["backup", src.join("bench").to_str().unwrap()]));
+        println!(
+            "restic backup    {:>8.1} MB/s  {:>6.2} s  peak RSS {:>6.1} MiB",
+            mbps(rb.secs),
+            rb.secs,
+            rb.max_rss_mib
+        );
+        println!("reversa / restic backup throughput to radosgw: {:.2}x (target >= 3x)", rb.secs / backup.secs);
     }
 }

@@ -280,6 +280,10 @@ impl Keystore {
     /// The tenant's current keys, creating (and saving) a data key on first use.
     /// Returns whether a key was created, so the caller can snapshot the keystore.
     pub fn tenant_keys_or_create(&mut self, tenant: &TenantId) -> Result<(TenantKeys, bool), KeyError> {
+        // Two processes on this host may meet a new tenant at once: hold the keystore's file
+        // lock and re-read it, so both end up with the same key instead of the last writer's.
+        let _lock = self.lock_file()?;
+        self.reload()?;
         match self.tenant_keys(tenant) {
             Ok(k) => return Ok((k, false)),
             Err(KeyError::NoKey { .. }) => {}
@@ -291,6 +295,34 @@ impl Keystore {
         entry.keys.push(WrappedKey { version: 1, wrapped: B64.encode(wrapped), created: crate::now_rfc3339() });
         self.save()?;
         Ok((TenantKeys::from_dek(tenant.clone(), 1, &dek), true))
+    }
+
+    /// An exclusive advisory lock on `keystore.lock`, released when the file is dropped.
+    fn lock_file(&self) -> Result<std::fs::File, KeyError> {
+        use std::os::fd::AsRawFd;
+        let path = self.path.with_extension("lock");
+        let write_err = |cause| KeyError::Write { path: path.clone(), cause };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(write_err)?;
+        }
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(write_err)?;
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(write_err(std::io::Error::last_os_error()));
+        }
+        Ok(f)
+    }
+
+    /// Re-read the keystore file, if there is one, to see keys other processes added.
+    fn reload(&mut self) -> Result<(), KeyError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => {
+                let fresh = Self::from_bytes(self.path.clone(), self.master.clone(), &bytes)?;
+                self.file = fresh.file;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(cause) => Err(KeyError::Read { path: self.path.clone(), cause }),
+        }
     }
 
     /// The tenant's current keys.
@@ -375,6 +407,24 @@ mod tests {
         ks.tenant_keys_or_create(&TenantId::parse("a").unwrap()).unwrap();
         let err = Keystore::open(dir.path(), MasterKey(SecretKey::random())).unwrap_err();
         assert!(matches!(err, KeyError::WrongMasterKey { .. }), "{err}");
+    }
+
+    /// Regression: two processes meeting a new tenant at once must not end up with two keys
+    /// (the second save used to overwrite the first process's key).
+    #[test]
+    fn two_keystores_on_one_state_folder_agree_on_a_new_tenants_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = SecretKey::random();
+        Keystore::new(dir.path(), MasterKey(master.clone())).save().unwrap();
+        let mut a = Keystore::open(dir.path(), MasterKey(master.clone())).unwrap();
+        let mut b = Keystore::open(dir.path(), MasterKey(master.clone())).unwrap();
+        let t = TenantId::parse("nuovo").unwrap();
+        let (ka, created_a) = a.tenant_keys_or_create(&t).unwrap();
+        let (kb, created_b) = b.tenant_keys_or_create(&t).unwrap();
+        assert!(created_a && !created_b);
+        assert_eq!(ka.blob_id(b"x"), kb.blob_id(b"x"));
+        let reopened = Keystore::open(dir.path(), MasterKey(master)).unwrap();
+        assert_eq!(reopened.tenant_keys(&t).unwrap().blob_id(b"x"), ka.blob_id(b"x"));
     }
 
     #[test]

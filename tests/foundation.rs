@@ -163,7 +163,18 @@ fn tampering_is_detected_and_named() {
         assert_ne!(check.code, 0, "{name}: check passed:\n{}", check.all());
         assert!(check.all().contains(&object), "{name}: check does not name {object}:\n{}", check.all());
         let to = env.path("restore-target");
-        let restore = env.run(&["restore", "--tenant", "t1", "--to", to.to_str().unwrap()]);
+        // Restore the generation whose manifest was damaged or moved, or else the newest.
+        let target: Vec<String> = env
+            .store_files("tenants/t1/generations")
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .filter(|g| *g == object)
+            .collect();
+        let mut args = vec!["restore", "--tenant", "t1", "--to", to.to_str().unwrap()];
+        if let Some(g) = target.first() {
+            args.extend(["--generation", g.as_str()]);
+        }
+        let restore = env.run(&args);
         assert_ne!(restore.code, 0, "{name}: restore succeeded:\n{}", restore.all());
         assert!(restore.all().contains(&object), "{name}: restore does not name {object}:\n{}", restore.all());
         // Nothing half-written under the final names.

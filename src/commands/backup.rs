@@ -256,11 +256,12 @@ fn seal_loop(
         let new = !shared.index.contains(&id) && shared.in_flight.lock().expect("in-flight lock").insert(id);
         shared.name(seq, id);
         if new {
-            pack.add_blob(&mut sealer, keys, id, &plain);
-            drop(plain);
-            if pack.len() >= TARGET_SIZE {
+            // Ship the pack before it would outgrow its buffer: packs stay within TARGET_SIZE
+            // and their buffers are never reallocated.
+            if !pack.is_empty() && pack.len() + crate::crypto::sealed_len(plain.len() + 1) > TARGET_SIZE {
                 send(std::mem::take(&mut pack))?;
             }
+            pack.add_blob(&mut sealer, keys, id, &plain);
         }
     }
     if !pack.is_empty() {

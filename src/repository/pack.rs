@@ -15,6 +15,9 @@ use crate::keys::{BlobId, TenantKeys};
 /// small, bounded amount of memory.
 pub const TARGET_SIZE: usize = 8 * 1024 * 1024;
 const ENTRY_LEN: usize = 32 + 8 + 4;
+/// Room reserved for the sealed pack header: enough for about 1,400 blobs. Packs of many tiny
+/// blobs (small files) grow their buffer once at the end; that is rare and harmless.
+const HEADER_ROOM: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackBlob {
@@ -39,7 +42,7 @@ impl PackBuilder {
     pub fn new() -> PackBuilder {
         let mut id = [0u8; 32];
         rand::fill(&mut id);
-        PackBuilder { id, buf: Vec::with_capacity(TARGET_SIZE + crate::chunker::MAX_SIZE), blobs: Vec::new() }
+        PackBuilder { id, buf: Vec::with_capacity(TARGET_SIZE + HEADER_ROOM), blobs: Vec::new() }
     }
 
     /// Seal a blob straight into the pack.
