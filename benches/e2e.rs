@@ -210,7 +210,12 @@ impl S3 {
             return S3 { endpoint, region, dir: None };
         }
         let dir = std::path::absolute(root.join("s3")).unwrap();
-        let out = Command::new("bash").arg("scripts/s3-up.sh").arg(&dir).output().expect("scripts/s3-up.sh runs");
+        let up = || Command::new("bash").arg("scripts/s3-up.sh").arg(&dir).output().expect("scripts/s3-up.sh runs");
+        // One retry, as scripts/test.sh does.
+        let out = match up() {
+            out if out.status.success() => out,
+            _ => up(),
+        };
         assert!(out.status.success(), "s3-up failed: {}", String::from_utf8_lossy(&out.stderr));
         let mut endpoint = String::new();
         let mut region = String::new();

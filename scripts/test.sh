@@ -13,7 +13,8 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 if [ -z "${REVERSA_TEST_S3_ENDPOINT:-}" ]; then
   s3_dir=${REVERSA_S3_DIR:-target/s3-test}
   trap 'scripts/s3-down.sh "$s3_dir" >/dev/null 2>&1 || true' EXIT
-  s3_env=$(scripts/s3-up.sh "$s3_dir")
+  # One retry: a first start on a loaded machine occasionally loses the OSD's registration.
+  s3_env=$(scripts/s3-up.sh "$s3_dir") || s3_env=$(scripts/s3-up.sh "$s3_dir")
   eval "$s3_env"
 fi
 

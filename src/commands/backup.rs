@@ -8,7 +8,7 @@
 //! sealer threads  one per core: blob id (HMAC); new blobs only: zstd + AES-256-GCM straight
 //!                 into a pack of their own
 //!   | bounded channel (finished packs, ~8 MiB each)
-//! uploader task   at most UPLOADS puts in flight; an index file every INDEX_EVERY packs
+//! uploader task   the store's concurrency in puts in flight; an index file every INDEX_EVERY packs
 //! ```
 //!
 //! The reader only cuts chunks; hashing runs on every core. A catalog entry is written once the
@@ -41,8 +41,6 @@ use crate::source::DATABASE_FILE;
 use crate::store::Body;
 use crate::tenant::TenantId;
 
-/// Puts in flight at once. Two keep a local disk or a nearby S3 busy; more only add memory.
-const UPLOADS: usize = 2;
 /// Write an index file every this many packs, so an interrupted backup keeps its progress.
 const INDEX_EVERY: usize = 64;
 /// Attempts at reading a file that changes while it is read.
@@ -109,7 +107,7 @@ async fn run(
         }));
     }
     drop(pack_tx);
-    let uploader = upload_loop(repo, pack_rx);
+    let uploader = upload_loop(repo, pack_rx, progress);
 
     let progress_bytes = ProgressBytes::default();
     let reader_handle = {
@@ -272,30 +270,41 @@ fn seal_loop(
 
 struct Uploaded {
     bytes: u64,
+    /// Pack bytes whose upload completed, for progress.
+    uploaded: u64,
     packs: u64,
     blobs: u64,
 }
 
-async fn upload_loop(repo: &Repository, mut rx: tokio::sync::mpsc::Receiver<Pack>) -> Result<Uploaded> {
+async fn upload_loop(
+    repo: &Repository,
+    mut rx: tokio::sync::mpsc::Receiver<Pack>,
+    progress: &dyn Progress,
+) -> Result<Uploaded> {
     let mut in_flight = tokio::task::JoinSet::new();
     let mut done: Vec<([u8; 32], Vec<PackBlob>)> = Vec::new();
-    let mut stats = Uploaded { bytes: 0, packs: 0, blobs: 0 };
+    let mut stats = Uploaded { bytes: 0, uploaded: 0, packs: 0, blobs: 0 };
     let mut received_all = false;
+    // Each pack in flight is up to 8 MiB of memory: the store's concurrency bounds both.
+    let uploads = repo.store.concurrency();
     while !received_all || !in_flight.is_empty() {
         tokio::select! {
-            msg = rx.recv(), if !received_all && in_flight.len() < UPLOADS => match msg {
+            msg = rx.recv(), if !received_all && in_flight.len() < uploads => match msg {
                 Some((id, bytes, blobs)) => {
                     let store = repo.store.clone();
                     let key = repo.pack_key(&id);
-                    stats.bytes += bytes.len() as u64;
+                    let len = bytes.len() as u64;
+                    stats.bytes += len;
                     in_flight.spawn(async move {
-                        store.put(&key, Body::Bytes(Bytes::from(bytes))).await.map(|_| (id, blobs))
+                        store.put(&key, Body::Bytes(Bytes::from(bytes))).await.map(|_| (id, blobs, len))
                     });
                 }
                 None => received_all = true,
             },
             Some(res) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let (id, blobs) = res.expect("upload task panicked")?;
+                let (id, blobs, len) = res.expect("upload task panicked")?;
+                stats.uploaded += len;
+                progress.item(&format!("{:.1} MB uploaded in {} packs", stats.uploaded as f64 / 1e6, stats.packs + 1));
                 stats.packs += 1;
                 stats.blobs += blobs.len() as u64;
                 done.push((id, blobs));

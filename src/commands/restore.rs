@@ -21,9 +21,10 @@ use crate::source::sqlite::quote;
 use crate::source::{DATABASE_FILE, FILE_FOLDERS};
 use crate::tenant::TenantId;
 
-/// Blob requests in flight while restoring; with chunks of 1 MiB on average this bounds the
-/// memory of a restore to tens of MiB.
-const AHEAD: usize = 8;
+/// Blob requests in flight while restoring, per unit of the store's concurrency: 8 on a local
+/// disk, 16 on S3 with its default concurrency of 4. With chunks of 1 MiB on average (4 MiB at
+/// most) this bounds the memory of a restore to tens of MiB.
+const AHEAD_PER_REQUEST: usize = 4;
 
 pub struct RestoreReport {
     pub generation: String,
@@ -67,7 +68,8 @@ pub async fn restore(
     let staging = to.join(format!(".reversa-restore-{}", crate::time_sortable_id()));
     fs::create_dir_all(&staging).map_err(|cause| Error::Io { what: "cannot create", path: staging.clone(), cause })?;
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(AHEAD);
+    let ahead = AHEAD_PER_REQUEST * agent.store.concurrency().min(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(ahead);
     let writer = {
         let staging = staging.clone();
         tokio::task::spawn_blocking(move || {
@@ -80,7 +82,7 @@ pub async fn restore(
     };
 
     // Feed the writer: entries in catalog order, each followed by its blobs. Blobs are fetched
-    // up to AHEAD ahead across entry boundaries, so many small files do not serialize on latency.
+    // `ahead` at a time across entry boundaries, so many small files do not serialize on latency.
     let feed = async {
         let entries = catalog.entries()?;
         let steps = entries.flat_map(|entry| -> Vec<Result<Step>> {
@@ -104,7 +106,7 @@ pub async fn restore(
                     Step::End => Event::End,
                 })
             })
-            .buffered(AHEAD);
+            .buffered(ahead);
         while let Some(ev) = events.next().await {
             let ev: Event = ev?;
             if let Event::Data(d) = &ev {

@@ -98,6 +98,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
+    /// How many requests to keep in flight for throughput. A local disk saturates with two;
+    /// object storage over a network hides its latency with more.
+    fn concurrency(&self) -> usize {
+        2
+    }
+
     /// Facts to record in the store marker at init (see [`StoreFacts`]).
     fn facts(&self) -> StoreFacts {
         StoreFacts::default()

@@ -1039,6 +1039,10 @@ impl Store for S3Store {
         self.conditional
     }
 
+    fn concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
     fn facts(&self) -> StoreFacts {
         self.facts.clone()
     }
