@@ -56,6 +56,7 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
         state: StateConfig {
             dir: base.join("state"),
         },
+        exports: Default::default(),
     };
     let config_file = base.join("reversa.toml");
     let text = format!(

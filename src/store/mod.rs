@@ -78,4 +78,15 @@ pub trait Store: Send + Sync + 'static {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// A link that downloads `key` with a plain HTTP GET until `ttl` has passed, or `None` on
+    /// stores that cannot make one (`dir`). Exports use it to hand the customer their parts. The
+    /// link is a bearer secret for its lifetime: never log it.
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (key, ttl);
+        Ok(None)
+    }
 }
