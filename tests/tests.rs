@@ -5,5 +5,6 @@ mod store_contract;
 
 mod cli;
 mod dir_store;
+mod export;
 mod foundation;
 mod vectors;
