@@ -274,7 +274,7 @@ fn main() {
     let profile = if cfg!(debug_assertions) {
         "debug build: ratios are not meaningful, run `cargo bench --bench export`"
     } else {
-        "release build"
+        "optimized build"
     };
     println!("export benchmark ({profile})");
 

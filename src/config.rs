@@ -205,6 +205,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../config/reversa.example.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.exports.keep_days, 7);
+    }
+
+    #[test]
     fn exports_section_has_defaults_and_limits() {
         let c = parse(GOOD).unwrap();
         assert_eq!((c.exports.link_ttl_hours, c.exports.keep_days), (72, 7));

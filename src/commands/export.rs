@@ -194,11 +194,15 @@ pub async fn export(
         .dir
         .join("tmp")
         .join(format!("export-{export_id}"));
-    fs::create_dir_all(&work).map_err(|cause| Error::Io {
-        what: "cannot create",
-        path: work.clone(),
-        cause,
-    })?;
+    // The work folder holds the tenant's data in clear until it is encrypted: only this user
+    // may enter it.
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&work)
+        .map_err(|cause| Error::Io {
+            what: "cannot create",
+            path: work.clone(),
+            cause,
+        })?;
     cleanup.work = Some(work.clone());
 
     let counters = Arc::new(Counters::default());

@@ -456,6 +456,20 @@ impl Exporter {
     }
 
     pub fn apply(&mut self, ev: Event) -> Result<(), ExportError> {
+        let starts = matches!(
+            ev,
+            Event::Schema(_)
+                | Event::Table { .. }
+                | Event::Dir { .. }
+                | Event::File { .. }
+                | Event::Symlink { .. }
+        );
+        if starts && (self.table.is_some() || self.file.is_some()) {
+            return Err(ExportError::Damaged {
+                what: "the data stream".into(),
+                cause: "a table or file starts before the previous one ended".into(),
+            });
+        }
         match ev {
             Event::Schema(objects) => self.schema(&objects),
             Event::Table {
@@ -621,6 +635,12 @@ impl Exporter {
         })?;
         t.carry.extend_from_slice(data);
         let ncols = t.columns.len() + t.rowid as usize;
+        if ncols == 0 {
+            return Err(ExportError::Damaged {
+                what: format!("table {}", t.name),
+                cause: "it has no columns".into(),
+            });
+        }
         let mut carry = std::mem::take(&mut t.carry);
         let mut pos = 0;
         let mut values: Vec<ValueRef<'_>> = Vec::with_capacity(ncols);

@@ -74,6 +74,7 @@ CONTENUTO\r\n\
   manifest.json            l'elenco di tabelle (righe) e file (dimensione, SHA-256), con il\r\n\
                            nome originale dei file rinominati\r\n\
   SHA256SUMS               l'impronta SHA-256 di ogni file\r\n\
+  (un'esportazione chiesta in un solo formato non ha il file .xlsx o la cartella csv)\r\n\
 \r\n\
 VERIFICA\r\n\
   Linux:    sha256sum -c SHA256SUMS\r\n\
@@ -121,6 +122,7 @@ CONTENTS\r\n\
   manifest.json            every table (rows) and file (size, SHA-256), with the original\r\n\
                            name of every renamed file\r\n\
   SHA256SUMS               the SHA-256 of every file\r\n\
+  (an export made in one format only lacks the .xlsx file or the csv folder)\r\n\
 \r\n\
 VERIFY\r\n\
   Linux:    sha256sum -c SHA256SUMS\r\n\
