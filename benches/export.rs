@@ -199,7 +199,9 @@ struct Measured {
     max_rss_mib: f64,
 }
 
-/// Run a command to completion and measure its wall time and peak RSS (from wait4).
+/// Run a command to completion and measure its wall time and peak RSS (from wait4, which also
+/// reaps the child).
+#[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command) -> Measured {
     let started = Instant::now();
     let child = cmd

@@ -92,11 +92,13 @@ pub struct ExportReport {
 
 enum Input {
     Live(PathBuf),
-    Generation {
-        repo: crate::repository::Repository,
-        manifest: crate::generation::Manifest,
-        index: crate::repository::Index,
-    },
+    Generation(Box<GenerationInput>),
+}
+
+struct GenerationInput {
+    repo: crate::repository::Repository,
+    manifest: crate::generation::Manifest,
+    index: crate::repository::Index,
 }
 
 /// Removes what a failed export wrote. Disarmed once the export is complete; the work folder
@@ -161,11 +163,11 @@ pub async fn export(
             let repo = agent.repository(tenant, false).await?;
             let manifest = repo.resolve_generation(Some(g)).await?;
             let index = repo.load_index().await?;
-            Input::Generation {
+            Input::Generation(Box::new(GenerationInput {
                 repo,
                 manifest,
                 index,
-            }
+            }))
         }
     };
 
@@ -207,8 +209,8 @@ pub async fn export(
 
     let counters = Arc::new(Counters::default());
     let total = match &input {
-        Input::Generation { manifest, .. } => {
-            Some(manifest.summary.table_bytes + manifest.summary.file_bytes)
+        Input::Generation(g) => {
+            Some(g.manifest.summary.table_bytes + g.manifest.summary.file_bytes)
         }
         Input::Live(_) => None,
     };
@@ -240,11 +242,12 @@ pub async fn export(
                         .await
                         .expect("export reader panicked")
                 }
-                Input::Generation {
-                    repo,
-                    manifest,
-                    index,
-                } => {
+                Input::Generation(g) => {
+                    let GenerationInput {
+                        repo,
+                        manifest,
+                        index,
+                    } = &**g;
                     let catalog = repo.fetch_catalog(index, manifest, &work).await?;
                     let r = read::read_generation(repo, index, &catalog, &manifest.id, &tx).await;
                     drop(tx);
@@ -269,10 +272,10 @@ pub async fn export(
                 },
                 l.warnings,
             ),
-            (Input::Generation { manifest, .. }, _) => (
+            (Input::Generation(g), _) => (
                 SourceInfo::Generation {
-                    id: manifest.id.clone(),
-                    time: manifest.time.clone(),
+                    id: g.manifest.id.clone(),
+                    time: g.manifest.time.clone(),
                 },
                 Vec::new(),
             ),

@@ -53,7 +53,7 @@ impl<W: Write> CsvWriter<W> {
         self.out.write_all(b"\"")?;
         let mut rest = t;
         while let Some(i) = rest.find('"') {
-            self.out.write_all(rest[..=i].as_bytes())?;
+            self.out.write_all(&rest.as_bytes()[..=i])?;
             self.out.write_all(b"\"")?;
             rest = &rest[i + 1..];
         }

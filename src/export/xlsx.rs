@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn iso_dates_and_timestamps() {
-        let d = |s| parse_iso(s).map(|(v, k)| (v, k));
+        let d = parse_iso;
         assert_eq!(d("1900-03-01"), Some((61.0, DateKind::Date)));
         assert_eq!(d("2024-01-01"), Some((45292.0, DateKind::Date)));
         assert_eq!(d("2024-02-29"), Some((45351.0, DateKind::Date)));
