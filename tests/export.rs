@@ -1542,3 +1542,53 @@ fn bad_input_is_named_and_leaves_no_archive() {
     let made: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().collect();
     assert_eq!(made.len(), 1);
 }
+
+#[test]
+fn a_link_out_of_the_tenant_is_a_warning_and_never_followed() {
+    if !have("7zz") {
+        return;
+    }
+    let env = Env::new();
+    env.seed("comune-w", SMALL, 9);
+    let outside = env.path("segreto-di-un-altro.txt");
+    std::fs::write(&outside, "not this tenant's data").unwrap();
+    std::os::unix::fs::symlink(
+        &outside,
+        env.tenant_dir("comune-w").join("attachments/fuori"),
+    )
+    .unwrap();
+    let out = env.path("out");
+    let r = env.run(&[
+        "export",
+        "--tenant",
+        "comune-w",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 3, "warnings exit with 3:\n{}", r.all());
+    assert!(
+        r.stdout.contains("warning: ") && r.stdout.contains("fuori"),
+        "{}",
+        r.stdout
+    );
+    let pass = printed_passphrase(&r);
+    let tree = extract(&printed_parts(&r)[0], &pass, &env.path("x"));
+    let m = manifest(&tree);
+    let warnings = m["warnings"].to_string();
+    assert!(warnings.contains("attachments/fuori"), "{warnings}");
+    // The manifest is the customer's: it names paths in the tenant, not on the server.
+    assert!(
+        !warnings.contains(env.dir.path().to_str().unwrap()),
+        "{warnings}"
+    );
+    assert!(!tree.join("allegati/fuori").exists());
+    let all = tree_files(&tree);
+    for f in &all {
+        let data = std::fs::read(tree.join(f)).unwrap();
+        assert!(
+            !data.windows(14).any(|w| w == b"not this tenan"),
+            "{} holds the other file's data",
+            f.display()
+        );
+    }
+}

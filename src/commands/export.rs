@@ -282,7 +282,15 @@ pub async fn export(
             (Input::Live(_), None) => unreachable!("the live reader reports what it read"),
         };
         let finish = {
-            let (source, created, warnings) = (source.clone(), created.clone(), warnings.clone());
+            let (source, created) = (source.clone(), created.clone());
+            // The customer reads the manifest: paths relative to the tenant, not the server's.
+            let warnings: Vec<String> = match &input {
+                Input::Live(dir) => {
+                    let prefix = format!("{}/", dir.display());
+                    warnings.iter().map(|w| w.replace(&prefix, "")).collect()
+                }
+                Input::Generation(_) => warnings.clone(),
+            };
             let counters = counters.clone();
             let tenant = tenant.to_string();
             let mtime = archive::zip_time(now.as_nanosecond());
