@@ -24,38 +24,22 @@ struct Measured {
 /// Run a command to completion and measure its wall time and peak RSS (from wait4).
 fn measure(cmd: &mut Command) -> Measured {
     let started = Instant::now();
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32, "wait4 failed");
     let secs = started.elapsed().as_secs_f64();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed with status {status}"
-    );
-    Measured {
-        secs,
-        max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
-    }
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
+    Measured { secs, max_rss_mib: usage.ru_maxrss as f64 / 1024.0 }
 }
 
 /// `openssl speed` for one EVP cipher or digest at 16 KiB blocks, in MB/s.
 fn openssl_speed(alg: &str) -> Option<f64> {
-    let out = Command::new("openssl")
-        .args(["speed", "-seconds", "2", "-bytes", "16384", "-evp", alg])
-        .output()
-        .ok()?;
+    let out = Command::new("openssl").args(["speed", "-seconds", "2", "-bytes", "16384", "-evp", alg]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text.lines().last()?;
-    let kbs: f64 = last
-        .split_whitespace()
-        .last()?
-        .trim_end_matches('k')
-        .parse()
-        .ok()?;
+    let kbs: f64 = last.split_whitespace().last()?.trim_end_matches('k').parse().ok()?;
     Some(kbs * 1000.0 / 1e6)
 }
 
@@ -72,17 +56,9 @@ fn tenant_of(root: &Path, mb: u64) -> PathBuf {
         // About 1 KB of SQLite per case row (with its related rows); 30 % of the bytes in the
         // database, 70 % in files of which 90 % are incompressible.
         let rows = (mb as usize * 1_000_000 * 3 / 10) / 1_050;
-        let scale = Scale {
-            rows,
-            file_bytes: mb * 1_000_000 * 7 / 10,
-            incompressible: 0.9,
-        };
+        let scale = Scale { rows, file_bytes: mb * 1_000_000 * 7 / 10, incompressible: 0.9 };
         seed_tenant(&dir, "bench", scale, 42).expect("generate the bench tenant");
-        eprintln!(
-            "generated {} MB in {:.1} s",
-            du(&tenant) / 1_000_000,
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("generated {} MB in {:.1} s", du(&tenant) / 1_000_000, started.elapsed().as_secs_f64());
     }
     dir
 }
@@ -97,14 +73,10 @@ fn main() {
     let sizes: Vec<u64> = std::env::var("BENCH_SIZES_MB")
         .unwrap_or_else(|_| "250,1000".into())
         .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .expect("BENCH_SIZES_MB is a list of numbers")
-        })
+        .map(|s| s.trim().parse().expect("BENCH_SIZES_MB is a list of numbers"))
         .collect();
-    let restic = std::env::var_os("BENCH_NO_RESTIC").is_none()
-        && Command::new("restic").arg("version").output().is_ok();
+    let restic =
+        std::env::var_os("BENCH_NO_RESTIC").is_none() && Command::new("restic").arg("version").output().is_ok();
     let bin = env!("CARGO_BIN_EXE_reversa");
 
     let aes = openssl_speed("aes-256-gcm");
@@ -114,20 +86,13 @@ fn main() {
         aes.unwrap_or(0.0),
         sha.unwrap_or(0.0)
     );
-    println!(
-        "cores: {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
+    println!("cores: {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
     for mb in sizes {
         let src = tenant_of(&root, mb);
         let tenant = src.join("bench");
         let bytes = du(&tenant);
-        let db_bytes = std::fs::metadata(tenant.join("database.sqlite"))
-            .unwrap()
-            .len();
+        let db_bytes = std::fs::metadata(tenant.join("database.sqlite")).unwrap().len();
         let run = root.join(format!("run-{mb}"));
         let _ = std::fs::remove_dir_all(&run);
         std::fs::create_dir_all(&run).unwrap();
@@ -142,28 +107,16 @@ fn main() {
         .unwrap();
         let reversa = |args: &[&str]| {
             let mut c = Command::new(bin);
-            c.arg("--config")
-                .arg(&config)
-                .args(args)
-                .stdout(std::process::Stdio::null());
+            c.arg("--config").arg(&config).args(args).stdout(std::process::Stdio::null());
             c
         };
-        measure(&mut reversa(&[
-            "init",
-            "--generate-master-key",
-            run.join("master.key").to_str().unwrap(),
-        ]));
+        measure(&mut reversa(&["init", "--generate-master-key", run.join("master.key").to_str().unwrap()]));
         // Drop the page cache effect of generation: both tools read the same warm data.
         let backup = measure(&mut reversa(&["backup", "--tenant", "bench"]));
         let second = measure(&mut reversa(&["backup", "--tenant", "bench"]));
         let stored = du(&run.join("store"));
-        let restore = measure(&mut reversa(&[
-            "restore",
-            "--tenant",
-            "bench",
-            "--to",
-            run.join("restored").to_str().unwrap(),
-        ]));
+        let restore =
+            measure(&mut reversa(&["restore", "--tenant", "bench", "--to", run.join("restored").to_str().unwrap()]));
         let mbps = |secs: f64| bytes as f64 / 1e6 / secs;
         println!(
             "\n== tenant of {:.0} MB ({:.0} MB SQLite, {:.0} MB files)",
@@ -191,10 +144,7 @@ fn main() {
             restore.max_rss_mib
         );
         if let Some(aes) = aes {
-            println!(
-                "backup / openssl AES-256-GCM one core: {:.2}",
-                mbps(backup.secs) / aes
-            );
+            println!("backup / openssl AES-256-GCM one core: {:.2}", mbps(backup.secs) / aes);
         }
         println!("restore / backup: {:.2}", backup.secs / restore.secs);
         if restic {
@@ -209,16 +159,11 @@ fn main() {
             };
             measure(&mut restic(&["init", "--repository-version", "2"]));
             let rb = measure(
-                restic(&["backup", tenant.to_str().unwrap()])
-                    .env("RESTIC_CACHE_DIR", run.join("restic-cache")),
+                restic(&["backup", tenant.to_str().unwrap()]).env("RESTIC_CACHE_DIR", run.join("restic-cache")),
             );
             let rstored = du(&repo);
-            let rr = measure(&mut restic(&[
-                "restore",
-                "latest",
-                "--target",
-                run.join("restic-restored").to_str().unwrap(),
-            ]));
+            let rr =
+                measure(&mut restic(&["restore", "latest", "--target", run.join("restic-restored").to_str().unwrap()]));
             println!(
                 "restic backup    {:>8.1} MB/s  {:>6.2} s  peak RSS {:>6.1} MiB  stored {:.0} MB",
                 mbps(rb.secs),
@@ -232,14 +177,8 @@ fn main() {
                 rr.secs,
                 rr.max_rss_mib
             );
-            println!(
-                "reversa / restic backup throughput: {:.2}x (target >= 3x)",
-                rb.secs / backup.secs
-            );
-            println!(
-                "reversa / restic restore throughput: {:.2}x",
-                rr.secs / restore.secs
-            );
+            println!("reversa / restic backup throughput: {:.2}x (target >= 3x)", rb.secs / backup.secs);
+            println!("reversa / restic restore throughput: {:.2}x", rr.secs / restore.secs);
         }
         let _ = std::fs::remove_dir_all(run.join("restored"));
         let _ = std::fs::remove_dir_all(run.join("restic-restored"));

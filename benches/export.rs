@@ -32,10 +32,7 @@ use rusqlite::types::ValueRef;
 const COLS: usize = 10;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a number")))
-        .unwrap_or(default)
+    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a number"))).unwrap_or(default)
 }
 
 /// The values of row `i`: integers, reals, short texts and ISO dates, as a town council's
@@ -164,10 +161,7 @@ fn exporter(n: usize, dir: &Path) -> f64 {
     let settings = Settings {
         tenant: "bench".into(),
         work: work.clone(),
-        formats: Formats {
-            xlsx: true,
-            csv: false,
-        },
+        formats: Formats { xlsx: true, csv: false },
         sheet_rows: SHEET_ROWS_MAX,
         created_ns: 1_700_000_000_000_000_000,
     };
@@ -183,14 +177,7 @@ fn exporter(n: usize, dir: &Path) -> f64 {
         ex.apply(Event::Rows(p)).unwrap();
     }
     ex.apply(Event::End).unwrap();
-    ex.finish(
-        &SourceInfo::Live {
-            time: "2026-01-01T00:00:00Z".into(),
-        },
-        "2026-01-01T00:00:00Z",
-        &[],
-    )
-    .unwrap();
+    ex.finish(&SourceInfo::Live { time: "2026-01-01T00:00:00Z".into() }, "2026-01-01T00:00:00Z", &[]).unwrap();
     started.elapsed().as_secs_f64()
 }
 
@@ -204,22 +191,14 @@ struct Measured {
 #[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command) -> Measured {
     let started = Instant::now();
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32, "wait4 failed");
     let secs = started.elapsed().as_secs_f64();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed with status {status}"
-    );
-    Measured {
-        secs,
-        max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
-    }
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
+    Measured { secs, max_rss_mib: usage.ru_maxrss as f64 / 1024.0 }
 }
 
 /// A configuration whose source root is `source` and whose store and state are in `run`.
@@ -239,11 +218,7 @@ fn agent(run: &Path, source: &Path) -> PathBuf {
     let st = Command::new(bin)
         .arg("--config")
         .arg(&config)
-        .args([
-            "init",
-            "--generate-master-key",
-            run.join("master.key").to_str().unwrap(),
-        ])
+        .args(["init", "--generate-master-key", run.join("master.key").to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
@@ -289,11 +264,7 @@ fn main() {
     let t_ex = exporter(n, &tmp);
     let rate = |t: f64| n as f64 / t;
     println!("\n== {n} rows x {COLS} values");
-    println!(
-        "bare rust_xlsxwriter (constant memory) {:>10.0} rows/s  {:>7.2} s",
-        rate(t_bare),
-        t_bare
-    );
+    println!("bare rust_xlsxwriter (constant memory) {:>10.0} rows/s  {:>7.2} s", rate(t_bare), t_bare);
     println!(
         "export sheet writer (XlsxBook)         {:>10.0} rows/s  {:>7.2} s  ratio {:.2} (target >= 0.8)",
         rate(t_book),
@@ -334,7 +305,9 @@ fn main() {
         let config = agent(&run, &src);
         let out = run.join("out");
         let m = measure(&mut export_cmd(&config, "righe", &out));
-        println!("\n== export of one table of {rss_rows} rows x {COLS} columns ({db_mb:.0} MB of SQLite), xlsx and csv");
+        println!(
+            "\n== export of one table of {rss_rows} rows x {COLS} columns ({db_mb:.0} MB of SQLite), xlsx and csv"
+        );
         println!(
             "reversa export  {:>7.2} s  {:>10.0} rows/s  peak RSS {:>6.1} MiB (target <= 128)",
             m.secs,
@@ -351,11 +324,7 @@ fn main() {
         if !tenant.join("database.sqlite").exists() {
             let _ = std::fs::remove_dir_all(&dir);
             let rows = (e2e_mb as usize * 1_000_000 * 3 / 10) / 1_050;
-            let scale = Scale {
-                rows,
-                file_bytes: e2e_mb * 1_000_000 * 7 / 10,
-                incompressible: 0.9,
-            };
+            let scale = Scale { rows, file_bytes: e2e_mb * 1_000_000 * 7 / 10, incompressible: 0.9 };
             seed_tenant(&dir, "bench", scale, 42).expect("generate the bench tenant");
         }
         let bytes = reversa::commands::demo::du(&tenant);
@@ -364,10 +333,7 @@ fn main() {
         let out = run.join("out");
         let m = measure(&mut export_cmd(&config, "bench", &out));
         let archive = reversa::commands::demo::du(&out);
-        println!(
-            "\n== export of the bench tenant ({:.0} MB: SQLite and files)",
-            bytes as f64 / 1e6
-        );
+        println!("\n== export of the bench tenant ({:.0} MB: SQLite and files)", bytes as f64 / 1e6);
         println!(
             "reversa export  {:>7.1} MB/s  {:>7.2} s  peak RSS {:>6.1} MiB  archive {:.0} MB",
             bytes as f64 / 1e6 / m.secs,

@@ -65,18 +65,7 @@ impl Chunker {
     fn cut(&self) -> usize {
         let src = &self.buf[self.start..];
         let (ms, ml) = self.masks;
-        let (_, n) = cut_gear(
-            src,
-            MIN_SIZE,
-            AVG_SIZE,
-            MAX_SIZE,
-            ms,
-            ml,
-            ms << 1,
-            ml << 1,
-            &self.gear.0,
-            &self.gear.1,
-        );
+        let (_, n) = cut_gear(src, MIN_SIZE, AVG_SIZE, MAX_SIZE, ms, ml, ms << 1, ml << 1, &self.gear.0, &self.gear.1);
         n.max(1).min(src.len())
     }
 }

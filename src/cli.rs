@@ -12,11 +12,7 @@ use crate::progress;
 use crate::tenant::TenantId;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "reversa",
-    version,
-    about = "Backups, exports and reversibility for the data of SaaS tenants"
-)]
+#[command(name = "reversa", version, about = "Backups, exports and reversibility for the data of SaaS tenants")]
 pub struct Cli {
     /// The configuration file (TOML); see config/reversa.example.toml.
     #[arg(long, global = true, env = "REVERSA_CONFIG")]
@@ -135,7 +131,9 @@ pub mod exit {
 
 fn load_config(cli: &Cli) -> Result<Config, Error> {
     let path = cli.config.as_ref().ok_or_else(|| {
-        Error::Usage("this command needs a configuration file: pass --config FILE (see config/reversa.example.toml)".into())
+        Error::Usage(
+            "this command needs a configuration file: pass --config FILE (see config/reversa.example.toml)".into(),
+        )
     })?;
     Config::load(path).map_err(|e| Error::Usage(e.to_string()))
 }
@@ -149,10 +147,7 @@ fn rate(bytes: u64, ms: u64) -> String {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("report serializes")
-    );
+    println!("{}", serde_json::to_string_pretty(v).expect("report serializes"));
 }
 
 pub async fn run(cli: Cli) -> Result<i32, Error> {
@@ -160,58 +155,47 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
     match &cli.command {
         Command::Demo { dir } => {
             let r = demo::demo(dir, &*progress).await?;
-            println!(
-                "reversa demo: {} sample tenants backed up, one restored and verified\n",
-                r.backups.len()
-            );
-            println!(
-                "  source   {}/source  ({})",
-                r.base.display(),
-                mb(r.source_bytes)
-            );
+            println!("reversa demo: {} sample tenants backed up, one restored and verified\n", r.backups.len());
+            println!("  source   {}/source  ({})", r.base.display(), mb(r.source_bytes));
             println!(
                 "  store    {}/store  ({} after dedup, compression and encryption)",
                 r.base.display(),
                 mb(r.store_bytes)
             );
-            println!(
-                "  key      {}/master.key (mode 0600; keep it apart from the store)\n",
-                r.base.display()
-            );
+            println!("  key      {}/master.key (mode 0600; keep it apart from the store)\n", r.base.display());
             for b in &r.backups {
                 let s = &b.manifest.summary;
                 println!(
                     "  {:<16} generation {}  {} tables, {} rows, {} files, read {}, added {} in {} ms",
-                    b.manifest.tenant, b.manifest.id, s.tables, s.rows, s.files, mb(s.bytes_read), mb(s.bytes_added), s.duration_ms
+                    b.manifest.tenant,
+                    b.manifest.id,
+                    s.tables,
+                    s.rows,
+                    s.files,
+                    mb(s.bytes_read),
+                    mb(s.bytes_added),
+                    s.duration_ms
                 );
             }
             println!(
                 "\n  restored {} ({} tables, {} rows, {} files) into {} in {} ms: identical to the source",
-                demo::TENANTS[0], r.restored.tables, r.restored.rows, r.restored.files, r.restored_to.display(), r.restored.duration_ms
+                demo::TENANTS[0],
+                r.restored.tables,
+                r.restored.rows,
+                r.restored.files,
+                r.restored_to.display(),
+                r.restored.duration_ms
             );
             println!("  total {} ms\n", r.duration_ms);
             let c = r.config_file.display();
             println!("Next:");
-            println!(
-                "  reversa --config {c} generations --tenant {}",
-                demo::TENANTS[0]
-            );
-            println!(
-                "  reversa --config {c} backup --all          # a second run stores almost nothing"
-            );
-            println!(
-                "  reversa --config {c} check --tenant {} --read-data",
-                demo::TENANTS[0]
-            );
-            println!(
-                "  reversa --config {c} restore --tenant {} --to /tmp/restored",
-                demo::TENANTS[1]
-            );
+            println!("  reversa --config {c} generations --tenant {}", demo::TENANTS[0]);
+            println!("  reversa --config {c} backup --all          # a second run stores almost nothing");
+            println!("  reversa --config {c} check --tenant {} --read-data", demo::TENANTS[0]);
+            println!("  reversa --config {c} restore --tenant {} --to /tmp/restored", demo::TENANTS[1]);
             Ok(exit::OK)
         }
-        Command::Init {
-            generate_master_key,
-        } => {
+        Command::Init { generate_master_key } => {
             let cfg = load_config(&cli)?;
             let r = init::init(&cfg, generate_master_key.as_deref()).await?;
             if let Some(k) = &r.master_key_file {
@@ -220,11 +204,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             println!(
                 "store {}: {}; keystore: {}",
                 r.store,
-                if r.store_created {
-                    "initialized"
-                } else {
-                    "already initialized"
-                },
+                if r.store_created { "initialized" } else { "already initialized" },
                 r.keystore
             );
             Ok(exit::OK)
@@ -235,11 +215,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
-            let mut code = if warnings.is_empty() {
-                exit::OK
-            } else {
-                exit::WARNINGS
-            };
+            let mut code = if warnings.is_empty() { exit::OK } else { exit::WARNINGS };
             let mut reports = Vec::new();
             let mut failures = Vec::new();
             for t in &tenants {
@@ -307,43 +283,23 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(exit::OK)
         }
-        Command::Restore {
-            tenant,
-            generation,
-            to,
-            force,
-        } => {
+        Command::Restore { tenant, generation, to, force } => {
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenant = TenantId::parse(tenant)?;
-            let r = restore::restore(
-                &agent,
-                &tenant,
-                generation.as_deref(),
-                to,
-                *force,
-                &*progress,
-            )
-            .await?;
+            let r = restore::restore(&agent, &tenant, generation.as_deref(), to, *force, &*progress).await?;
             println!(
                 "{tenant}: restored generation {} into {}: {} tables, {} rows, {} files, {} in {} ({}); every blob verified",
                 r.generation, to.display(), r.tables, r.rows, r.files, mb(r.bytes), format_ms(r.duration_ms), rate(r.bytes, r.duration_ms)
             );
             Ok(exit::OK)
         }
-        Command::Check {
-            tenant,
-            all,
-            read_data,
-            json,
-        } => {
+        Command::Check { tenant, all, read_data, json } => {
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenants: Vec<TenantId> = match (tenant, all) {
                 (Some(t), _) => vec![TenantId::parse(t)?],
                 _ => {
                     let ks: Vec<String> = agent.keystore_tenants();
-                    ks.iter()
-                        .map(|t| TenantId::parse(t))
-                        .collect::<Result<_, _>>()?
+                    ks.iter().map(|t| TenantId::parse(t)).collect::<Result<_, _>>()?
                 }
             };
             let mut code = exit::OK;
@@ -361,19 +317,11 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                         r.packs,
                         r.blobs,
                         if *read_data {
-                            format!(
-                                ", {} blobs read and verified ({})",
-                                r.blobs_read,
-                                mb(r.bytes_read)
-                            )
+                            format!(", {} blobs read and verified ({})", r.blobs_read, mb(r.bytes_read))
                         } else {
                             String::new()
                         },
-                        if r.is_clean() {
-                            "no problems".to_string()
-                        } else {
-                            format!("{} PROBLEMS", r.problems.len())
-                        }
+                        if r.is_clean() { "no problems".to_string() } else { format!("{} PROBLEMS", r.problems.len()) }
                     );
                     for p in &r.problems {
                         println!("  damaged: {p}");
@@ -392,15 +340,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(code)
         }
-        Command::Export {
-            tenant,
-            generation,
-            out,
-            format,
-            split_size,
-            passphrase_file,
-            upload,
-        } => {
+        Command::Export { tenant, generation, out, format, split_size, passphrase_file, upload } => {
             // Flags first, so that a typo is reported before the store is opened.
             let mut opts = export::ExportOptions::new(out);
             opts.formats = crate::export::Formats::parse(format)?;
@@ -412,11 +352,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let agent = Agent::open(load_config(&cli)?).await?;
             let r = export::export(&agent, &tenant, &opts, &*progress).await?;
             print_export(&r);
-            Ok(if r.warnings.is_empty() {
-                exit::OK
-            } else {
-                exit::WARNINGS
-            })
+            Ok(if r.warnings.is_empty() { exit::OK } else { exit::WARNINGS })
         }
         Command::Exports { command } => {
             let agent = Agent::open(load_config(&cli)?).await?;
@@ -430,10 +366,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     if *json {
                         print_json(&list);
                     } else {
-                        println!(
-                            "{:<20} {:<26} {:<20} {:>6} {:>12}",
-                            "TENANT", "EXPORT", "CREATED", "FILES", "BYTES"
-                        );
+                        println!("{:<20} {:<26} {:<20} {:>6} {:>12}", "TENANT", "EXPORT", "CREATED", "FILES", "BYTES");
                         for e in &list {
                             println!(
                                 "{:<20} {:<26} {:<20} {:>6} {:>12}",
@@ -465,12 +398,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                                 mb(e.bytes)
                             );
                         }
-                        println!(
-                            "{} exports removed, {} kept (keep_days = {})",
-                            r.removed.len(),
-                            r.kept,
-                            r.keep_days
-                        );
+                        println!("{} exports removed, {} kept (keep_days = {})", r.removed.len(), r.kept, r.keep_days);
                     }
                     Ok(exit::OK)
                 }

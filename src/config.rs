@@ -8,21 +8,12 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "cannot read the configuration file {path}: {cause}; pass an existing file with --config"
-    )]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    #[error("cannot read the configuration file {path}: {cause}; pass an existing file with --config")]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("configuration file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("configuration file {path}: {key}: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: &'static str,
-        message: String,
-    },
+    Invalid { path: PathBuf, key: &'static str, message: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,10 +40,7 @@ pub struct ExportsConfig {
 
 impl Default for ExportsConfig {
     fn default() -> Self {
-        ExportsConfig {
-            link_ttl_hours: 72,
-            keep_days: 7,
-        }
+        ExportsConfig { link_ttl_hours: 72, keep_days: 7 }
     }
 }
 
@@ -87,10 +75,7 @@ pub struct StateConfig {
 impl Config {
     /// Load and validate `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-            path: path.into(),
-            cause,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.into(), cause })?;
         Config::parse(&text, path)
     }
 
@@ -99,9 +84,7 @@ impl Config {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: format!("{}", e.message().trim_end())
-                + &e.span()
-                    .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
-                    .unwrap_or_default()
+                + &e.span().map(|s| format!(" (line {})", text[..s.start].lines().count().max(1))).unwrap_or_default()
                 + "; see config/reversa.example.toml for every key",
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -129,27 +112,17 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| ConfigError::Invalid {
-            path: path.into(),
-            key,
-            message: message.into(),
-        };
+        let invalid = |key, message: &str| ConfigError::Invalid { path: path.into(), key, message: message.into() };
         let empty = |p: &Path| p.as_os_str().is_empty();
         match &self.source {
             SourceConfig::Sqlite { root } if empty(root) => {
-                return Err(invalid(
-                    "source.root",
-                    "is empty; set it to the folder that holds one folder per tenant",
-                ))
+                return Err(invalid("source.root", "is empty; set it to the folder that holds one folder per tenant"))
             }
             _ => {}
         }
         match &self.store {
             StoreConfig::Dir { path: p } if empty(p) => {
-                return Err(invalid(
-                    "store.path",
-                    "is empty; set it to the folder that will hold the backups",
-                ))
+                return Err(invalid("store.path", "is empty; set it to the folder that will hold the backups"))
             }
             _ => {}
         }
@@ -159,9 +132,7 @@ impl Config {
                 "must be between 1 and 168 (pre-signed links last at most 7 days)",
             ));
         }
-        if self.keys.master_key_file.is_none()
-            && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none()
-        {
+        if self.keys.master_key_file.is_none() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none() {
             return Err(invalid(
                 "keys.master_key_file",
                 "is missing and REVERSA_MASTER_KEY is not set; set one of them (`reversa init \
@@ -198,10 +169,7 @@ mod tests {
         let c = parse(GOOD).unwrap();
         let SourceConfig::Sqlite { root } = &c.source;
         assert_eq!(root, Path::new("/etc/reversa/tenants"));
-        assert_eq!(
-            c.keys.master_key_file.as_deref(),
-            Some(Path::new("/etc/reversa/master.key"))
-        );
+        assert_eq!(c.keys.master_key_file.as_deref(), Some(Path::new("/etc/reversa/master.key")));
     }
 
     #[test]
@@ -217,41 +185,29 @@ mod tests {
         assert_eq!((c.exports.link_ttl_hours, c.exports.keep_days), (72, 7));
         let c = parse(&format!("{GOOD}\n[exports]\nkeep_days = 30\n")).unwrap();
         assert_eq!((c.exports.link_ttl_hours, c.exports.keep_days), (72, 30));
-        let e = parse(&format!("{GOOD}\n[exports]\nlink_ttl_hours = 500\n"))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&format!("{GOOD}\n[exports]\nlink_ttl_hours = 500\n")).unwrap_err().to_string();
         assert!(e.contains("exports.link_ttl_hours"), "{e}");
-        let e = parse(&format!("{GOOD}\n[exports]\nkeep = 3\n"))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&format!("{GOOD}\n[exports]\nkeep = 3\n")).unwrap_err().to_string();
         assert!(e.contains("keep"), "{e}");
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let e = parse(&GOOD.replace("dir = \"state\"", "dir = \"state\"\ndirr = 1"))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&GOOD.replace("dir = \"state\"", "dir = \"state\"\ndirr = 1")).unwrap_err().to_string();
         assert!(e.contains("dirr"), "{e}");
-        let e = parse(&GOOD.replace("kind = \"dir\"", "kind = \"dir\"\nbucket = \"x\""))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&GOOD.replace("kind = \"dir\"", "kind = \"dir\"\nbucket = \"x\"")).unwrap_err().to_string();
         assert!(e.contains("bucket"), "{e}");
     }
 
     #[test]
     fn missing_field_is_named() {
-        let e = parse(&GOOD.replace("root = \"tenants\"", ""))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&GOOD.replace("root = \"tenants\"", "")).unwrap_err().to_string();
         assert!(e.contains("root"), "{e}");
     }
 
     #[test]
     fn unknown_kind_is_named() {
-        let e = parse(&GOOD.replace("kind = \"sqlite\"", "kind = \"oracle\""))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&GOOD.replace("kind = \"sqlite\"", "kind = \"oracle\"")).unwrap_err().to_string();
         assert!(e.contains("oracle") && e.contains("sqlite"), "{e}");
     }
 }

@@ -86,8 +86,7 @@ impl SecretKey {
     pub fn derive(&self, info: &[u8]) -> SecretKey {
         let hk = Hkdf::<Sha256>::new(None, &self.0);
         let mut out = [0u8; 32];
-        hk.expand(info, &mut out)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        hk.expand(info, &mut out).expect("32 bytes is a valid HKDF-SHA256 output length");
         SecretKey(out)
     }
 }
@@ -118,10 +117,7 @@ pub enum OpenError {
     #[error("header is malformed ({0})")]
     BadHeader(&'static str),
     #[error("sealed as a {found}, expected a {expected}")]
-    WrongKind {
-        found: String,
-        expected: &'static str,
-    },
+    WrongKind { found: String, expected: &'static str },
     #[error("sealed with key version {found}, expected {expected}")]
     WrongKeyVersion { found: u32, expected: u32 },
     #[error(
@@ -129,9 +125,7 @@ pub enum OpenError {
          key is wrong"
     )]
     WrongKeyOrContext,
-    #[error(
-        "chunk {0} failed authentication: the object is corrupted or its chunks were reordered"
-    )]
+    #[error("chunk {0} failed authentication: the object is corrupted or its chunks were reordered")]
     ChunkAuth(u64),
     #[error("the object is truncated: it ends before its final chunk")]
     Truncated,
@@ -152,8 +146,7 @@ fn object_key(key: &SecretKey, salt: &[u8; 32], ctx: &Context) -> ([u8; 32], [u8
     info.push(ctx.kind as u8);
     info.extend_from_slice(&ctx.key_version.to_be_bytes());
     let mut okm = [0u8; 48];
-    hk.expand(&info, &mut okm)
-        .expect("48 bytes is a valid HKDF-SHA256 output length");
+    hk.expand(&info, &mut okm).expect("48 bytes is a valid HKDF-SHA256 output length");
     let mut k = [0u8; 32];
     let mut c = [0u8; 16];
     k.copy_from_slice(&okm[..32]);
@@ -198,23 +191,14 @@ pub fn seal(key: &SecretKey, ctx: &Context, plaintext: &[u8]) -> Vec<u8> {
 /// Seal with a given salt. Only for test vectors: reusing a salt for two plaintexts in the same
 /// context reuses the key and nonces, which breaks GCM. Everything else MUST call [`seal`].
 #[doc(hidden)]
-pub fn seal_with_salt(
-    key: &SecretKey,
-    ctx: &Context,
-    salt: &[u8; 32],
-    plaintext: &[u8],
-) -> Vec<u8> {
+pub fn seal_with_salt(key: &SecretKey, ctx: &Context, salt: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
     let (mut k, commitment) = object_key(key, salt, ctx);
     let cipher = Aes256Gcm::new_from_slice(&k).expect("32-byte key");
     k.zeroize();
     let hdr = header(ctx, salt, &commitment);
     let mut out = Vec::with_capacity(sealed_len(plaintext.len()));
     out.extend_from_slice(&hdr);
-    let n_chunks = if plaintext.is_empty() {
-        1
-    } else {
-        plaintext.len().div_ceil(CHUNK_LEN)
-    };
+    let n_chunks = if plaintext.is_empty() { 1 } else { plaintext.len().div_ceil(CHUNK_LEN) };
     for i in 0..n_chunks {
         let start = i * CHUNK_LEN;
         let end = (start + CHUNK_LEN).min(plaintext.len());
@@ -253,12 +237,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
     let info = peek_header(sealed)?;
     match info.kind {
         Some(k) if k == ctx.kind => {}
-        Some(k) => {
-            return Err(OpenError::WrongKind {
-                found: k.name().to_string(),
-                expected: ctx.kind.name(),
-            })
-        }
+        Some(k) => return Err(OpenError::WrongKind { found: k.name().to_string(), expected: ctx.kind.name() }),
         None => return Err(OpenError::BadHeader("unknown kind")),
     }
     if sealed[6] != CHUNK_EXP {
@@ -268,10 +247,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
         return Err(OpenError::BadHeader("reserved bytes are not zero"));
     }
     if info.key_version != ctx.key_version {
-        return Err(OpenError::WrongKeyVersion {
-            found: info.key_version,
-            expected: ctx.key_version,
-        });
+        return Err(OpenError::WrongKeyVersion { found: info.key_version, expected: ctx.key_version });
     }
     let hdr = &sealed[..HEADER_LEN];
     let salt: [u8; 32] = hdr[12..44].try_into().expect("32 bytes");
@@ -303,12 +279,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
         out.extend_from_slice(ct);
         let tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
         let ok = cipher
-            .decrypt_inout_detached(
-                &nonce(index, is_last).into(),
-                hdr,
-                (&mut out[at..]).into(),
-                &tag.into(),
-            )
+            .decrypt_inout_detached(&nonce(index, is_last).into(), hdr, (&mut out[at..]).into(), &tag.into())
             .is_ok();
         if !ok {
             if is_last && take == full {
@@ -317,12 +288,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
                 out.truncate(at);
                 out.extend_from_slice(ct);
                 if cipher
-                    .decrypt_inout_detached(
-                        &nonce(index, false).into(),
-                        hdr,
-                        (&mut out[at..]).into(),
-                        &tag.into(),
-                    )
+                    .decrypt_inout_detached(&nonce(index, false).into(), hdr, (&mut out[at..]).into(), &tag.into())
                     .is_ok()
                 {
                     return Err(OpenError::Truncated);
@@ -332,12 +298,7 @@ pub fn open(key: &SecretKey, ctx: &Context, sealed: &[u8]) -> Result<Vec<u8>, Op
                 // A middle chunk that opens as a final one: data was appended after the end.
                 let mut probe = ct.to_vec();
                 if cipher
-                    .decrypt_inout_detached(
-                        &nonce(index, true).into(),
-                        hdr,
-                        probe.as_mut_slice().into(),
-                        &tag.into(),
-                    )
+                    .decrypt_inout_detached(&nonce(index, true).into(), hdr, probe.as_mut_slice().into(), &tag.into())
                     .is_ok()
                 {
                     return Err(OpenError::TrailingData);
@@ -386,9 +347,7 @@ pub fn unwrap_key(kek: &SecretKey, aad: &[u8], wrapped: &[u8]) -> Option<SecretK
     let n: [u8; 12] = wrapped[..12].try_into().ok()?;
     let tag: [u8; 16] = wrapped[44..].try_into().ok()?;
     let mut buf: [u8; 32] = wrapped[12..44].try_into().ok()?;
-    let ok = cipher
-        .decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into())
-        .is_ok();
+    let ok = cipher.decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into()).is_ok();
     let key = ok.then(|| SecretKey::from_bytes(buf));
     buf.zeroize();
     key
@@ -400,12 +359,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn ctx<'a>(id: &'a str) -> Context<'a> {
-        Context {
-            tenant: "comune-a",
-            kind: Kind::Blob,
-            id,
-            key_version: 1,
-        }
+        Context { tenant: "comune-a", kind: Kind::Blob, id, key_version: 1 }
     }
 
     proptest! {
@@ -442,10 +396,7 @@ mod tests {
         let kek = SecretKey::random();
         let dek = SecretKey::random();
         let w = wrap_key(&kek, b"tenant-a/1", &dek);
-        assert_eq!(
-            unwrap_key(&kek, b"tenant-a/1", &w).unwrap().expose(),
-            dek.expose()
-        );
+        assert_eq!(unwrap_key(&kek, b"tenant-a/1", &w).unwrap().expose(), dek.expose());
         assert!(unwrap_key(&kek, b"tenant-b/1", &w).is_none());
         assert!(unwrap_key(&SecretKey::random(), b"tenant-a/1", &w).is_none());
     }
@@ -454,9 +405,6 @@ mod tests {
     fn debug_never_shows_key_bytes() {
         let k = SecretKey::from_bytes([0xAB; 32]);
         let s = format!("{k:?}");
-        assert!(
-            !s.to_lowercase().contains("ab, ") && !s.contains("171"),
-            "{s}"
-        );
+        assert!(!s.to_lowercase().contains("ab, ") && !s.contains("171"), "{s}");
     }
 }

@@ -114,9 +114,7 @@ impl EntryPath {
             Ok(s) => EntryPath::Text(s.to_string()),
             Err(_) => {
                 use base64::Engine;
-                EntryPath::Bytes {
-                    b64: base64::engine::general_purpose::STANDARD.encode(b),
-                }
+                EntryPath::Bytes { b64: base64::engine::general_purpose::STANDARD.encode(b) }
             }
         }
     }
@@ -125,9 +123,7 @@ impl EntryPath {
             EntryPath::Text(s) => s.as_bytes().to_vec(),
             EntryPath::Bytes { b64 } => {
                 use base64::Engine;
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .unwrap_or_default()
+                base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default()
             }
         }
     }
@@ -200,18 +196,8 @@ pub mod rows {
         let fixed = |n: usize| buf.get(1..1 + n);
         Ok(match tag {
             0 => Some((ValueRef::Null, 1)),
-            1 => fixed(8).map(|b| {
-                (
-                    ValueRef::Integer(i64::from_le_bytes(b.try_into().expect("8"))),
-                    9,
-                )
-            }),
-            2 => fixed(8).map(|b| {
-                (
-                    ValueRef::Real(f64::from_bits(u64::from_le_bytes(b.try_into().expect("8")))),
-                    9,
-                )
-            }),
+            1 => fixed(8).map(|b| (ValueRef::Integer(i64::from_le_bytes(b.try_into().expect("8"))), 9)),
+            2 => fixed(8).map(|b| (ValueRef::Real(f64::from_bits(u64::from_le_bytes(b.try_into().expect("8")))), 9)),
             3 | 4 => {
                 let mut len = 0u64;
                 let mut i = 1;
@@ -220,10 +206,7 @@ pub mod rows {
                         return Ok(None);
                     };
                     if i > 10 {
-                        return Err(DecodeError {
-                            offset: i,
-                            what: "length is too long",
-                        });
+                        return Err(DecodeError { offset: i, what: "length is too long" });
                     }
                     len |= ((b & 0x7f) as u64) << (7 * (i - 1));
                     i += 1;
@@ -231,27 +214,10 @@ pub mod rows {
                         break;
                     }
                 }
-                let end = i.checked_add(len as usize).ok_or(DecodeError {
-                    offset: i,
-                    what: "length overflows",
-                })?;
-                buf.get(i..end).map(|b| {
-                    (
-                        if tag == 3 {
-                            ValueRef::Text(b)
-                        } else {
-                            ValueRef::Blob(b)
-                        },
-                        end,
-                    )
-                })
+                let end = i.checked_add(len as usize).ok_or(DecodeError { offset: i, what: "length overflows" })?;
+                buf.get(i..end).map(|b| (if tag == 3 { ValueRef::Text(b) } else { ValueRef::Blob(b) }, end))
             }
-            _ => {
-                return Err(DecodeError {
-                    offset: 0,
-                    what: "unknown value tag",
-                })
-            }
+            _ => return Err(DecodeError { offset: 0, what: "unknown value tag" }),
         })
     }
 

@@ -25,10 +25,7 @@ const KEEP_SNAPSHOTS: usize = 7;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read the master key file {path}: {cause}; check [keys] master_key_file")]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Read { path: PathBuf, cause: std::io::Error },
     #[error(
         "the master key file {path} has mode {mode:o}, readable by others; run `chmod 600 {path}` \
          (reversa refuses keys that other users could read)"
@@ -46,10 +43,7 @@ pub enum KeyError {
     #[error("no keystore at {path}; run `reversa --config FILE init` first")]
     Missing { path: PathBuf },
     #[error("cannot write the keystore {path}: {cause}")]
-    Write {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Write { path: PathBuf, cause: std::io::Error },
     #[error("the key of tenant {tenant} was shredded: its backups can no longer be read")]
     Shredded { tenant: String },
     #[error("no key for tenant {tenant} in the keystore; back it up first")]
@@ -57,10 +51,7 @@ pub enum KeyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("keystore snapshot {key} does not open: {cause}")]
-    Snapshot {
-        key: String,
-        cause: crypto::OpenError,
-    },
+    Snapshot { key: String, cause: crypto::OpenError },
 }
 
 /// The master key. Its bytes never leave this module except through HKDF.
@@ -80,25 +71,14 @@ impl MasterKey {
             let v = v.to_string_lossy();
             return decode_key(v.trim().as_bytes(), MASTER_KEY_ENV);
         }
-        let path = file.ok_or_else(|| KeyError::Missing {
-            path: PathBuf::from("[keys] master_key_file"),
-        })?;
+        let path = file.ok_or_else(|| KeyError::Missing { path: PathBuf::from("[keys] master_key_file") })?;
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|cause| KeyError::Read {
-            path: path.into(),
-            cause,
-        })?;
+        let meta = std::fs::metadata(path).map_err(|cause| KeyError::Read { path: path.into(), cause })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(KeyError::LooseMode {
-                path: path.into(),
-                mode,
-            });
+            return Err(KeyError::LooseMode { path: path.into(), mode });
         }
-        let mut bytes = std::fs::read(path).map_err(|cause| KeyError::Read {
-            path: path.into(),
-            cause,
-        })?;
+        let mut bytes = std::fs::read(path).map_err(|cause| KeyError::Read { path: path.into(), cause })?;
         let key = decode_key(&bytes, &path.display().to_string());
         zeroize::Zeroize::zeroize(&mut bytes);
         key
@@ -117,18 +97,11 @@ impl MasterKey {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)?;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
             f.write_all(key.expose())?;
             f.sync_all()
         };
-        write().map_err(|cause| KeyError::Write {
-            path: path.into(),
-            cause,
-        })?;
+        write().map_err(|cause| KeyError::Write { path: path.into(), cause })?;
         Ok(MasterKey(key))
     }
 
@@ -141,13 +114,9 @@ impl MasterKey {
 }
 
 fn decode_key(bytes: &[u8], source_name: &str) -> Result<MasterKey, KeyError> {
-    let bad = || KeyError::BadLength {
-        source_name: source_name.to_string(),
-    };
+    let bad = || KeyError::BadLength { source_name: source_name.to_string() };
     if bytes.len() == 32 {
-        return Ok(MasterKey(SecretKey::from_bytes(
-            bytes.try_into().expect("32 bytes"),
-        )));
+        return Ok(MasterKey(SecretKey::from_bytes(bytes.try_into().expect("32 bytes"))));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| bad())?.trim();
     let mut decoded = B64.decode(text).map_err(|_| bad())?;
@@ -167,11 +136,7 @@ pub struct TenantKeys {
 
 impl std::fmt::Debug for TenantKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "TenantKeys({}, v{}, <redacted>)",
-            self.tenant, self.version
-        )
+        write!(f, "TenantKeys({}, v{}, <redacted>)", self.tenant, self.version)
     }
 }
 
@@ -213,12 +178,7 @@ impl TenantKeys {
     }
 
     fn ctx<'a>(&'a self, kind: Kind, id: &'a str) -> Context<'a> {
-        Context {
-            tenant: self.tenant.as_str(),
-            kind,
-            id,
-            key_version: self.version,
-        }
+        Context { tenant: self.tenant.as_str(), kind, id, key_version: self.version }
     }
 }
 
@@ -257,12 +217,7 @@ pub struct Keystore {
 
 impl std::fmt::Debug for Keystore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Keystore({}, {} tenants)",
-            self.path.display(),
-            self.file.tenants.len()
-        )
+        write!(f, "Keystore({}, {} tenants)", self.path.display(), self.file.tenants.len())
     }
 }
 
@@ -279,19 +234,11 @@ impl Keystore {
 
     /// Create an empty keystore for `master`. Does not write it.
     pub fn new(state_dir: &Path, master: MasterKey) -> Keystore {
-        let check = B64.encode(crypto::wrap_key(
-            &master.wrapping_key(),
-            CHECK_AAD,
-            &SecretKey::from_bytes([0; 32]),
-        ));
+        let check = B64.encode(crypto::wrap_key(&master.wrapping_key(), CHECK_AAD, &SecretKey::from_bytes([0; 32])));
         Keystore {
             path: Self::path_in(state_dir),
             master,
-            file: KeystoreFile {
-                format: 1,
-                check,
-                tenants: BTreeMap::new(),
-            },
+            file: KeystoreFile { format: 1, check, tenants: BTreeMap::new() },
         }
     }
 
@@ -300,24 +247,17 @@ impl Keystore {
         let path = Self::path_in(state_dir);
         let text = match std::fs::read(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(KeyError::Missing { path })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KeyError::Missing { path }),
             Err(cause) => return Err(KeyError::Read { path, cause }),
         };
         Self::from_bytes(path, master, &text)
     }
 
     fn from_bytes(path: PathBuf, master: MasterKey, bytes: &[u8]) -> Result<Keystore, KeyError> {
-        let file: KeystoreFile = serde_json::from_slice(bytes).map_err(|e| KeyError::Damaged {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let file: KeystoreFile = serde_json::from_slice(bytes)
+            .map_err(|e| KeyError::Damaged { path: path.clone(), message: e.to_string() })?;
         if file.format != 1 {
-            return Err(KeyError::Damaged {
-                path,
-                message: format!("unknown format {}", file.format),
-            });
+            return Err(KeyError::Damaged { path, message: format!("unknown format {}", file.format) });
         }
         let check = B64.decode(&file.check).unwrap_or_default();
         if crypto::unwrap_key(&master.wrapping_key(), CHECK_AAD, &check).is_none() {
@@ -328,71 +268,42 @@ impl Keystore {
 
     pub fn save(&self) -> Result<(), KeyError> {
         let bytes = serde_json::to_vec_pretty(&self.file).expect("keystore serializes");
-        crate::store::dir::write_atomic(&self.path, &bytes, 0o600).map_err(|cause| {
-            KeyError::Write {
-                path: self.path.clone(),
-                cause,
-            }
-        })
+        crate::store::dir::write_atomic(&self.path, &bytes, 0o600)
+            .map_err(|cause| KeyError::Write { path: self.path.clone(), cause })
     }
 
     /// The tenant's current keys, creating (and saving) a data key on first use.
     /// Returns whether a key was created, so the caller can snapshot the keystore.
-    pub fn tenant_keys_or_create(
-        &mut self,
-        tenant: &TenantId,
-    ) -> Result<(TenantKeys, bool), KeyError> {
+    pub fn tenant_keys_or_create(&mut self, tenant: &TenantId) -> Result<(TenantKeys, bool), KeyError> {
         match self.tenant_keys(tenant) {
             Ok(k) => return Ok((k, false)),
             Err(KeyError::NoKey { .. }) => {}
             Err(e) => return Err(e),
         }
         let dek = SecretKey::random();
-        let wrapped = crypto::wrap_key(
-            &self.master.wrapping_key(),
-            &dek_aad(tenant.as_str(), 1),
-            &dek,
-        );
+        let wrapped = crypto::wrap_key(&self.master.wrapping_key(), &dek_aad(tenant.as_str(), 1), &dek);
         let entry = self.file.tenants.entry(tenant.to_string()).or_default();
-        entry.keys.push(WrappedKey {
-            version: 1,
-            wrapped: B64.encode(wrapped),
-            created: crate::now_rfc3339(),
-        });
+        entry.keys.push(WrappedKey { version: 1, wrapped: B64.encode(wrapped), created: crate::now_rfc3339() });
         self.save()?;
         Ok((TenantKeys::from_dek(tenant.clone(), 1, &dek), true))
     }
 
     /// The tenant's current keys.
     pub fn tenant_keys(&self, tenant: &TenantId) -> Result<TenantKeys, KeyError> {
-        let entry = self
-            .file
-            .tenants
-            .get(tenant.as_str())
-            .ok_or_else(|| KeyError::NoKey {
-                tenant: tenant.to_string(),
-            })?;
+        let entry =
+            self.file.tenants.get(tenant.as_str()).ok_or_else(|| KeyError::NoKey { tenant: tenant.to_string() })?;
         if entry.shredded.is_some() {
-            return Err(KeyError::Shredded {
-                tenant: tenant.to_string(),
-            });
+            return Err(KeyError::Shredded { tenant: tenant.to_string() });
         }
-        let wk = entry.keys.last().ok_or_else(|| KeyError::NoKey {
-            tenant: tenant.to_string(),
-        })?;
-        let raw = B64.decode(&wk.wrapped).map_err(|e| KeyError::Damaged {
-            path: self.path.clone(),
-            message: format!("tenant {tenant}: {e}"),
-        })?;
-        let dek = crypto::unwrap_key(
-            &self.master.wrapping_key(),
-            &dek_aad(tenant.as_str(), wk.version),
-            &raw,
-        )
-        .ok_or_else(|| KeyError::Damaged {
-            path: self.path.clone(),
-            message: format!("the wrapped key of tenant {tenant} does not open"),
-        })?;
+        let wk = entry.keys.last().ok_or_else(|| KeyError::NoKey { tenant: tenant.to_string() })?;
+        let raw = B64
+            .decode(&wk.wrapped)
+            .map_err(|e| KeyError::Damaged { path: self.path.clone(), message: format!("tenant {tenant}: {e}") })?;
+        let dek = crypto::unwrap_key(&self.master.wrapping_key(), &dek_aad(tenant.as_str(), wk.version), &raw)
+            .ok_or_else(|| KeyError::Damaged {
+                path: self.path.clone(),
+                message: format!("the wrapped key of tenant {tenant} does not open"),
+            })?;
         Ok(TenantKeys::from_dek(tenant.clone(), wk.version, &dek))
     }
 
@@ -401,46 +312,27 @@ impl Keystore {
     pub fn seal_snapshot(&self) -> (String, Vec<u8>) {
         let id = crate::time_sortable_id();
         let bytes = serde_json::to_vec(&self.file).expect("keystore serializes");
-        let ctx = Context {
-            tenant: "",
-            kind: Kind::Keystore,
-            id: &id,
-            key_version: 1,
-        };
+        let ctx = Context { tenant: "", kind: Kind::Keystore, id: &id, key_version: 1 };
         let sealed = crypto::seal(&self.master.snapshot_key(), &ctx, &bytes);
         (id, sealed)
     }
 
     /// Recover the keystore from the newest snapshot in the store that `master` opens.
-    pub async fn recover(
-        state_dir: &Path,
-        master: MasterKey,
-        store: &dyn Store,
-    ) -> Result<Option<Keystore>, KeyError> {
+    pub async fn recover(state_dir: &Path, master: MasterKey, store: &dyn Store) -> Result<Option<Keystore>, KeyError> {
         let mut all = store.list("keystore/").await?;
         all.reverse();
         let mut last_err = None;
         for obj in all {
             let id = obj.key.trim_start_matches("keystore/").to_string();
             let sealed = store.get(&obj.key).await?;
-            let ctx = Context {
-                tenant: "",
-                kind: Kind::Keystore,
-                id: &id,
-                key_version: 1,
-            };
+            let ctx = Context { tenant: "", kind: Kind::Keystore, id: &id, key_version: 1 };
             match crypto::open(&master.snapshot_key(), &ctx, &sealed) {
                 Ok(plain) => {
                     let ks = Self::from_bytes(Self::path_in(state_dir), master, &plain)?;
                     ks.save()?;
                     return Ok(Some(ks));
                 }
-                Err(cause) => {
-                    last_err = Some(KeyError::Snapshot {
-                        key: obj.key,
-                        cause,
-                    })
-                }
+                Err(cause) => last_err = Some(KeyError::Snapshot { key: obj.key, cause }),
             }
         }
         match last_err {
@@ -455,11 +347,7 @@ impl Keystore {
 }
 
 /// Upload a sealed keystore snapshot and keep only the newest [`KEEP_SNAPSHOTS`].
-pub async fn upload_snapshot(
-    store: &dyn Store,
-    id: &str,
-    sealed: Vec<u8>,
-) -> Result<String, KeyError> {
+pub async fn upload_snapshot(store: &dyn Store, id: &str, sealed: Vec<u8>) -> Result<String, KeyError> {
     let key = format!("keystore/{id}");
     store.put(&key, Body::Bytes(sealed.into())).await?;
     let all = store.list("keystore/").await?;
@@ -479,8 +367,7 @@ mod tests {
     fn wrong_master_key_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let mut ks = Keystore::new(dir.path(), MasterKey(SecretKey::random()));
-        ks.tenant_keys_or_create(&TenantId::parse("a").unwrap())
-            .unwrap();
+        ks.tenant_keys_or_create(&TenantId::parse("a").unwrap()).unwrap();
         let err = Keystore::open(dir.path(), MasterKey(SecretKey::random())).unwrap_err();
         assert!(matches!(err, KeyError::WrongMasterKey { .. }), "{err}");
     }

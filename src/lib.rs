@@ -18,9 +18,7 @@ pub mod tenant;
 
 /// The current time as RFC 3339 UTC with seconds, for manifests and keystore entries.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// An id that sorts by creation time: `20261123T064500Z-1a2b3c4d` (UTC, then 32 random bits so

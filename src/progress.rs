@@ -32,9 +32,9 @@ impl Progress for Bar {
                     "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
                 )
             }
-            None => indicatif::ProgressStyle::with_template(
-                "{prefix:>12} {spinner} {bytes} {bytes_per_sec} {wide_msg}",
-            ),
+            None => {
+                indicatif::ProgressStyle::with_template("{prefix:>12} {spinner} {bytes} {bytes_per_sec} {wide_msg}")
+            }
         }
         .expect("static template")
         .progress_chars("=> ");

@@ -26,21 +26,13 @@ pub struct Scale {
 
 impl Scale {
     /// A few MB: quick to back up, enough to show dedup and every edge case.
-    pub const DEMO: Scale = Scale {
-        rows: 2_000,
-        file_bytes: 6 << 20,
-        incompressible: 0.7,
-    };
+    pub const DEMO: Scale = Scale { rows: 2_000, file_bytes: 6 << 20, incompressible: 0.7 };
 }
 
-const FIRST: &[&str] = &[
-    "Giulia", "Marco", "Anna", "Luca", "Chiara", "Giovanni", "Sofia", "Niccolò", "Zoë", "José",
-    "Åsa", "Łukasz",
-];
-const LAST: &[&str] = &[
-    "Rossi", "Bianchi", "Esposito", "Colombo", "D'Angelo", "Müller", "Ferrari", "Gallo", "Conti",
-    "Dvořák",
-];
+const FIRST: &[&str] =
+    &["Giulia", "Marco", "Anna", "Luca", "Chiara", "Giovanni", "Sofia", "Niccolò", "Zoë", "José", "Åsa", "Łukasz"];
+const LAST: &[&str] =
+    &["Rossi", "Bianchi", "Esposito", "Colombo", "D'Angelo", "Müller", "Ferrari", "Gallo", "Conti", "Dvořák"];
 const KINDS: &[&str] = &[
     "carta d'identità",
     "residenza",
@@ -50,13 +42,7 @@ const KINDS: &[&str] = &[
     "SUAP",
     "mensa scolastica",
 ];
-const STATES: &[&str] = &[
-    "aperta",
-    "in istruttoria",
-    "sospesa",
-    "chiusa",
-    "archiviata",
-];
+const STATES: &[&str] = &["aperta", "in istruttoria", "sospesa", "chiusa", "archiviata"];
 const WORDS: &[&str] = &[
     "il",
     "comune",
@@ -96,8 +82,7 @@ pub fn seed_tenant(root: &Path, tenant: &str, scale: Scale, seed: u64) -> std::i
     let dir = root.join(tenant);
     std::fs::create_dir_all(&dir)?;
     let mut rng = StdRng::seed_from_u64(seed);
-    seed_database(&dir.join(crate::source::DATABASE_FILE), scale, &mut rng)
-        .map_err(std::io::Error::other)?;
+    seed_database(&dir.join(crate::source::DATABASE_FILE), scale, &mut rng).map_err(std::io::Error::other)?;
     seed_files(&dir, scale, &mut rng)
 }
 
@@ -145,16 +130,9 @@ fn seed_database(path: &Path, scale: Scale, rng: &mut StdRng) -> rusqlite::Resul
                 i % 28 + 1,
                 i
             );
-            let nato = (rng.random_bool(0.9))
-                .then(|| format!("{}-{:02}-{:02}", 1930 + i % 80, i % 12 + 1, i % 28 + 1));
-            let email = (rng.random_bool(0.7)).then(|| {
-                format!(
-                    "{}.{}{}@example.it",
-                    nome.to_lowercase(),
-                    cognome.to_lowercase(),
-                    i
-                )
-            });
+            let nato = (rng.random_bool(0.9)).then(|| format!("{}-{:02}-{:02}", 1930 + i % 80, i % 12 + 1, i % 28 + 1));
+            let email = (rng.random_bool(0.7))
+                .then(|| format!("{}.{}{}@example.it", nome.to_lowercase(), cognome.to_lowercase(), i));
             let note = match i % 7 {
                 0 => Some("=SOMMA(A1:A3) scritto dal cittadino".to_string()),
                 1 => Some("riga uno\nriga due, con \"virgolette\"".to_string()),
@@ -168,27 +146,15 @@ fn seed_database(path: &Path, scale: Scale, rng: &mut StdRng) -> rusqlite::Resul
                 nato,
                 email,
                 note,
-                format!(
-                    "2024-{:02}-{:02} 09:{:02}:00",
-                    i % 12 + 1,
-                    i % 28 + 1,
-                    i % 60
-                )
+                format!("2024-{:02}-{:02} 09:{:02}:00", i % 12 + 1, i % 28 + 1, i % 60)
             ])?;
         }
         let mut st = tx.prepare("INSERT INTO pratiche (id, cittadino_id, tipo, stato, aperta_il, chiusa_il, importo, urgente, descrizione, firma) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?;
         let mut sig = vec![0u8; 2048];
         for i in 0..scale.rows {
             let stato = STATES[rng.random_range(0..STATES.len())];
-            let aperta = format!(
-                "2025-{:02}-{:02}T{:02}:{:02}:00",
-                i % 12 + 1,
-                i % 28 + 1,
-                i % 24,
-                i % 60
-            );
-            let chiusa =
-                (stato == "chiusa").then(|| format!("2026-{:02}-{:02}", i % 12 + 1, i % 28 + 1));
+            let aperta = format!("2025-{:02}-{:02}T{:02}:{:02}:00", i % 12 + 1, i % 28 + 1, i % 24, i % 60);
+            let chiusa = (stato == "chiusa").then(|| format!("2026-{:02}-{:02}", i % 12 + 1, i % 28 + 1));
             let importo = (i % 5 != 0).then(|| (rng.random_range(0..10_000_000) as f64) / 100.0);
             let firma = (i % 3 == 0).then(|| {
                 rng.fill_bytes(&mut sig);
@@ -218,11 +184,7 @@ fn seed_database(path: &Path, scale: Scale, rng: &mut StdRng) -> rusqlite::Resul
         }
         let mut st = tx.prepare("INSERT INTO log_eventi VALUES (?1, ?2, ?3)")?;
         for i in 0..scale.rows / 2 {
-            st.execute(params![
-                format!("2026-01-{:02}T10:00:{:02}Z", i % 28 + 1, i % 60),
-                "operatore",
-                words(rng, 5)
-            ])?;
+            st.execute(params![format!("2026-01-{:02}T10:00:{:02}Z", i % 28 + 1, i % 60), "operatore", words(rng, 5)])?;
         }
         // The same event twice: a table without a key may hold duplicate rows.
         st.execute(params!["2026-02-01T00:00:00Z", "sistema", "duplicato"])?;
@@ -240,11 +202,7 @@ fn seed_database(path: &Path, scale: Scale, rng: &mut StdRng) -> rusqlite::Resul
         ] {
             st.execute(params![label, v, n])?;
         }
-        st.execute(params![
-            Option::<String>::None,
-            Option::<f64>::None,
-            Option::<i64>::None
-        ])?;
+        st.execute(params![Option::<String>::None, Option::<f64>::None, Option::<i64>::None])?;
     }
     tx.commit()?;
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
@@ -258,26 +216,11 @@ fn seed_files(dir: &Path, scale: Scale, rng: &mut StdRng) -> std::io::Result<()>
     };
     // Edge cases first: empty, unicode, deep, spaces, a name that looks like a formula.
     write(&dir.join("attachments/vuoto.txt"), b"")?;
-    write(
-        &dir.join("attachments/certificato medico Mario Rossi.pdf"),
-        b"%PDF-1.4\n% certificato\n",
-    )?;
-    write(
-        &dir.join("attachments/ñandú/日本語/Zoë — résumé.txt"),
-        "città è già così\n".as_bytes(),
-    )?;
-    let deep = (0..12)
-        .map(|i| format!("livello-{i}"))
-        .collect::<Vec<_>>()
-        .join("/");
-    write(
-        &dir.join(format!("attachments/{deep}/profondo.txt")),
-        b"in fondo\n",
-    )?;
-    write(
-        &dir.join("documents/=cmd|' calc'!A0.txt"),
-        b"not a formula\n",
-    )?;
+    write(&dir.join("attachments/certificato medico Mario Rossi.pdf"), b"%PDF-1.4\n% certificato\n")?;
+    write(&dir.join("attachments/ñandú/日本語/Zoë — résumé.txt"), "città è già così\n".as_bytes())?;
+    let deep = (0..12).map(|i| format!("livello-{i}")).collect::<Vec<_>>().join("/");
+    write(&dir.join(format!("attachments/{deep}/profondo.txt")), b"in fondo\n")?;
+    write(&dir.join("documents/=cmd|' calc'!A0.txt"), b"not a formula\n")?;
 
     let mut written = 0u64;
     let mut n = 0usize;
@@ -293,11 +236,7 @@ fn seed_files(dir: &Path, scale: Scale, rng: &mut StdRng) -> std::io::Result<()>
         let random = rng.random_bool(scale.incompressible);
         let path = if random {
             rng.fill_bytes(&mut buf);
-            dir.join(format!(
-                "attachments/{}/{:02}/scansione-{n:05}.pdf",
-                2020 + n % 6,
-                n % 12 + 1
-            ))
+            dir.join(format!("attachments/{}/{:02}/scansione-{n:05}.pdf", 2020 + n % 6, n % 12 + 1))
         } else {
             let mut text = Vec::with_capacity(size);
             while text.len() < size {
@@ -306,10 +245,7 @@ fn seed_files(dir: &Path, scale: Scale, rng: &mut StdRng) -> std::io::Result<()>
             }
             text.truncate(size);
             buf.copy_from_slice(&text);
-            dir.join(format!(
-                "documents/delibere/{}/delibera-{n:05}.txt",
-                2020 + n % 6
-            ))
+            dir.join(format!("documents/delibere/{}/delibera-{n:05}.txt", 2020 + n % 6))
         };
         write(&path, &buf)?;
         written += size as u64;

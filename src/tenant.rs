@@ -20,10 +20,7 @@ pub struct InvalidTenantId {
 
 impl TenantId {
     pub fn parse(s: &str) -> Result<TenantId, InvalidTenantId> {
-        let err = |why| InvalidTenantId {
-            shown: s.chars().take(80).collect(),
-            why,
-        };
+        let err = |why| InvalidTenantId { shown: s.chars().take(80).collect(), why };
         let first = s.bytes().next().ok_or_else(|| err("it is empty"))?;
         if s.len() > 63 {
             return Err(err("it is longer than 63 characters"));
@@ -31,10 +28,7 @@ impl TenantId {
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
             return Err(err("it must start with a lower-case letter or a digit"));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
-        {
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')) {
             return Err(if c.is_ascii_uppercase() {
                 err("it contains an upper-case letter")
             } else {
@@ -88,19 +82,7 @@ mod tests {
 
     #[test]
     fn rejects_path_fragments_and_bad_shapes() {
-        for bad in [
-            "",
-            "../x",
-            "..",
-            "x/y",
-            "Comune",
-            "-a",
-            "_a",
-            "a b",
-            "a.b",
-            &"a".repeat(64),
-            "è",
-        ] {
+        for bad in ["", "../x", "..", "x/y", "Comune", "-a", "_a", "a b", "a.b", &"a".repeat(64), "è"] {
             let e = TenantId::parse(bad).unwrap_err().to_string();
             assert!(e.contains("invalid tenant id"), "{bad}: {e}");
         }

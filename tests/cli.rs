@@ -31,47 +31,17 @@ fn broken_configs_are_named_and_write_nothing() {
             0o600,
             "retention_days",
         ),
-        (
-            "missing field",
-            GOOD.replace("root = \"source\"\n", ""),
-            0o600,
-            "root",
-        ),
-        (
-            "unknown store kind",
-            GOOD.replace("kind = \"dir\"", "kind = \"ftp\""),
-            0o600,
-            "ftp",
-        ),
-        (
-            "not TOML",
-            "[source\nkind=".to_string(),
-            0o600,
-            "reversa.toml",
-        ),
-        (
-            "key file readable by others",
-            GOOD.to_string(),
-            0o644,
-            "chmod 600",
-        ),
+        ("missing field", GOOD.replace("root = \"source\"\n", ""), 0o600, "root"),
+        ("unknown store kind", GOOD.replace("kind = \"dir\"", "kind = \"ftp\""), 0o600, "ftp"),
+        ("not TOML", "[source\nkind=".to_string(), 0o600, "reversa.toml"),
+        ("key file readable by others", GOOD.to_string(), 0o644, "chmod 600"),
     ];
     for (name, config, mode, needle) in cases {
         let (dir, r) = init_with(&config, mode);
         assert_eq!(r.code, 2, "{name}: exit code {}:\n{}", r.code, r.all());
-        assert!(
-            r.stderr.contains(needle),
-            "{name}: the error does not name {needle:?}:\n{}",
-            r.stderr
-        );
-        assert!(
-            !dir.path().join("store").exists(),
-            "{name}: the store was created"
-        );
-        assert!(
-            !dir.path().join("state").exists(),
-            "{name}: the state folder was created"
-        );
+        assert!(r.stderr.contains(needle), "{name}: the error does not name {needle:?}:\n{}", r.stderr);
+        assert!(!dir.path().join("store").exists(), "{name}: the store was created");
+        assert!(!dir.path().join("state").exists(), "{name}: the state folder was created");
         println!("{name}: {}", r.stderr.trim());
     }
     // And the good config works, as a control.
@@ -90,23 +60,13 @@ fn bad_tenant_ids_are_refused_and_write_nothing() {
         let arg = format!("--tenant={bad}");
         let r = env.run(&["backup", &arg]);
         assert_eq!(r.code, 2, "{bad:?}: {}", r.all());
-        assert!(
-            r.stderr.contains("invalid tenant id"),
-            "{bad:?}: {}",
-            r.stderr
-        );
+        assert!(r.stderr.contains("invalid tenant id"), "{bad:?}: {}", r.stderr);
         let r = env.run(&["restore", &arg, "--to", env.path("r").to_str().unwrap()]);
         assert_eq!(r.code, 2, "{bad:?}: {}", r.all());
     }
-    assert!(
-        !env.path("store/tenants").exists(),
-        "something was written under tenants/"
-    );
+    assert!(!env.path("store/tenants").exists(), "something was written under tenants/");
     assert!(!env.path("r").exists());
-    assert_eq!(
-        std::fs::read(env.path("state/keystore.json")).unwrap(),
-        keystore_before
-    );
+    assert_eq!(std::fs::read(env.path("state/keystore.json")).unwrap(), keystore_before);
 }
 
 #[test]
@@ -115,11 +75,7 @@ fn unknown_tenant_and_missing_generation_are_clear() {
     env.seed("t1", SMALL, 1);
     let r = env.run(&["backup", "--tenant", "nobody"]);
     assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("tenant nobody does not exist"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("tenant nobody does not exist"), "{}", r.stderr);
     env.backup("t1");
     let to = env.path("r");
     let r = env.run(&[
@@ -132,12 +88,7 @@ fn unknown_tenant_and_missing_generation_are_clear() {
         to.to_str().unwrap(),
     ]);
     assert_ne!(r.code, 0);
-    assert!(
-        r.stderr
-            .contains("generation 20200101T000000Z-00000000 does not exist"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("generation 20200101T000000Z-00000000 does not exist"), "{}", r.stderr);
     assert!(!to.join("database.sqlite").exists());
 }
 
@@ -146,16 +97,8 @@ fn commands_need_an_initialized_store() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("reversa.toml"), GOOD).unwrap();
     let out = std::process::Command::new(bin())
-        .args([
-            "--config",
-            dir.path().join("reversa.toml").to_str().unwrap(),
-            "backup",
-            "--all",
-        ])
-        .env(
-            "REVERSA_MASTER_KEY",
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [1u8; 32]),
-        )
+        .args(["--config", dir.path().join("reversa.toml").to_str().unwrap(), "backup", "--all"])
+        .env("REVERSA_MASTER_KEY", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [1u8; 32]))
         .output()
         .unwrap();
     let r: Run = out.into();

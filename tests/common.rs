@@ -6,11 +6,7 @@ use std::process::{Command, Output};
 
 use reversa::seed::{seed_tenant, Scale};
 
-pub const SMALL: Scale = Scale {
-    rows: 300,
-    file_bytes: 2 << 20,
-    incompressible: 0.7,
-};
+pub const SMALL: Scale = Scale { rows: 300, file_bytes: 2 << 20, incompressible: 0.7 };
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -67,12 +63,7 @@ impl Env {
         )
         .unwrap();
         let env = Env { dir, config };
-        env.run(&[
-            "init",
-            "--generate-master-key",
-            env.path("master.key").to_str().unwrap(),
-        ])
-        .ok();
+        env.run(&["init", "--generate-master-key", env.path("master.key").to_str().unwrap()]).ok();
         env
     }
 
@@ -90,10 +81,7 @@ impl Env {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("REVERSA_MASTER_KEY");
+        c.arg("--config").arg(&self.config).args(args).env_remove("REVERSA_MASTER_KEY");
         c
     }
 

@@ -23,25 +23,17 @@ fn ci() -> bool {
 
 /// Whether `tool` is installed. Missing under CI is a failure, not a skip.
 fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let found =
+        Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
     if !found {
-        assert!(
-            !ci(),
-            "{tool} is not installed and CI is set: run scripts/test.sh, which installs it"
-        );
+        assert!(!ci(), "{tool} is not installed and CI is set: run scripts/test.sh, which installs it");
         eprintln!("SKIPPED: {tool} is not installed (scripts/test.sh installs it)");
     }
     found
 }
 
 fn run_tool(cmd: &mut Command) -> Run {
-    let r: Run = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-        .into();
+    let r: Run = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}")).into();
     r
 }
 
@@ -54,37 +46,20 @@ fn sevenz(args: &[&str]) -> Run {
 fn extract(archive: &Path, pass: &str, dest: &Path) -> PathBuf {
     let outer = dest.join("outer");
     let tree = dest.join("tree");
-    let r = sevenz(&[
-        "x",
-        &format!("-p{pass}"),
-        &format!("-o{}", outer.display()),
-        "-y",
-        archive.to_str().unwrap(),
-    ]);
+    let r = sevenz(&["x", &format!("-p{pass}"), &format!("-o{}", outer.display()), "-y", archive.to_str().unwrap()]);
     assert_eq!(r.code, 0, "7zz x of the export failed:\n{}", r.all());
-    let names: Vec<String> = std::fs::read_dir(&outer)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&outer).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(sorted, ["LEGGIMI.txt", "README.txt", "contenuto.zip"]);
-    let r = sevenz(&[
-        "x",
-        &format!("-o{}", tree.display()),
-        "-y",
-        outer.join("contenuto.zip").to_str().unwrap(),
-    ]);
+    let r = sevenz(&["x", &format!("-o{}", tree.display()), "-y", outer.join("contenuto.zip").to_str().unwrap()]);
     assert_eq!(r.code, 0, "7zz x of contenuto.zip failed:\n{}", r.all());
     tree
 }
 
 fn sha256sum_check(tree: &Path) {
-    let r = run_tool(
-        Command::new("sha256sum")
-            .args(["-c", "--strict", "SHA256SUMS"])
-            .current_dir(tree),
-    );
+    let r = run_tool(Command::new("sha256sum").args(["-c", "--strict", "SHA256SUMS"]).current_dir(tree));
     assert_eq!(r.code, 0, "sha256sum -c failed:\n{}", r.all());
 }
 
@@ -116,20 +91,12 @@ fn libreoffice(xlsx: &Path, out: &Path) -> HashMap<String, Vec<Vec<(bool, String
     for e in std::fs::read_dir(out).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(sheet) = name
-            .strip_prefix(&format!("{stem}-"))
-            .and_then(|s| s.strip_suffix(".csv"))
-        {
+        if let Some(sheet) = name.strip_prefix(&format!("{stem}-")).and_then(|s| s.strip_suffix(".csv")) {
             let text = std::fs::read_to_string(e.path()).unwrap();
             sheets.insert(sheet.to_string(), parse_csv(&text));
         }
     }
-    assert!(
-        sheets.contains_key("Indice"),
-        "LibreOffice wrote no Indice sheet:\n{}\n{:?}",
-        r.all(),
-        sheets.keys()
-    );
+    assert!(sheets.contains_key("Indice"), "LibreOffice wrote no Indice sheet:\n{}\n{:?}", r.all(), sheets.keys());
     sheets
 }
 
@@ -198,11 +165,7 @@ fn printed_passphrase(r: &Run) -> String {
 
 /// The archive paths an export printed (indented lines ending in .zip).
 fn printed_parts(r: &Run) -> Vec<PathBuf> {
-    r.stdout
-        .lines()
-        .filter(|l| l.starts_with("  /") && l.ends_with(".zip"))
-        .map(|l| PathBuf::from(l.trim()))
-        .collect()
+    r.stdout.lines().filter(|l| l.starts_with("  /") && l.ends_with(".zip")).map(|l| PathBuf::from(l.trim())).collect()
 }
 
 struct Exported {
@@ -223,11 +186,7 @@ fn export(env: &Env, tenant: &str, out: &str, extra: &[&str]) -> Exported {
     } else {
         printed_passphrase(&run)
     };
-    Exported {
-        parts: printed_parts(&run),
-        pass,
-        run,
-    }
+    Exported { parts: printed_parts(&run), pass, run }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,9 +227,7 @@ fn edge_tenant(env: &Env, tenant: &str) {
         "#,
     )
     .unwrap();
-    let mut st = db
-        .prepare(r#"INSERT INTO "casi limite" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#)
-        .unwrap();
+    let mut st = db.prepare(r#"INSERT INTO "casi limite" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#).unwrap();
     let rows: Vec<[Value; 7]> = vec![
         [
             Value::Integer(1),
@@ -358,11 +315,7 @@ fn edge_tenant(env: &Env, tenant: &str) {
         st.execute(rusqlite::params_from_iter(r.iter())).unwrap();
     }
     // Text that is not valid UTF-8 (SQLite does not check).
-    db.execute(
-        r#"INSERT INTO "casi limite" (id, testo) VALUES (10, CAST(x'41ff42' AS TEXT))"#,
-        [],
-    )
-    .unwrap();
+    db.execute(r#"INSERT INTO "casi limite" (id, testo) VALUES (10, CAST(x'41ff42' AS TEXT))"#, []).unwrap();
     drop(st);
     drop(db);
 
@@ -382,11 +335,7 @@ fn edge_tenant(env: &Env, tenant: &str) {
     write(b"caf\xe9.txt", b"latin-1 name");
     write(b"cartella:strana/dentro.txt", b"inside a renamed folder");
     std::fs::create_dir_all(t.join("documents/vuota")).unwrap();
-    std::os::unix::fs::symlink(
-        "certificato medico Mario Rossi.pdf",
-        a.join("link-al-certificato.pdf"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("certificato medico Mario Rossi.pdf", a.join("link-al-certificato.pdf")).unwrap();
 }
 
 fn manifest(tree: &Path) -> serde_json::Value {
@@ -414,12 +363,7 @@ fn tree_files(root: &Path) -> Vec<PathBuf> {
 
 /// The workbook's parts (it is a ZIP), extracted with 7-Zip.
 fn xlsx_parts(xlsx: &Path, dest: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let r = sevenz(&[
-        "x",
-        &format!("-o{}", dest.display()),
-        "-y",
-        xlsx.to_str().unwrap(),
-    ]);
+    let r = sevenz(&["x", &format!("-o{}", dest.display()), "-y", xlsx.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.all());
     tree_files(dest)
         .into_iter()
@@ -437,10 +381,7 @@ fn assert_same_data(a: &Path, b: &Path, scratch: &Path, tenant: &str) {
     assert_eq!(fa, fb, "the two exports hold different files");
     let xlsx = PathBuf::from(format!("dati/{tenant}.xlsx"));
     for f in &fa {
-        let (da, db) = (
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-        );
+        let (da, db) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
         if f == Path::new("manifest.json") {
             let strip = |d: &[u8]| {
                 let mut v: serde_json::Value = serde_json::from_slice(d).unwrap();
@@ -457,11 +398,7 @@ fn assert_same_data(a: &Path, b: &Path, scratch: &Path, tenant: &str) {
                 }
                 v
             };
-            assert_eq!(
-                strip(&da),
-                strip(&db),
-                "manifests differ beyond time and source"
-            );
+            assert_eq!(strip(&da), strip(&db), "manifests differ beyond time and source");
         } else if f == Path::new("SHA256SUMS") {
             let keep = |d: &[u8]| -> Vec<String> {
                 String::from_utf8(d.to_vec())
@@ -502,36 +439,19 @@ fn live_and_generation_exports_are_the_same_and_open_in_7zip() {
     let gen_id = g["id"].as_str().unwrap().to_string();
 
     let pass_file = env.path("pass-live.txt");
-    let live = export(
-        &env,
-        "comune-e",
-        "out-live",
-        &["--passphrase-file", pass_file.to_str().unwrap()],
-    );
+    let live = export(&env, "comune-e", "out-live", &["--passphrase-file", pass_file.to_str().unwrap()]);
     // The passphrase went to the file only: mode 0600, long enough, not on stdout or stderr.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&pass_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    assert!(
-        live.pass.len() >= 20,
-        "passphrase too short: {}",
-        live.pass.len()
-    );
+    assert!(live.pass.len() >= 20, "passphrase too short: {}", live.pass.len());
     assert!(!live.run.all().contains(&live.pass));
 
     // From the generation, with every log line on: the passphrase is printed once and logged
     // nowhere.
     let out = env.path("out-gen");
     let generation = env
-        .cmd(&[
-            "export",
-            "--tenant",
-            "comune-e",
-            "--generation",
-            &gen_id,
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .cmd(&["export", "--tenant", "comune-e", "--generation", &gen_id, "--out", out.to_str().unwrap()])
         .env("REVERSA_LOG", "trace")
         .output()
         .unwrap();
@@ -539,10 +459,7 @@ fn live_and_generation_exports_are_the_same_and_open_in_7zip() {
     assert_eq!(generation.code, 0, "{}", generation.all());
     let gen_pass = printed_passphrase(&generation);
     assert_eq!(generation.stdout.matches(&gen_pass).count(), 1);
-    assert!(
-        !generation.stderr.contains(&gen_pass),
-        "passphrase in the log"
-    );
+    assert!(!generation.stderr.contains(&gen_pass), "passphrase in the log");
     assert_ne!(gen_pass, live.pass);
     let gen_parts = printed_parts(&generation);
     assert!(generation.stdout.contains(&format!("generation {gen_id}")));
@@ -550,19 +467,12 @@ fn live_and_generation_exports_are_the_same_and_open_in_7zip() {
     for (parts, pass) in [(&live.parts, &live.pass), (&gen_parts, &gen_pass)] {
         assert_eq!(parts.len(), 1);
         let name = parts[0].file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            name.starts_with("comune-e-2") && name.ends_with("Z.zip") && name.len() == 29,
-            "{name}"
-        );
+        assert!(name.starts_with("comune-e-2") && name.ends_with("Z.zip") && name.len() == 29, "{name}");
         let r = sevenz(&["t", &format!("-p{pass}"), parts[0].to_str().unwrap()]);
         assert_eq!(r.code, 0, "7zz t failed:\n{}", r.all());
         assert!(r.stdout.contains("Everything is Ok"), "{}", r.stdout);
         // A wrong passphrase fails.
-        let r = sevenz(&[
-            "t",
-            "-pnot-the-passphrase-at-all",
-            parts[0].to_str().unwrap(),
-        ]);
+        let r = sevenz(&["t", "-pnot-the-passphrase-at-all", parts[0].to_str().unwrap()]);
         assert_ne!(r.code, 0, "7zz t accepted a wrong passphrase:\n{}", r.all());
         assert!(r.all().contains("Wrong password"), "{}", r.all());
     }
@@ -595,37 +505,22 @@ fn live_and_generation_exports_are_the_same_and_open_in_7zip() {
     let db = rusqlite::Connection::open(src.join("database.sqlite")).unwrap();
     for t in ma["tables"].as_array().unwrap() {
         let name = t["name"].as_str().unwrap();
-        let n: i64 = db
-            .query_row(
-                &format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\"")),
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let n: i64 =
+            db.query_row(&format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\"")), [], |r| r.get(0)).unwrap();
         assert_eq!(t["rows"].as_i64().unwrap(), n, "{name}");
     }
-    let listed: HashMap<String, &serde_json::Value> = ma["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f["path"].as_str().unwrap().to_string(), f))
-        .collect();
+    let listed: HashMap<String, &serde_json::Value> =
+        ma["files"].as_array().unwrap().iter().map(|f| (f["path"].as_str().unwrap().to_string(), f)).collect();
     for f in tree_files(&a) {
         let p = f.to_str().unwrap();
         if p == "manifest.json" || p == "SHA256SUMS" {
             continue;
         }
-        let e = listed
-            .get(p)
-            .unwrap_or_else(|| panic!("{p} is not in the manifest"));
+        let e = listed.get(p).unwrap_or_else(|| panic!("{p} is not in the manifest"));
         let data = std::fs::read(a.join(&f)).unwrap();
         assert_eq!(e["size"].as_u64().unwrap(), data.len() as u64, "{p}");
         use sha2::Digest;
-        assert_eq!(
-            e["sha256"].as_str().unwrap(),
-            hex::encode(sha2::Sha256::digest(&data)),
-            "{p}"
-        );
+        assert_eq!(e["sha256"].as_str().unwrap(), hex::encode(sha2::Sha256::digest(&data)), "{p}");
     }
 
     // Every source file is in the archive, byte for byte, under its safe name; renamed ones
@@ -651,34 +546,15 @@ fn live_and_generation_exports_are_the_same_and_open_in_7zip() {
         ("attachments/back\\slash.txt", "allegati/back_slash.txt"),
         ("attachments/foto.jpg", "allegati/foto~2.jpg"),
         ("attachments/ctl\u{1}name.txt", "allegati/ctl_name.txt"),
-        (
-            "b64:YXR0YWNobWVudHMvY2Fm6S50eHQ=",
-            "allegati/caf\u{fffd}.txt",
-        ),
-        (
-            "attachments/cartella:strana/dentro.txt",
-            "allegati/cartella_strana/dentro.txt",
-        ),
-        (
-            "documents/=cmd|' calc'!A0.txt",
-            "documenti/=cmd_' calc'!A0.txt",
-        ),
+        ("b64:YXR0YWNobWVudHMvY2Fm6S50eHQ=", "allegati/caf\u{fffd}.txt"),
+        ("attachments/cartella:strana/dentro.txt", "allegati/cartella_strana/dentro.txt"),
+        ("documents/=cmd|' calc'!A0.txt", "documenti/=cmd_' calc'!A0.txt"),
     ];
     for (orig, path) in expect {
-        assert_eq!(
-            renamed.get(orig).map(String::as_str),
-            Some(path),
-            "{orig}: {renamed:?}"
-        );
+        assert_eq!(renamed.get(orig).map(String::as_str), Some(path), "{orig}: {renamed:?}");
     }
-    assert_eq!(
-        std::fs::read(a.join("allegati/Foto.JPG")).unwrap(),
-        b"upper".to_vec()
-    );
-    assert_eq!(
-        std::fs::read(a.join("allegati/foto~2.jpg")).unwrap(),
-        b"lower".to_vec()
-    );
+    assert_eq!(std::fs::read(a.join("allegati/Foto.JPG")).unwrap(), b"upper".to_vec());
+    assert_eq!(std::fs::read(a.join("allegati/foto~2.jpg")).unwrap(), b"lower".to_vec());
     assert_eq!(
         std::fs::read(a.join("allegati/certificato medico Mario Rossi.pdf")).unwrap(),
         std::fs::read(src.join("attachments/certificato medico Mario Rossi.pdf")).unwrap()
@@ -690,12 +566,8 @@ fn live_and_generation_exports_are_the_same_and_open_in_7zip() {
     let mut source_files = 0;
     walk_files(&src.join("attachments"), &mut source_files);
     walk_files(&src.join("documents"), &mut source_files);
-    let exported = ma["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["kind"] == "allegato" || f["kind"] == "documento")
-        .count();
+    let exported =
+        ma["files"].as_array().unwrap().iter().filter(|f| f["kind"] == "allegato" || f["kind"] == "documento").count();
     assert_eq!(exported, source_files);
 }
 
@@ -758,13 +630,7 @@ fn without_the_passphrase_nothing_of_the_tenant_is_readable() {
     }
     // The clear texts name the tenant and nothing else of it.
     let dest = env.path("clear");
-    let r = sevenz(&[
-        "x",
-        &format!("-o{}", dest.display()),
-        archive.to_str().unwrap(),
-        "LEGGIMI.txt",
-        "README.txt",
-    ]);
+    let r = sevenz(&["x", &format!("-o{}", dest.display()), archive.to_str().unwrap(), "LEGGIMI.txt", "README.txt"]);
     assert_eq!(r.code, 0, "{}", r.all());
     for f in ["LEGGIMI.txt", "README.txt"] {
         let text = std::fs::read_to_string(dest.join(f)).unwrap();
@@ -780,9 +646,7 @@ fn without_the_passphrase_nothing_of_the_tenant_is_readable() {
 fn expected_cell(v: &Value, bool_col: bool) -> (bool, String) {
     match v {
         Value::Null => (false, String::new()),
-        Value::Integer(i) if bool_col && (*i == 0 || *i == 1) => {
-            (false, if *i == 1 { "TRUE" } else { "FALSE" }.into())
-        }
+        Value::Integer(i) if bool_col && (*i == 0 || *i == 1) => (false, if *i == 1 { "TRUE" } else { "FALSE" }.into()),
         Value::Integer(i) if i.unsigned_abs() <= 999_999_999_999_999 => (false, i.to_string()),
         Value::Integer(i) => (true, i.to_string()),
         Value::Real(f) if f.is_nan() => (true, "NaN".into()),
@@ -855,55 +719,31 @@ fn libreoffice_reads_the_source_values_from_the_workbook() {
     let tree = extract(&e.parts[0], &e.pass, &env.path("x"));
     let m = manifest(&tree);
     let sheets = libreoffice(&tree.join("dati/comune-l.xlsx"), &env.path("lo"));
-    let db =
-        rusqlite::Connection::open(env.tenant_dir("comune-l").join("database.sqlite")).unwrap();
+    let db = rusqlite::Connection::open(env.tenant_dir("comune-l").join("database.sqlite")).unwrap();
 
     // The index: one row per sheet, with its table, columns and row count.
     let index = &sheets["Indice"];
-    assert_eq!(
-        index[0],
-        ["Foglio", "Tabella", "Colonne", "Righe", "Parte"]
-            .map(|s| (true, s.to_string()))
-            .to_vec()
-    );
+    assert_eq!(index[0], ["Foglio", "Tabella", "Colonne", "Righe", "Parte"].map(|s| (true, s.to_string())).to_vec());
     let tables = m["tables"].as_array().unwrap();
     assert_eq!(index.len() - 1, tables.len());
     for (row, t) in index[1..].iter().zip(tables) {
         assert_eq!(row[0].1, t["sheets"][0].as_str().unwrap());
         assert_eq!(row[1], (true, t["name"].as_str().unwrap().to_string()));
-        let cols: Vec<&str> = t["columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap())
-            .collect();
+        let cols: Vec<&str> = t["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
         assert_eq!(row[2].1, cols.join(", "));
         assert_eq!(row[3], (false, t["rows"].to_string()));
         assert_eq!(row[4].1, "1 di 1");
     }
 
     // Sheet names: Excel's rules, unique case-insensitively, and never History.
-    let names: HashMap<&str, &str> = tables
-        .iter()
-        .map(|t| {
-            (
-                t["name"].as_str().unwrap(),
-                t["sheets"][0].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let names: HashMap<&str, &str> =
+        tables.iter().map(|t| (t["name"].as_str().unwrap(), t["sheets"][0].as_str().unwrap())).collect();
     assert_eq!(names["History"], "History~2");
     assert_eq!(names["Indice"], "Indice~2");
     assert_eq!(names["a[b]:c*d?e/f\\g"], "a_b__c_d_e_f_g");
     assert_eq!(names["=1+2"], "=1+2");
-    assert_eq!(
-        names["registro_delle_determinazioni_dirigenziali_2024"],
-        "registro_delle_determinazioni_d"
-    );
-    assert_eq!(
-        names["registro_delle_determinazioni_dirigenziali_2025"],
-        "registro_delle_determinazioni~2"
-    );
+    assert_eq!(names["registro_delle_determinazioni_dirigenziali_2024"], "registro_delle_determinazioni_d");
+    assert_eq!(names["registro_delle_determinazioni_dirigenziali_2025"], "registro_delle_determinazioni~2");
     let mut lower: Vec<String> = names.values().map(|s| s.to_lowercase()).collect();
     lower.sort();
     lower.dedup();
@@ -920,34 +760,15 @@ fn libreoffice_reads_the_source_values_from_the_workbook() {
     for t in tables {
         let table = t["name"].as_str().unwrap();
         let sheet = &sheets[t["sheets"][0].as_str().unwrap()];
-        let cols: Vec<String> = t["columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(
-            sheet[0],
-            cols.iter().map(|c| (true, c.clone())).collect::<Vec<_>>(),
-            "{table}: header"
-        );
+        let cols: Vec<String> =
+            t["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+        assert_eq!(sheet[0], cols.iter().map(|c| (true, c.clone())).collect::<Vec<_>>(), "{table}: header");
         let rows = source_rows(&db, table);
         // A row of NULLs is an empty row in a sheet; LibreOffice leaves empty rows at the end
         // of a sheet out of its CSV.
-        let trailing_empty = rows
-            .iter()
-            .rev()
-            .take_while(|r| r.iter().all(|v| *v == Value::Null))
-            .count();
-        assert_eq!(
-            sheet.len() - 1,
-            rows.len() - trailing_empty,
-            "{table}: row count"
-        );
-        let bools: Vec<bool> = cols
-            .iter()
-            .map(|c| table == "casi limite" && c == "attivo")
-            .collect();
+        let trailing_empty = rows.iter().rev().take_while(|r| r.iter().all(|v| *v == Value::Null)).count();
+        assert_eq!(sheet.len() - 1, rows.len() - trailing_empty, "{table}: row count");
+        let bools: Vec<bool> = cols.iter().map(|c| table == "casi limite" && c == "attivo").collect();
         for (i, (got, want)) in sheet[1..].iter().zip(&rows).enumerate() {
             for (c, v) in want.iter().enumerate() {
                 let (wq, wt) = expected_cell(v, bools[c]);
@@ -972,11 +793,7 @@ fn libreoffice_reads_the_source_values_from_the_workbook() {
                         assert!(s.starts_with(prefix), "{at}");
                         let path = pointer.strip_suffix(']').unwrap();
                         assert!(path.starts_with("dati/celle-lunghe/"), "{at}: {path}");
-                        assert_eq!(
-                            &std::fs::read_to_string(tree.join(path)).unwrap(),
-                            s,
-                            "{at}"
-                        );
+                        assert_eq!(&std::fs::read_to_string(tree.join(path)).unwrap(), s, "{at}");
                     }
                     _ => assert_eq!((gq, gt), (&wq, &wt), "{at}"),
                 }
@@ -989,16 +806,8 @@ fn libreoffice_reads_the_source_values_from_the_workbook() {
     // The edge rows, spelled out.
     let edge = &sheets[names["casi limite"]];
     let cell = |row: usize, col: usize| edge[row][col].clone();
-    assert_eq!(
-        cell(1, 3),
-        (true, "2024-02-30".into()),
-        "invalid date stays text"
-    );
-    assert_eq!(
-        cell(2, 3),
-        (false, "2024-02-29 13:45:30".into()),
-        "timestamp"
-    );
+    assert_eq!(cell(1, 3), (true, "2024-02-30".into()), "invalid date stays text");
+    assert_eq!(cell(2, 3), (false, "2024-02-29 13:45:30".into()), "timestamp");
     assert_eq!(cell(3, 3), (false, "2024-01-31 10:00:00.250".into()));
     assert_eq!(cell(4, 3), (true, "2024-01-31T10:00:00+02:00".into()));
     assert_eq!(cell(6, 3), (false, "2024-01-31".into()), "date");
@@ -1006,11 +815,7 @@ fn libreoffice_reads_the_source_values_from_the_workbook() {
     assert_eq!(cell(4, 1), (true, "+39 050 123".into()));
     assert_eq!(cell(5, 1), (true, "-5 gradi".into()));
     assert_eq!(cell(6, 1), (true, "@SOMMA(A1)".into()));
-    assert_eq!(
-        cell(2, 1),
-        (true, "a␁b␇c␟d\u{fffd}".into()),
-        "control characters"
-    );
+    assert_eq!(cell(2, 1), (true, "a␁b␇c␟d\u{fffd}".into()), "control characters");
     assert_eq!(cell(9, 1), (true, "_x0041_ non è A".into()));
     assert_eq!(cell(10, 1), (true, "A\u{fffd}B".into()));
     assert_eq!(cell(1, 2), (false, "TRUE".into()));
@@ -1018,20 +823,10 @@ fn libreoffice_reads_the_source_values_from_the_workbook() {
     assert_eq!(cell(6, 2), (false, "2".into()), "not a boolean");
     assert_eq!(cell(2, 4), (true, "inf".into()));
     assert_eq!(cell(3, 4), (true, "-inf".into()));
-    assert_eq!(
-        cell(1, 5),
-        (true, "1234567890123456789".into()),
-        "too many digits"
-    );
+    assert_eq!(cell(1, 5), (true, "1234567890123456789".into()), "too many digits");
     assert_eq!(cell(3, 5), (false, "-999999999999999".into()));
-    assert_eq!(
-        cell(1, 6),
-        (true, "dati/blob/casi limite/1-dati.pdf".into())
-    );
-    assert_eq!(
-        cell(4, 6),
-        (true, "dati/blob/casi limite/4-dati.bin".into())
-    );
+    assert_eq!(cell(1, 6), (true, "dati/blob/casi limite/1-dati.pdf".into()));
+    assert_eq!(cell(4, 6), (true, "dati/blob/casi limite/4-dati.bin".into()));
     let formula_sheet = &sheets[names["=1+2"]];
     assert_eq!(formula_sheet[1][0], (true, "=1+2".into()));
 
@@ -1060,8 +855,7 @@ fn libreoffice_reads_the_source_values_from_the_workbook() {
             }
         }
     }
-    let edge_csv =
-        parse_csv(&std::fs::read_to_string(tree.join("dati/csv/casi limite.csv")).unwrap());
+    let edge_csv = parse_csv(&std::fs::read_to_string(tree.join("dati/csv/casi limite.csv")).unwrap());
     assert_eq!(edge_csv[7][1], (true, String::new()), "empty text is \"\"");
     assert_eq!(edge_csv[8][1], (true, "riga\r\nnuova, \"citata\"".into()));
 
@@ -1075,10 +869,7 @@ fn libreoffice_reads_the_source_values_from_the_workbook() {
         let s = p.to_str().unwrap();
         if s.starts_with("xl/worksheets/sheet") && s != "xl/worksheets/sheet1.xml" {
             let xml = String::from_utf8(data.clone()).unwrap();
-            assert!(
-                xml.contains("ySplit=\"1\"") && xml.contains("state=\"frozen\""),
-                "{s}"
-            );
+            assert!(xml.contains("ySplit=\"1\"") && xml.contains("state=\"frozen\""), "{s}");
             assert!(xml.contains("<autoFilter ref=\"A1:"), "{s}");
             assert!(xml.contains("<col "), "{s}: no column widths");
             assert!(!xml.contains("<f>"), "{s}: a formula was written");
@@ -1115,33 +906,18 @@ fn tables_continue_on_further_sheets() {
         let mut opts = reversa::commands::export::ExportOptions::new(&env.path("out"));
         opts.sheet_rows = 100;
         let tenant = reversa::tenant::TenantId::parse("piccolo").unwrap();
-        reversa::commands::export::export(&agent, &tenant, &opts, &reversa::progress::Silent)
-            .await
-            .unwrap()
+        reversa::commands::export::export(&agent, &tenant, &opts, &reversa::progress::Silent).await.unwrap()
     });
     let pass = report.passphrase.as_ref().unwrap().expose().to_string();
-    assert_eq!(
-        report.tables[0].sheets,
-        ["piccola", "piccola (2)", "piccola (3)"]
-    );
-    assert_eq!(
-        report.tables[1].sheets,
-        [
-            "una_tabella_dal_nome_molto_lung",
-            "una_tabella_dal_nome_molto_ (2)"
-        ]
-    );
+    assert_eq!(report.tables[0].sheets, ["piccola", "piccola (2)", "piccola (3)"]);
+    assert_eq!(report.tables[1].sheets, ["una_tabella_dal_nome_molto_lung", "una_tabella_dal_nome_molto_ (2)"]);
     let tree = extract(&report.parts[0], &pass, &env.path("x"));
     let sheets = libreoffice(&tree.join("dati/piccolo.xlsx"), &env.path("lo"));
     let mut n = 0;
     for (sheet, rows) in [("piccola", 100), ("piccola (2)", 100), ("piccola (3)", 50)] {
         let s = &sheets[sheet];
         assert_eq!(s.len(), rows + 1, "{sheet}");
-        assert_eq!(
-            s[0],
-            [(true, "n".into()), (true, "quando".into())],
-            "{sheet}: header"
-        );
+        assert_eq!(s[0], [(true, "n".into()), (true, "quando".into())], "{sheet}: header");
         for r in &s[1..] {
             n += 1;
             assert_eq!(r[0], (false, n.to_string()), "{sheet}");
@@ -1149,23 +925,15 @@ fn tables_continue_on_further_sheets() {
         }
     }
     assert_eq!(sheets["una_tabella_dal_nome_molto_ (2)"].len(), 2);
-    let index: Vec<Vec<String>> = sheets["Indice"][1..]
-        .iter()
-        .map(|r| r.iter().map(|c| c.1.clone()).collect())
-        .collect();
+    let index: Vec<Vec<String>> =
+        sheets["Indice"][1..].iter().map(|r| r.iter().map(|c| c.1.clone()).collect()).collect();
     assert_eq!(
         index,
         [
             ["piccola", "piccola", "n, quando", "100", "1 di 3"],
             ["piccola (2)", "piccola", "n, quando", "100", "2 di 3"],
             ["piccola (3)", "piccola", "n, quando", "50", "3 di 3"],
-            [
-                "una_tabella_dal_nome_molto_lung",
-                long,
-                "n",
-                "100",
-                "1 di 2"
-            ],
+            ["una_tabella_dal_nome_molto_lung", long, "n", "100", "1 di 2"],
             ["una_tabella_dal_nome_molto_ (2)", long, "n", "1", "2 di 2"],
         ]
         .map(|r| r.map(String::from).to_vec())
@@ -1196,32 +964,16 @@ fn a_table_of_more_than_1048575_rows_continues_on_a_second_sheet() {
     drop(db);
     let e = export(&env, "grande", "out", &["--format", "xlsx"]);
     let tree = extract(&e.parts[0], &e.pass, &env.path("x"));
-    assert!(
-        !tree.join("dati/csv").exists(),
-        "--format xlsx wrote CSV files"
-    );
+    assert!(!tree.join("dati/csv").exists(), "--format xlsx wrote CSV files");
     let m = manifest(&tree);
     assert_eq!(m["tables"][0]["rows"], ROWS);
-    assert_eq!(
-        m["tables"][0]["sheets"],
-        serde_json::json!(["grande", "grande (2)"])
-    );
+    assert_eq!(m["tables"][0]["sheets"], serde_json::json!(["grande", "grande (2)"]));
     let x = env.path("xlsx");
-    let r = sevenz(&[
-        "x",
-        &format!("-o{}", x.display()),
-        tree.join("dati/grande.xlsx").to_str().unwrap(),
-    ]);
+    let r = sevenz(&["x", &format!("-o{}", x.display()), tree.join("dati/grande.xlsx").to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.all());
     let workbook = std::fs::read_to_string(x.join("xl/workbook.xml")).unwrap();
-    assert!(
-        workbook.contains("<sheet name=\"grande\" sheetId=\"2\""),
-        "{workbook}"
-    );
-    assert!(
-        workbook.contains("<sheet name=\"grande (2)\" sheetId=\"3\""),
-        "{workbook}"
-    );
+    assert!(workbook.contains("<sheet name=\"grande\" sheetId=\"2\""), "{workbook}");
+    assert!(workbook.contains("<sheet name=\"grande (2)\" sheetId=\"3\""), "{workbook}");
     let first = std::fs::read_to_string(x.join("xl/worksheets/sheet2.xml")).unwrap();
     assert!(first.contains("<dimension ref=\"A1:A1048576\"/>"));
     assert!(first.contains("<row r=\"1048576\""));
@@ -1249,28 +1001,15 @@ fn split_parts_join_into_the_same_archive() {
     let width = parts.len().to_string().len();
     for (i, p) in parts.iter().enumerate() {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            name.ends_with(&format!("-part{:0width$}.zip", i + 1)),
-            "{name}"
-        );
+        assert!(name.ends_with(&format!("-part{:0width$}.zip", i + 1)), "{name}");
         assert!(std::fs::metadata(p).unwrap().len() <= 64 << 10);
     }
     let mut names: Vec<PathBuf> = parts.clone();
     names.sort();
     assert_eq!(&names, parts);
-    let base = parts[0]
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace(&format!("-part{:0width$}.zip", 1), "");
+    let base = parts[0].file_name().unwrap().to_string_lossy().replace(&format!("-part{:0width$}.zip", 1), "");
     let note = std::fs::read_to_string(env.path(&format!("out-split/{base}-LEGGIMI.txt"))).unwrap();
-    let sha = split
-        .run
-        .stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("SHA-256 "))
-        .unwrap()
-        .to_string();
+    let sha = split.run.stdout.lines().find_map(|l| l.trim().strip_prefix("SHA-256 ")).unwrap().to_string();
     assert!(note.contains(&sha) && note.contains("cat ") && note.contains("copy /b"));
 
     // `cat` of the parts is the archive.
@@ -1281,10 +1020,7 @@ fn split_parts_join_into_the_same_archive() {
     }
     drop(out);
     use sha2::Digest;
-    assert_eq!(
-        hex::encode(sha2::Sha256::digest(std::fs::read(&joined).unwrap())),
-        sha
-    );
+    assert_eq!(hex::encode(sha2::Sha256::digest(std::fs::read(&joined).unwrap())), sha);
     let r = sevenz(&["t", &format!("-p{}", split.pass), joined.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.all());
     let a = extract(&joined, &split.pass, &env.path("x-split"));
@@ -1298,11 +1034,7 @@ fn split_parts_join_into_the_same_archive() {
     for (i, p) in parts.iter().enumerate() {
         std::fs::copy(p, vols.join(format!("{base}.zip.{:03}", i + 1))).unwrap();
     }
-    let r = sevenz(&[
-        "t",
-        &format!("-p{}", split.pass),
-        vols.join(format!("{base}.zip.001")).to_str().unwrap(),
-    ]);
+    let r = sevenz(&["t", &format!("-p{}", split.pass), vols.join(format!("{base}.zip.001")).to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.all());
 }
 
@@ -1310,57 +1042,29 @@ fn split_parts_join_into_the_same_archive() {
 fn upload_puts_the_parts_in_the_store_and_prune_removes_old_exports() {
     let env = Env::new();
     env.seed("comune-u", SMALL, 3);
-    let e = export(
-        &env,
-        "comune-u",
-        "out",
-        &["--upload", "--split-size", "1MiB"],
-    );
+    let e = export(&env, "comune-u", "out", &["--upload", "--split-size", "1MiB"]);
     assert!(e.parts.len() > 1);
-    let uploaded: Vec<String> = e
-        .run
-        .stdout
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("uploaded "))
-        .map(String::from)
-        .collect();
-    assert_eq!(
-        uploaded.len(),
-        e.parts.len() + 1,
-        "parts and the joining note"
-    );
+    let uploaded: Vec<String> =
+        e.run.stdout.lines().filter_map(|l| l.trim().strip_prefix("uploaded ")).map(String::from).collect();
+    assert_eq!(uploaded.len(), e.parts.len() + 1, "parts and the joining note");
     let id = uploaded[0].split('/').nth(2).unwrap().to_string();
     for (key, part) in uploaded.iter().zip(&e.parts) {
         assert!(key.starts_with(&format!("exports/comune-u/{id}/")), "{key}");
-        assert_eq!(
-            std::fs::read(env.path("store").join(key)).unwrap(),
-            std::fs::read(part).unwrap(),
-            "{key}"
-        );
+        assert_eq!(std::fs::read(env.path("store").join(key)).unwrap(), std::fs::read(part).unwrap(), "{key}");
     }
     // No link from a dir store: links are the S3 store's.
     assert!(!e.run.stdout.contains("download:"));
 
-    let old =
-        env.path("store/exports/comune-u/20200101T000000Z-00000000/comune-u-20200101T000000Z.zip");
+    let old = env.path("store/exports/comune-u/20200101T000000Z-00000000/comune-u-20200101T000000Z.zip");
     std::fs::create_dir_all(old.parent().unwrap()).unwrap();
     std::fs::write(&old, b"an export from long ago").unwrap();
     let list = env.run(&["exports", "list", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let ids: Vec<&str> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = v.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["20200101T000000Z-00000000", id.as_str()]);
 
     let r = env.run(&["exports", "prune"]).ok();
-    assert!(
-        r.stdout.contains("1 exports removed, 1 kept"),
-        "{}",
-        r.stdout
-    );
+    assert!(r.stdout.contains("1 exports removed, 1 kept"), "{}", r.stdout);
     assert!(!old.exists(), "the old export is still there");
     for key in &uploaded {
         assert!(env.path("store").join(key).exists(), "{key} was pruned");
@@ -1373,10 +1077,7 @@ fn run_unprivileged(env: &Env, args: &[&str]) -> Run {
     if unsafe { libc::geteuid() } != 0 {
         return env.run(args);
     }
-    let st = Command::new("chown")
-        .args(["-R", "65534:65534", env.dir.path().to_str().unwrap()])
-        .status()
-        .unwrap();
+    let st = Command::new("chown").args(["-R", "65534:65534", env.dir.path().to_str().unwrap()]).status().unwrap();
     assert!(st.success());
     let mut c = Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -1400,13 +1101,9 @@ fn bad_input_is_named_and_leaves_no_archive() {
     let pass_s = pass.to_str().unwrap().to_string();
 
     let nothing_left = |name: &str| {
-        let left: Vec<_> = std::fs::read_dir(&out)
-            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(
-            left.is_empty(),
-            "{name}: left in the output folder: {left:?}"
-        );
+        let left: Vec<_> =
+            std::fs::read_dir(&out).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "{name}: left in the output folder: {left:?}");
         assert!(!pass.exists(), "{name}: the passphrase file was left");
         let tmp: Vec<_> = std::fs::read_dir(env.path("state/tmp"))
             .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
@@ -1415,12 +1112,7 @@ fn bad_input_is_named_and_leaves_no_archive() {
     };
     let base = ["export", "--out", &out_s, "--passphrase-file", &pass_s];
     let cases: Vec<(&str, Vec<&str>, i32, Vec<String>)> = vec![
-        (
-            "unknown tenant",
-            vec!["--tenant", "nobody"],
-            1,
-            vec!["tenant nobody does not exist".into()],
-        ),
+        ("unknown tenant", vec!["--tenant", "nobody"], 1, vec!["tenant nobody does not exist".into()]),
         (
             "unknown tenant, from a generation",
             vec!["--tenant", "nobody", "--generation", &gen_id],
@@ -1429,21 +1121,11 @@ fn bad_input_is_named_and_leaves_no_archive() {
         ),
         (
             "generation that does not exist",
-            vec![
-                "--tenant",
-                "comune-b",
-                "--generation",
-                "20200101T000000Z-00000000",
-            ],
+            vec!["--tenant", "comune-b", "--generation", "20200101T000000Z-00000000"],
             1,
             vec!["generation 20200101T000000Z-00000000 does not exist".into()],
         ),
-        (
-            "invalid tenant id",
-            vec!["--tenant", "../x"],
-            2,
-            vec!["invalid tenant id".into()],
-        ),
+        ("invalid tenant id", vec!["--tenant", "../x"], 2, vec!["invalid tenant id".into()]),
         (
             "bad split size",
             vec!["--tenant", "comune-b", "--split-size", "12 parsecs"],
@@ -1456,12 +1138,7 @@ fn bad_input_is_named_and_leaves_no_archive() {
             2,
             vec!["at least 64KiB".into()],
         ),
-        (
-            "bad format",
-            vec!["--tenant", "comune-b", "--format", "xls"],
-            2,
-            vec!["unknown format \"xls\"".into()],
-        ),
+        ("bad format", vec!["--tenant", "comune-b", "--format", "xls"], 2, vec!["unknown format \"xls\"".into()]),
     ];
     for (name, extra, code, needles) in cases {
         let mut args = base.to_vec();
@@ -1469,11 +1146,7 @@ fn bad_input_is_named_and_leaves_no_archive() {
         let r = env.run(&args);
         assert_eq!(r.code, code, "{name}: exit code:\n{}", r.all());
         for n in &needles {
-            assert!(
-                r.stderr.contains(n.as_str()),
-                "{name}: no {n:?} in:\n{}",
-                r.stderr
-            );
+            assert!(r.stderr.contains(n.as_str()), "{name}: no {n:?} in:\n{}", r.stderr);
         }
         nothing_left(name);
     }
@@ -1485,23 +1158,14 @@ fn bad_input_is_named_and_leaves_no_archive() {
     let r = env.run(&args);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("already exists"), "{}", r.stderr);
-    assert_eq!(
-        std::fs::read_to_string(&pass).unwrap(),
-        "an earlier passphrase\n"
-    );
+    assert_eq!(std::fs::read_to_string(&pass).unwrap(), "an earlier passphrase\n");
     std::fs::remove_file(&pass).unwrap();
     nothing_left("existing passphrase file");
 
     // An output "folder" that is a file.
     let file_out = env.path("a-file");
     std::fs::write(&file_out, "x").unwrap();
-    let r = env.run(&[
-        "export",
-        "--tenant",
-        "comune-b",
-        "--out",
-        file_out.join("sub").to_str().unwrap(),
-    ]);
+    let r = env.run(&["export", "--tenant", "comune-b", "--out", file_out.join("sub").to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("a-file/sub"), "{}", r.stderr);
 
@@ -1515,11 +1179,7 @@ fn bad_input_is_named_and_leaves_no_archive() {
     args.extend(["--tenant", "comune-b"]);
     let r = run_unprivileged(&env, &args);
     assert_eq!(r.code, 1, "unreadable file: {}", r.all());
-    assert!(
-        r.stderr.contains("attachments/riservato.pdf") && r.stderr.contains("cannot read"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("attachments/riservato.pdf") && r.stderr.contains("cannot read"), "{}", r.stderr);
     nothing_left("unreadable file");
     std::fs::remove_file(&secret).unwrap();
 
@@ -1527,12 +1187,7 @@ fn bad_input_is_named_and_leaves_no_archive() {
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555)).unwrap();
     let r = run_unprivileged(&env, &args);
     assert_eq!(r.code, 2, "read-only output folder: {}", r.all());
-    assert!(
-        r.stderr
-            .contains(&format!("cannot write the export into {out_s}")),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains(&format!("cannot write the export into {out_s}")), "{}", r.stderr);
     nothing_left("read-only output folder");
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
 
@@ -1552,43 +1207,22 @@ fn a_link_out_of_the_tenant_is_a_warning_and_never_followed() {
     env.seed("comune-w", SMALL, 9);
     let outside = env.path("segreto-di-un-altro.txt");
     std::fs::write(&outside, "not this tenant's data").unwrap();
-    std::os::unix::fs::symlink(
-        &outside,
-        env.tenant_dir("comune-w").join("attachments/fuori"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(&outside, env.tenant_dir("comune-w").join("attachments/fuori")).unwrap();
     let out = env.path("out");
-    let r = env.run(&[
-        "export",
-        "--tenant",
-        "comune-w",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = env.run(&["export", "--tenant", "comune-w", "--out", out.to_str().unwrap()]);
     assert_eq!(r.code, 3, "warnings exit with 3:\n{}", r.all());
-    assert!(
-        r.stdout.contains("warning: ") && r.stdout.contains("fuori"),
-        "{}",
-        r.stdout
-    );
+    assert!(r.stdout.contains("warning: ") && r.stdout.contains("fuori"), "{}", r.stdout);
     let pass = printed_passphrase(&r);
     let tree = extract(&printed_parts(&r)[0], &pass, &env.path("x"));
     let m = manifest(&tree);
     let warnings = m["warnings"].to_string();
     assert!(warnings.contains("attachments/fuori"), "{warnings}");
     // The manifest is the customer's: it names paths in the tenant, not on the server.
-    assert!(
-        !warnings.contains(env.dir.path().to_str().unwrap()),
-        "{warnings}"
-    );
+    assert!(!warnings.contains(env.dir.path().to_str().unwrap()), "{warnings}");
     assert!(!tree.join("allegati/fuori").exists());
     let all = tree_files(&tree);
     for f in &all {
         let data = std::fs::read(tree.join(f)).unwrap();
-        assert!(
-            !data.windows(14).any(|w| w == b"not this tenan"),
-            "{} holds the other file's data",
-            f.display()
-        );
+        assert!(!data.windows(14).any(|w| w == b"not this tenan"), "{} holds the other file's data", f.display());
     }
 }

@@ -10,19 +10,11 @@ use crate::common::{differences, Env, SMALL};
 fn edge_tenant(env: &Env, tenant: &str) {
     env.seed(tenant, SMALL, 11);
     let t = env.tenant_dir(tenant);
-    std::os::unix::fs::symlink(
-        "../documents/=cmd|' calc'!A0.txt",
-        t.join("attachments/link-inside"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("../documents/=cmd|' calc'!A0.txt", t.join("attachments/link-inside")).unwrap();
     let outside = env.path("outside-secret.txt");
     std::fs::write(&outside, "not this tenant's data").unwrap();
     std::os::unix::fs::symlink(&outside, t.join("attachments/link-outside-absolute")).unwrap();
-    std::os::unix::fs::symlink(
-        "../../../outside-secret.txt",
-        t.join("attachments/link-outside-relative"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("../../../outside-secret.txt", t.join("attachments/link-outside-relative")).unwrap();
     std::os::unix::fs::symlink("../../", t.join("documents/link-to-root")).unwrap();
 }
 
@@ -32,29 +24,15 @@ fn round_trip_is_exact() {
     edge_tenant(&env, "comune-a");
     let m = env.backup("comune-a");
     let warnings = m["warnings"].to_string();
-    for link in [
-        "link-outside-absolute",
-        "link-outside-relative",
-        "link-to-root",
-    ] {
-        assert!(
-            warnings.contains(link),
-            "no warning names {link}: {warnings}"
-        );
+    for link in ["link-outside-absolute", "link-outside-relative", "link-to-root"] {
+        assert!(warnings.contains(link), "no warning names {link}: {warnings}");
     }
     let to = env.restore("comune-a", None);
 
     // Links that leave the tenant never appear; the rest of the tree is identical.
     let src = env.tenant_dir("comune-a");
-    for link in [
-        "attachments/link-outside-absolute",
-        "attachments/link-outside-relative",
-        "documents/link-to-root",
-    ] {
-        assert!(
-            std::fs::symlink_metadata(to.join(link)).is_err(),
-            "{link} was restored"
-        );
+    for link in ["attachments/link-outside-absolute", "attachments/link-outside-relative", "documents/link-to-root"] {
+        assert!(std::fs::symlink_metadata(to.join(link)).is_err(), "{link} was restored");
         std::fs::remove_file(src.join(link)).unwrap();
     }
     assert_eq!(differences(&src, &to), Vec::<String>::new());
@@ -75,50 +53,23 @@ fn round_trip_is_exact() {
         )
         .unwrap();
     assert_eq!((max, neg_zero, inf), (f64::MAX, 5e-324, f64::NEG_INFINITY));
-    let uv: i64 = db
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let uv: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(uv, 7);
-    let empty: i64 = db
-        .query_row("SELECT count(*) FROM sospesi", [], |r| r.get(0))
-        .unwrap();
+    let empty: i64 = db.query_row("SELECT count(*) FROM sospesi", [], |r| r.get(0)).unwrap();
     assert_eq!(empty, 0);
-    let dups: i64 = db
-        .query_row(
-            "SELECT count(*) FROM log_eventi WHERE cosa = 'duplicato'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let dups: i64 = db.query_row("SELECT count(*) FROM log_eventi WHERE cosa = 'duplicato'", [], |r| r.get(0)).unwrap();
     assert_eq!(dups, 2);
-    let typ: String = db
-        .query_row(
-            "SELECT typeof(firma) FROM pratiche WHERE firma IS NOT NULL LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let typ: String =
+        db.query_row("SELECT typeof(firma) FROM pratiche WHERE firma IS NOT NULL LIMIT 1", [], |r| r.get(0)).unwrap();
     assert_eq!(typ, "blob");
     // AUTOINCREMENT goes on from where the source was.
     let seq_src: i64 = rusqlite::Connection::open(src.join("database.sqlite"))
         .unwrap()
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'cittadini'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'cittadini'", [], |r| r.get(0))
         .unwrap();
-    let seq: i64 = db
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'cittadini'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let seq: i64 = db.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'cittadini'", [], |r| r.get(0)).unwrap();
     assert_eq!(seq, seq_src);
-    let integrity: String = db
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
 }
 
@@ -132,35 +83,23 @@ fn second_backup_of_an_unchanged_tenant_uploads_almost_nothing() {
     let added2 = second["summary"]["bytes_added"].as_u64().unwrap();
     let read2 = second["summary"]["bytes_read"].as_u64().unwrap();
     let files = first["summary"]["file_bytes"].as_u64().unwrap();
-    println!("first backup added {added1} bytes; second added {added2} bytes and read {read2} bytes (files: {files} bytes)");
-    assert!(added1 > 1_000_000);
-    assert!(
-        added2 * 100 < added1,
-        "the second backup added {added2} bytes"
+    println!(
+        "first backup added {added1} bytes; second added {added2} bytes and read {read2} bytes (files: {files} bytes)"
     );
+    assert!(added1 > 1_000_000);
+    assert!(added2 * 100 < added1, "the second backup added {added2} bytes");
     // Unchanged files are not even read: only the database is.
     assert!(read2 < files / 2, "the second backup read {read2} bytes");
     assert_eq!(second["parent"], first["id"]);
 
-    let out = env
-        .run(&["generations", "--tenant", "comune-b", "--json"])
-        .ok();
+    let out = env.run(&["generations", "--tenant", "comune-b", "--json"]).ok();
     let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
-    let text = env
-        .run(&["generations", "--tenant", "comune-b"])
-        .ok()
-        .stdout;
-    assert!(
-        text.contains(first["id"].as_str().unwrap()) && text.contains("ADDED"),
-        "{text}"
-    );
+    let text = env.run(&["generations", "--tenant", "comune-b"]).ok().stdout;
+    assert!(text.contains(first["id"].as_str().unwrap()) && text.contains("ADDED"), "{text}");
     // The first generation still restores exactly after the second.
     let to = env.restore("comune-b", Some(first["id"].as_str().unwrap()));
-    assert_eq!(
-        differences(&env.tenant_dir("comune-b"), &to),
-        Vec::<String>::new()
-    );
+    assert_eq!(differences(&env.tenant_dir("comune-b"), &to), Vec::<String>::new());
 }
 
 /// Each way the store can be damaged, detected by `check --read-data` and by restore, with the
@@ -175,10 +114,7 @@ fn tampering_is_detected_and_named() {
         std::fs::write(path, b).unwrap();
     }
     fn first_pack(env: &Env, t: &str) -> std::path::PathBuf {
-        env.store_files(&format!("tenants/{t}/data"))
-            .into_iter()
-            .next()
-            .unwrap()
+        env.store_files(&format!("tenants/{t}/data")).into_iter().next().unwrap()
     }
     let cases: Vec<(&str, Tamper)> = vec![
         ("bit flipped in a pack", |env| {
@@ -199,32 +135,18 @@ fn tampering_is_detected_and_named() {
             mine.file_name().unwrap().to_string_lossy().into()
         }),
         ("index file damaged", |env| {
-            let p = env
-                .store_files("tenants/t1/index")
-                .into_iter()
-                .next()
-                .unwrap();
+            let p = env.store_files("tenants/t1/index").into_iter().next().unwrap();
             flip(&p, 100);
             p.file_name().unwrap().to_string_lossy().into()
         }),
         ("manifest damaged", |env| {
-            let p = env
-                .store_files("tenants/t1/generations")
-                .into_iter()
-                .next()
-                .unwrap();
+            let p = env.store_files("tenants/t1/generations").into_iter().next().unwrap();
             flip(&p, 80);
             p.file_name().unwrap().to_string_lossy().into()
         }),
         ("manifest moved to another tenant", |env| {
-            let p = env
-                .store_files("tenants/t2/generations")
-                .into_iter()
-                .next()
-                .unwrap();
-            let dest = env
-                .path("store/tenants/t1/generations")
-                .join(p.file_name().unwrap());
+            let p = env.store_files("tenants/t2/generations").into_iter().next().unwrap();
+            let dest = env.path("store/tenants/t1/generations").join(p.file_name().unwrap());
             std::fs::copy(&p, &dest).unwrap();
             dest.file_name().unwrap().to_string_lossy().into()
         }),
@@ -239,29 +161,13 @@ fn tampering_is_detected_and_named() {
         let object = tamper(&env);
         let check = env.run(&["check", "--tenant", "t1", "--read-data"]);
         assert_ne!(check.code, 0, "{name}: check passed:\n{}", check.all());
-        assert!(
-            check.all().contains(&object),
-            "{name}: check does not name {object}:\n{}",
-            check.all()
-        );
+        assert!(check.all().contains(&object), "{name}: check does not name {object}:\n{}", check.all());
         let to = env.path("restore-target");
         let restore = env.run(&["restore", "--tenant", "t1", "--to", to.to_str().unwrap()]);
-        assert_ne!(
-            restore.code,
-            0,
-            "{name}: restore succeeded:\n{}",
-            restore.all()
-        );
-        assert!(
-            restore.all().contains(&object),
-            "{name}: restore does not name {object}:\n{}",
-            restore.all()
-        );
+        assert_ne!(restore.code, 0, "{name}: restore succeeded:\n{}", restore.all());
+        assert!(restore.all().contains(&object), "{name}: restore does not name {object}:\n{}", restore.all());
         // Nothing half-written under the final names.
-        assert!(
-            !to.join("database.sqlite").exists(),
-            "{name}: a partial database was left"
-        );
+        assert!(!to.join("database.sqlite").exists(), "{name}: a partial database was left");
         println!("{name}: detected, named {object}");
     }
 }
@@ -272,11 +178,7 @@ fn wrong_master_key_is_a_clear_error() {
     env.seed("t1", SMALL, 1);
     env.backup("t1");
     let wrong = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
-    let out = env
-        .cmd(&["check", "--tenant", "t1"])
-        .env("REVERSA_MASTER_KEY", &wrong)
-        .output()
-        .unwrap();
+    let out = env.cmd(&["check", "--tenant", "t1"]).env("REVERSA_MASTER_KEY", &wrong).output().unwrap();
     let r: crate::common::Run = out.into();
     assert_eq!(r.code, 5, "{}", r.all());
     assert!(r.stderr.contains("wrong master key"), "{}", r.stderr);
@@ -289,9 +191,7 @@ fn wrong_master_key_is_a_clear_error() {
 fn a_file_changing_during_backup_is_never_stored_torn_silently() {
     let env = Env::new();
     env.seed("t1", SMALL, 1);
-    let path = env
-        .tenant_dir("t1")
-        .join("attachments/registro-in-scrittura.bin");
+    let path = env.tenant_dir("t1").join("attachments/registro-in-scrittura.bin");
     const SIZE: usize = 24 << 20;
     std::fs::write(&path, vec![0u8; SIZE]).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -314,17 +214,12 @@ fn a_file_changing_during_backup_is_never_stored_torn_silently() {
     let m = env.backup("t1");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
-    let warned = m["warnings"]
-        .to_string()
-        .contains("registro-in-scrittura.bin");
+    let warned = m["warnings"].to_string().contains("registro-in-scrittura.bin");
     let to = env.restore("t1", None);
     let restored = std::fs::read(to.join("attachments/registro-in-scrittura.bin")).unwrap();
     let uniform = restored.len() == SIZE && restored.iter().all(|b| *b == restored[0]);
     println!("warned: {warned}, restored content uniform: {uniform}");
-    assert!(
-        warned || uniform,
-        "a torn file was stored without a warning"
-    );
+    assert!(warned || uniform, "a torn file was stored without a warning");
 }
 
 /// SIGKILL in the middle of a backup: the next backup succeeds, check is clean, and no half
@@ -332,15 +227,7 @@ fn a_file_changing_during_backup_is_never_stored_torn_silently() {
 #[test]
 fn a_backup_killed_midway_leaves_no_half_generation() {
     let env = Env::new();
-    env.seed(
-        "big",
-        reversa::seed::Scale {
-            rows: 2_000,
-            file_bytes: 160 << 20,
-            incompressible: 0.9,
-        },
-        5,
-    );
+    env.seed("big", reversa::seed::Scale { rows: 2_000, file_bytes: 160 << 20, incompressible: 0.9 }, 5);
     let mut child = env.cmd(&["backup", "--tenant", "big"]).spawn().unwrap();
     // Kill it once it has written at least one pack but before it finishes.
     let started = Instant::now();
@@ -349,36 +236,20 @@ fn a_backup_killed_midway_leaves_no_half_generation() {
             break;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "the backup finished ({status}) before it could be killed; make the tenant bigger"
-            );
+            panic!("the backup finished ({status}) before it could be killed; make the tenant bigger");
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no pack appeared"
-        );
+        assert!(started.elapsed() < Duration::from_secs(120), "no pack appeared");
         std::thread::sleep(Duration::from_millis(5));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    let gens: serde_json::Value = serde_json::from_str(
-        &env.run(&["generations", "--tenant", "big", "--json"])
-            .ok()
-            .stdout,
-    )
-    .unwrap();
-    assert_eq!(
-        gens.as_array().unwrap().len(),
-        0,
-        "a half generation is listed"
-    );
+    let gens: serde_json::Value =
+        serde_json::from_str(&env.run(&["generations", "--tenant", "big", "--json"]).ok().stdout).unwrap();
+    assert_eq!(gens.as_array().unwrap().len(), 0, "a half generation is listed");
     // The lock left behind by the dead process does not block the next backup.
     let m = env.backup("big");
     let check = env.run(&["check", "--tenant", "big", "--read-data"]).ok();
     println!("{}", check.stdout);
     let to = env.restore("big", Some(m["id"].as_str().unwrap()));
-    assert_eq!(
-        differences(&env.tenant_dir("big"), &to),
-        Vec::<String>::new()
-    );
+    assert_eq!(differences(&env.tenant_dir("big"), &to), Vec::<String>::new());
 }

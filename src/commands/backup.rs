@@ -51,11 +51,7 @@ pub struct BackupReport {
 }
 
 /// Back up one tenant into a new generation.
-pub async fn backup(
-    agent: &Agent,
-    tenant: &TenantId,
-    progress: &dyn Progress,
-) -> Result<BackupReport> {
+pub async fn backup(agent: &Agent, tenant: &TenantId, progress: &dyn Progress) -> Result<BackupReport> {
     let started = Instant::now();
     let tenant_dir = agent.tenant_dir(tenant)?;
     let repo = agent.repository(tenant, true).await?;
@@ -78,12 +74,7 @@ async fn run(
     let tenant = repo.tenant().clone();
     let index = Arc::new(repo.load_index().await?);
     let parent = repo.list_generations().await?.pop();
-    let cache_path = agent
-        .config
-        .state
-        .dir
-        .join("cache")
-        .join(format!("{tenant}.files.sqlite"));
+    let cache_path = agent.config.state.dir.join("cache").join(format!("{tenant}.files.sqlite"));
     let spool_dir = agent.config.state.dir.join("tmp");
     std::fs::create_dir_all(&spool_dir).map_err(|cause| Error::Io {
         what: "cannot create",
@@ -96,9 +87,7 @@ async fn run(
     let (sealed_tx, sealed_rx) = sync_channel::<(BlobId, Vec<u8>)>(4);
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<([u8; 32], Vec<u8>, Vec<PackBlob>)>(1);
 
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let mut sealers = Vec::new();
     for _ in 0..workers {
@@ -140,10 +129,7 @@ async fn run(
         r = async { tokio::join!(uploader, reader_handle) } => r,
         _ = ticker => unreachable!("the ticker never ends"),
     };
-    let sealer_results: Vec<_> = sealers
-        .into_iter()
-        .map(|h| h.join().expect("sealer thread panicked"))
-        .collect();
+    let sealer_results: Vec<_> = sealers.into_iter().map(|h| h.join().expect("sealer thread panicked")).collect();
     let packer_result = packer.join().expect("packer thread panicked");
     let reader_result = reader_result.expect("reader task panicked");
 
@@ -222,8 +208,7 @@ fn pack_loop(
     let send = |pack: PackBuilder| {
         let id = pack.id;
         let (bytes, blobs) = pack.finish(keys);
-        tx.blocking_send((id, bytes, blobs))
-            .map_err(|_| pipeline_stopped())
+        tx.blocking_send((id, bytes, blobs)).map_err(|_| pipeline_stopped())
     };
     for (id, sealed) in rx {
         pack.add(id, &sealed);
@@ -249,11 +234,7 @@ async fn upload_loop(
 ) -> Result<Uploaded> {
     let mut in_flight = tokio::task::JoinSet::new();
     let mut done: Vec<([u8; 32], Vec<PackBlob>)> = Vec::new();
-    let mut stats = Uploaded {
-        bytes: 0,
-        packs: 0,
-        blobs: 0,
-    };
+    let mut stats = Uploaded { bytes: 0, packs: 0, blobs: 0 };
     let mut received_all = false;
     while !received_all || !in_flight.is_empty() {
         tokio::select! {
@@ -334,20 +315,12 @@ impl Reader {
 
     /// Cut what the chunker holds into blobs, sending the ones the repository lacks.
     fn emit(&mut self, finish: bool, blobs: &mut Vec<String>) -> Result<()> {
-        let Reader {
-            keys,
-            index,
-            tx,
-            chunker,
-            sent,
-            ..
-        } = self;
+        let Reader { keys, index, tx, chunker, sent, .. } = self;
         let mut take = |chunk: &[u8]| -> Result<()> {
             let id = keys.blob_id(chunk);
             blobs.push(hex::encode(id));
             if !index.contains(&id) && sent.insert(id) {
-                tx.send((id, chunk.to_vec()))
-                    .map_err(|_| pipeline_stopped())?;
+                tx.send((id, chunk.to_vec())).map_err(|_| pipeline_stopped())?;
             }
             Ok(())
         };
@@ -358,12 +331,7 @@ impl Reader {
         }
     }
 
-    fn read_tenant(
-        mut self,
-        tenant_dir: &Path,
-        cache_path: &Path,
-        spool_dir: &Path,
-    ) -> Result<ReadResult> {
+    fn read_tenant(mut self, tenant_dir: &Path, cache_path: &Path, spool_dir: &Path) -> Result<ReadResult> {
         let spool = tempfile::NamedTempFile::new_in(spool_dir).map_err(|cause| Error::Io {
             what: "cannot create a temporary file in",
             path: spool_dir.into(),
@@ -391,14 +359,7 @@ impl Reader {
         for w in table_warnings {
             self.warn(w);
         }
-        line(
-            &mut catalog,
-            &Entry::Schema {
-                objects,
-                user_version,
-                application_id,
-            },
-        )?;
+        line(&mut catalog, &Entry::Schema { objects, user_version, application_id })?;
         for spec in tables {
             let mut blobs = Vec::new();
             let (mut n, mut bytes) = (0u64, 0u64);
@@ -436,10 +397,7 @@ impl Reader {
         // Files.
         let mut cache = FileCache::open(cache_path)
             .map_err(|e| {
-                self.warn(format!(
-                    "file cache {} is unusable ({e}); every file is read",
-                    cache_path.display()
-                ));
+                self.warn(format!("file cache {} is unusable ({e}); every file is read", cache_path.display()));
             })
             .ok();
         let mut walk_warnings = Vec::new();
@@ -447,21 +405,16 @@ impl Reader {
             tenant_dir,
             |item| -> Result<()> {
                 let entry = match item {
-                    Item::Dir { rel, meta } => Entry::Dir {
-                        path: EntryPath::from_bytes(&rel),
-                        mode: meta.mode,
-                        mtime_ns: meta.mtime_ns,
-                    },
-                    Item::Symlink { rel, target } => Entry::Symlink {
-                        path: EntryPath::from_bytes(&rel),
-                        target: EntryPath::from_bytes(&target),
-                    },
-                    Item::File { rel, abs, meta } => {
-                        match self.read_file(&rel, &abs, meta, cache.as_mut())? {
-                            Some(e) => e,
-                            None => return Ok(()),
-                        }
+                    Item::Dir { rel, meta } => {
+                        Entry::Dir { path: EntryPath::from_bytes(&rel), mode: meta.mode, mtime_ns: meta.mtime_ns }
                     }
+                    Item::Symlink { rel, target } => {
+                        Entry::Symlink { path: EntryPath::from_bytes(&rel), target: EntryPath::from_bytes(&target) }
+                    }
+                    Item::File { rel, abs, meta } => match self.read_file(&rel, &abs, meta, cache.as_mut())? {
+                        Some(e) => e,
+                        None => return Ok(()),
+                    },
                 };
                 line(&mut catalog, &entry)
             },
@@ -498,13 +451,7 @@ impl Reader {
             self.emit(false, &mut catalog_blobs)?;
         }
         self.emit(true, &mut catalog_blobs)?;
-        Ok(ReadResult {
-            catalog: catalog_blobs,
-            summary: self.summary,
-            warnings: self.warnings,
-            snapshot_time,
-            cache,
-        })
+        Ok(ReadResult { catalog: catalog_blobs, summary: self.summary, warnings: self.warnings, snapshot_time, cache })
     }
 
     /// Back up one file. Unchanged files (same path, size, mtime, ctime and inode as in the cache,
@@ -521,10 +468,7 @@ impl Reader {
         let mut cache = cache;
         if let Some(c) = cache.as_deref_mut() {
             if let Some(blobs) = c.lookup(rel, &meta) {
-                let ids: Option<Vec<BlobId>> = blobs
-                    .iter()
-                    .map(|b| crate::repository::parse_blob_id(b))
-                    .collect();
+                let ids: Option<Vec<BlobId>> = blobs.iter().map(|b| crate::repository::parse_blob_id(b)).collect();
                 if ids.is_some_and(|ids| ids.iter().all(|id| self.index.contains(id))) {
                     c.record(rel, &meta, &blobs);
                     self.summary.files += 1;
@@ -557,10 +501,7 @@ impl Reader {
             let before = match f.metadata() {
                 Ok(m) => FileMeta::of(&m),
                 Err(e) => {
-                    self.warn(format!(
-                        "cannot read {}: {e}; it is not in this generation",
-                        abs.display()
-                    ));
+                    self.warn(format!("cannot read {}: {e}; it is not in this generation", abs.display()));
                     return Ok(None);
                 }
             };
@@ -571,10 +512,7 @@ impl Reader {
                     Ok(n) => n,
                     Err(e) => {
                         self.chunker.finish(|_| Ok::<_, ()>(())).ok();
-                        self.warn(format!(
-                            "cannot read {}: {e}; it is not in this generation",
-                            abs.display()
-                        ));
+                        self.warn(format!("cannot read {}: {e}; it is not in this generation", abs.display()));
                         return Ok(None);
                     }
                 };
@@ -589,9 +527,7 @@ impl Reader {
             self.emit(true, &mut blobs)?;
             self.summary.bytes_read += size;
             let after = f.metadata().map(|m| FileMeta::of(&m)).ok();
-            let still = std::fs::symlink_metadata(abs)
-                .map(|m| FileMeta::of(&m))
-                .ok();
+            let still = std::fs::symlink_metadata(abs).map(|m| FileMeta::of(&m)).ok();
             let consistent = after == Some(before) && still == Some(before) && size == before.size;
             if consistent || attempt == READ_ATTEMPTS {
                 if !consistent {
@@ -644,11 +580,9 @@ impl FileCache {
     fn lookup(&self, rel: &[u8], m: &FileMeta) -> Option<Vec<String>> {
         let row: Option<(i64, String, String, i64, String)> = self
             .conn
-            .query_row(
-                "SELECT size, mtime, ctime, inode, blobs FROM files WHERE path = ?1",
-                [rel],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
+            .query_row("SELECT size, mtime, ctime, inode, blobs FROM files WHERE path = ?1", [rel], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .ok();
         let (size, mtime, ctime, inode, blobs) = row?;
         (size as u64 == m.size
@@ -678,9 +612,7 @@ impl FileCache {
     }
 
     fn commit(self) {
-        let res = self
-            .conn
-            .execute_batch("DROP TABLE files; ALTER TABLE files_next RENAME TO files; COMMIT;");
+        let res = self.conn.execute_batch("DROP TABLE files; ALTER TABLE files_next RENAME TO files; COMMIT;");
         if let Err(e) = res {
             tracing::warn!(error = %e, "could not save the file cache; the next backup reads every file");
         }

@@ -34,21 +34,11 @@ impl CheckReport {
     }
 }
 
-pub async fn check(
-    agent: &Agent,
-    tenant: &TenantId,
-    read_data: bool,
-    progress: &dyn Progress,
-) -> Result<CheckReport> {
+pub async fn check(agent: &Agent, tenant: &TenantId, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
     let repo = agent.repository(tenant, false).await?;
-    let mut report = CheckReport {
-        tenant: tenant.to_string(),
-        ..Default::default()
-    };
+    let mut report = CheckReport { tenant: tenant.to_string(), ..Default::default() };
     let (index, damaged) = repo.load_index_tolerant().await?;
-    report
-        .problems
-        .extend(damaged.into_iter().map(|e| e.to_string()));
+    report.problems.extend(damaged.into_iter().map(|e| e.to_string()));
     report.index_files = index.files.len();
     report.blobs = index.blobs.len();
 
@@ -60,19 +50,14 @@ pub async fn check(
             Some(id) if obj.key == repo.pack_key(&id) => {
                 stored.insert(id, obj.size);
             }
-            _ => report.problems.push(format!(
-                "{}: not a pack (unexpected object in the data folder)",
-                obj.key
-            )),
+            _ => report.problems.push(format!("{}: not a pack (unexpected object in the data folder)", obj.key)),
         }
     }
     report.packs = stored.len();
     let indexed: HashSet<[u8; 32]> = index.packs.iter().copied().collect();
     for (id, size) in &stored {
         if !indexed.contains(id) {
-            report
-                .unreferenced_packs
-                .push(format!("{} ({size} bytes)", repo.pack_key(id)));
+            report.unreferenced_packs.push(format!("{} ({size} bytes)", repo.pack_key(id)));
         }
     }
     report.unreferenced_packs.sort();
@@ -132,9 +117,7 @@ async fn check_generation(
         for b in blobs {
             match parse_blob_id(&b) {
                 Some(bid) if index.contains(&bid) => {}
-                _ => problems.push(format!(
-                    "generation {id}: {what}: blob {b} is not in any index (data lost)"
-                )),
+                _ => problems.push(format!("generation {id}: {what}: blob {b} is not in any index (data lost)")),
             }
         }
     }
@@ -152,10 +135,7 @@ async fn read_packs(
     // What the index says each pack holds, to compare with the pack's own header.
     let mut expected: HashMap<[u8; 32], Vec<([u8; 32], u64, u32)>> = HashMap::new();
     for (bid, loc) in &index.blobs {
-        expected
-            .entry(index.packs[loc.pack as usize])
-            .or_default()
-            .push((*bid, loc.offset, loc.length));
+        expected.entry(index.packs[loc.pack as usize]).or_default().push((*bid, loc.offset, loc.length));
     }
     let mut ids: Vec<[u8; 32]> = stored.keys().copied().collect();
     ids.sort();
@@ -197,14 +177,10 @@ async fn read_packs(
                         }
                     }
                     for b in blobs {
-                        let sealed =
-                            &bytes[b.offset as usize..(b.offset + b.length as u64) as usize];
+                        let sealed = &bytes[b.offset as usize..(b.offset + b.length as u64) as usize];
                         n += 1;
                         if let Err(cause) = open_blob(&keys, &b.id, sealed) {
-                            problems.push(format!(
-                                "{key2}: blob {} is damaged: {cause}",
-                                hex::encode(b.id)
-                            ));
+                            problems.push(format!("{key2}: blob {} is damaged: {cause}", hex::encode(b.id)));
                         }
                     }
                 }

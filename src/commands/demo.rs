@@ -26,11 +26,8 @@ pub struct DemoReport {
 
 pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     let started = Instant::now();
-    let base = std::path::absolute(base).map_err(|cause| Error::Io {
-        what: "cannot resolve",
-        path: base.into(),
-        cause,
-    })?;
+    let base =
+        std::path::absolute(base).map_err(|cause| Error::Io { what: "cannot resolve", path: base.into(), cause })?;
     let source = base.join("source");
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
@@ -38,24 +35,15 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     };
     for (i, t) in TENANTS.iter().enumerate() {
         if !source.join(t).exists() {
-            seed_tenant(&source, t, Scale::DEMO, i as u64 + 1)
-                .map_err(io("cannot write sample data to", &source))?;
+            seed_tenant(&source, t, Scale::DEMO, i as u64 + 1).map_err(io("cannot write sample data to", &source))?;
         }
     }
     let key_file = base.join("master.key");
     let config = Config {
-        source: SourceConfig::Sqlite {
-            root: source.clone(),
-        },
-        store: StoreConfig::Dir {
-            path: base.join("store"),
-        },
-        keys: KeysConfig {
-            master_key_file: Some(key_file.clone()),
-        },
-        state: StateConfig {
-            dir: base.join("state"),
-        },
+        source: SourceConfig::Sqlite { root: source.clone() },
+        store: StoreConfig::Dir { path: base.join("store") },
+        keys: KeysConfig { master_key_file: Some(key_file.clone()) },
+        state: StateConfig { dir: base.join("state") },
         exports: Default::default(),
     };
     let config_file = base.join("reversa.toml");
@@ -68,8 +56,8 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     );
     std::fs::write(&config_file, text).map_err(io("cannot write", &config_file))?;
     // The demo's own key file; an existing one (from an earlier run) is reused.
-    let generate = (!key_file.exists() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none())
-        .then_some(key_file.as_path());
+    let generate =
+        (!key_file.exists() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none()).then_some(key_file.as_path());
     init::init(&config, generate).await?;
     let agent = Agent::open(config).await?;
 
@@ -83,10 +71,7 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     let restored = restore::restore(&agent, &tenant, None, &restored_to, true, progress).await?;
     let differences = compare_tenant(&source.join(TENANTS[0]), &restored_to)?;
     if !differences.is_empty() {
-        return Err(Error::Failed(format!(
-            "the restored tenant differs from the source: {}",
-            differences.join("; ")
-        )));
+        return Err(Error::Failed(format!("the restored tenant differs from the source: {}", differences.join("; "))));
     }
     Ok(DemoReport {
         source_bytes: du(&source),
@@ -124,19 +109,14 @@ pub fn compare_tenant(a: &Path, b: &Path) -> Result<Vec<String>> {
     let da = rusqlite::Connection::open(a.join(crate::source::DATABASE_FILE)).map_err(db_err)?;
     da.execute_batch(&format!(
         "ATTACH DATABASE '{}' AS r",
-        b.join(crate::source::DATABASE_FILE)
-            .display()
-            .to_string()
-            .replace('\'', "''")
+        b.join(crate::source::DATABASE_FILE).display().to_string().replace('\'', "''")
     ))
     .map_err(db_err)?;
     let schema = |db: &str| -> Result<Vec<(String, String, Option<String>)>> {
         let mut st = da
             .prepare(&format!("SELECT type, name, sql FROM {db}.sqlite_master WHERE name NOT LIKE 'sqlite_autoindex%' ORDER BY type, name"))
             .map_err(db_err)?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(db_err)?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(db_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
     };
     let (sa, sb) = (schema("main")?, schema("r")?);
@@ -149,26 +129,17 @@ pub fn compare_tenant(a: &Path, b: &Path) -> Result<Vec<String>> {
         }
         let q = crate::source::sqlite::quote(name);
         // EXCEPT compares values with types; both directions and the counts catch duplicates.
-        let count =
-            |sql: &str| -> Result<i64> { da.query_row(sql, [], |r| r.get(0)).map_err(db_err) };
+        let count = |sql: &str| -> Result<i64> { da.query_row(sql, [], |r| r.get(0)).map_err(db_err) };
         let types = typeof_all(&da, name)?;
         let typed = |db: &str| format!("SELECT *, {types} FROM {db}.{q}");
-        let only_a = count(&format!(
-            "SELECT count(*) FROM ({} EXCEPT {})",
-            typed("main"),
-            typed("r")
-        ))?;
-        let only_b = count(&format!(
-            "SELECT count(*) FROM ({} EXCEPT {})",
-            typed("r"),
-            typed("main")
-        ))?;
-        let (na, nb) = (
-            count(&format!("SELECT count(*) FROM main.{q}"))?,
-            count(&format!("SELECT count(*) FROM r.{q}"))?,
-        );
+        let only_a = count(&format!("SELECT count(*) FROM ({} EXCEPT {})", typed("main"), typed("r")))?;
+        let only_b = count(&format!("SELECT count(*) FROM ({} EXCEPT {})", typed("r"), typed("main")))?;
+        let (na, nb) =
+            (count(&format!("SELECT count(*) FROM main.{q}"))?, count(&format!("SELECT count(*) FROM r.{q}"))?);
         if only_a + only_b > 0 || na != nb {
-            diffs.push(format!("table {name}: {only_a} rows only in the source, {only_b} only in the restore, {na} vs {nb} rows"));
+            diffs.push(format!(
+                "table {name}: {only_a} rows only in the source, {only_b} only in the restore, {na} vs {nb} rows"
+            ));
         }
     }
     for top in crate::source::FILE_FOLDERS {
@@ -181,14 +152,9 @@ fn typeof_all(db: &rusqlite::Connection, table: &str) -> Result<String> {
     let mut st = db
         .prepare("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0")
         .map_err(|e| Error::Failed(e.to_string()))?;
-    let cols: Vec<String> = st
-        .query_map([table], |r| r.get(0))
-        .and_then(|r| r.collect())
-        .map_err(|e| Error::Failed(e.to_string()))?;
-    let mut parts: Vec<String> = cols
-        .iter()
-        .map(|c| format!("typeof({})", crate::source::sqlite::quote(c)))
-        .collect();
+    let cols: Vec<String> =
+        st.query_map([table], |r| r.get(0)).and_then(|r| r.collect()).map_err(|e| Error::Failed(e.to_string()))?;
+    let mut parts: Vec<String> = cols.iter().map(|c| format!("typeof({})", crate::source::sqlite::quote(c))).collect();
     if parts.is_empty() {
         parts.push("0".into());
     }
@@ -210,12 +176,7 @@ fn compare_tree(a: &Path, b: &Path, diffs: &mut Vec<String>) {
         diffs.push(format!("{}: different kinds", a.display()));
     } else if ma.is_dir() {
         let names = |p: &Path| -> Vec<std::ffi::OsString> {
-            let mut v: Vec<_> = std::fs::read_dir(p)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name())
-                .collect();
+            let mut v: Vec<_> = std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.file_name()).collect();
             v.sort();
             v
         };

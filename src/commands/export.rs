@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use super::{Agent, Error, Result};
 use crate::export::archive::{self, Passphrase, SplitWriter};
 use crate::export::read::{self, LiveRead};
-use crate::export::{
-    texts, xlsx, Counters, Event, ExportError, Exporter, Formats, Settings, SourceInfo, TableInfo,
-};
+use crate::export::{texts, xlsx, Counters, Event, ExportError, Exporter, Formats, Settings, SourceInfo, TableInfo};
 use crate::progress::Progress;
 use crate::store::Body;
 use crate::tenant::TenantId;
@@ -48,10 +46,7 @@ impl ExportOptions {
         ExportOptions {
             generation: None,
             out: out.into(),
-            formats: Formats {
-                xlsx: true,
-                csv: true,
-            },
+            formats: Formats { xlsx: true, csv: true },
             split_size: 512 << 20,
             passphrase_file: None,
             upload: false,
@@ -122,10 +117,7 @@ impl Drop for Cleanup {
         }
         if let Ok(rd) = fs::read_dir(&self.out) {
             for e in rd.flatten() {
-                if e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&self.temp_prefix)
-                {
+                if e.file_name().to_string_lossy().starts_with(&self.temp_prefix) {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -137,10 +129,7 @@ impl Drop for Cleanup {
 }
 
 fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
-    move |cause| ExportError::OutDir {
-        path: path.into(),
-        cause,
-    }
+    move |cause| ExportError::OutDir { path: path.into(), cause }
 }
 
 pub async fn export(
@@ -163,18 +152,13 @@ pub async fn export(
             let repo = agent.repository(tenant, false).await?;
             let manifest = repo.resolve_generation(Some(g)).await?;
             let index = repo.load_index().await?;
-            Input::Generation(Box::new(GenerationInput {
-                repo,
-                manifest,
-                index,
-            }))
+            Input::Generation(Box::new(GenerationInput { repo, manifest, index }))
         }
     };
 
     fs::create_dir_all(&opts.out).map_err(out_err(&opts.out))?;
     let temp_prefix = format!(".{base}-{}.partial", &export_id[export_id.len() - 8..]);
-    let split = SplitWriter::create(&opts.out, &temp_prefix, opts.split_size)
-        .map_err(out_err(&opts.out))?;
+    let split = SplitWriter::create(&opts.out, &temp_prefix, opts.split_size).map_err(out_err(&opts.out))?;
     let mut cleanup = Cleanup {
         out: opts.out.clone(),
         temp_prefix,
@@ -190,28 +174,17 @@ pub async fn export(
         cleanup.passphrase_file = Some(path.clone());
     }
 
-    let work = agent
-        .config
-        .state
-        .dir
-        .join("tmp")
-        .join(format!("export-{export_id}"));
+    let work = agent.config.state.dir.join("tmp").join(format!("export-{export_id}"));
     // The work folder holds the tenant's data in clear until it is encrypted: only this user
     // may enter it.
     std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
         .create(&work)
-        .map_err(|cause| Error::Io {
-            what: "cannot create",
-            path: work.clone(),
-            cause,
-        })?;
+        .map_err(|cause| Error::Io { what: "cannot create", path: work.clone(), cause })?;
     cleanup.work = Some(work.clone());
 
     let counters = Arc::new(Counters::default());
     let total = match &input {
-        Input::Generation(g) => {
-            Some(g.manifest.summary.table_bytes + g.manifest.summary.file_bytes)
-        }
+        Input::Generation(g) => Some(g.manifest.summary.table_bytes + g.manifest.summary.file_bytes),
         Input::Live(_) => None,
     };
     progress.phase(&format!("export {tenant}"), total);
@@ -243,11 +216,7 @@ pub async fn export(
                         .expect("export reader panicked")
                 }
                 Input::Generation(g) => {
-                    let GenerationInput {
-                        repo,
-                        manifest,
-                        index,
-                    } = &**g;
+                    let GenerationInput { repo, manifest, index } = &**g;
                     let catalog = repo.fetch_catalog(index, manifest, &work).await?;
                     let r = read::read_generation(repo, index, &catalog, &manifest.id, &tx).await;
                     drop(tx);
@@ -260,25 +229,14 @@ pub async fn export(
         // The first real cause: a reader that stopped because the writer failed reports only
         // "stopped", and the other way round.
         let (live, ex): (Option<LiveRead>, Exporter) = match (fed, written) {
-            (Err(ExportError::Stopped), Err(e)) | (Err(e), _) | (Ok(_), Err(e)) => {
-                return Err(Error::from(e))
-            }
+            (Err(ExportError::Stopped), Err(e)) | (Err(e), _) | (Ok(_), Err(e)) => return Err(Error::from(e)),
             (Ok(live), Ok(ex)) => (live, ex),
         };
         let (source, warnings) = match (&input, live) {
-            (Input::Live(_), Some(l)) => (
-                SourceInfo::Live {
-                    time: l.snapshot_time,
-                },
-                l.warnings,
-            ),
-            (Input::Generation(g), _) => (
-                SourceInfo::Generation {
-                    id: g.manifest.id.clone(),
-                    time: g.manifest.time.clone(),
-                },
-                Vec::new(),
-            ),
+            (Input::Live(_), Some(l)) => (SourceInfo::Live { time: l.snapshot_time }, l.warnings),
+            (Input::Generation(g), _) => {
+                (SourceInfo::Generation { id: g.manifest.id.clone(), time: g.manifest.time.clone() }, Vec::new())
+            }
             (Input::Live(_), None) => unreachable!("the live reader reports what it read"),
         };
         let finish = {
@@ -296,9 +254,7 @@ pub async fn export(
             let mtime = archive::zip_time(now.as_nanosecond());
             tokio::task::spawn_blocking(move || {
                 let f = ex.finish(&source, &created, &warnings)?;
-                counters
-                    .inner_size
-                    .store(f.inner_size, std::sync::atomic::Ordering::Relaxed);
+                counters.inner_size.store(f.inner_size, std::sync::atomic::Ordering::Relaxed);
                 let (parts, sha) = archive::write_outer(
                     split,
                     &f.inner,
@@ -325,11 +281,7 @@ pub async fn export(
                 last = 0;
                 progress.phase("AES-256", Some(inner));
             }
-            let now = if encrypting {
-                Counters::get(&c.encrypted)
-            } else {
-                Counters::get(&c.bytes)
-            };
+            let now = if encrypting { Counters::get(&c.encrypted) } else { Counters::get(&c.bytes) };
             progress.bytes(now.saturating_sub(last));
             last = now;
             progress.item(&format!(
@@ -350,9 +302,7 @@ pub async fn export(
         vec![opts.out.join(format!("{base}.zip"))]
     } else {
         let width = temp_parts.len().to_string().len();
-        (1..=temp_parts.len())
-            .map(|i| opts.out.join(format!("{base}-part{i:0width$}.zip")))
-            .collect()
+        (1..=temp_parts.len()).map(|i| opts.out.join(format!("{base}-part{i:0width$}.zip"))).collect()
     };
     for (tmp, fin) in temp_parts.iter().zip(&finals) {
         if fin.exists() {
@@ -409,11 +359,7 @@ pub async fn export(
         tables: finished.tables,
         files: finished.files,
         file_bytes: finished.file_bytes,
-        passphrase: if passphrase_file.is_some() {
-            None
-        } else {
-            Some(passphrase)
-        },
+        passphrase: if passphrase_file.is_some() { None } else { Some(passphrase) },
         passphrase_file,
         uploaded,
         warnings,
@@ -423,44 +369,23 @@ pub async fn export(
 
 /// Create `path` with mode 0600 (never over an existing file) and write the passphrase.
 fn write_passphrase(path: &Path, p: &Passphrase) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|cause| match cause.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                ExportError::PassphraseFileExists { path: path.into() }
+    let mut f =
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|cause| {
+            match cause.kind() {
+                std::io::ErrorKind::AlreadyExists => ExportError::PassphraseFileExists { path: path.into() },
+                _ => ExportError::Io { what: "cannot create the passphrase file", path: path.into(), cause },
             }
-            _ => ExportError::Io {
-                what: "cannot create the passphrase file",
-                path: path.into(),
-                cause,
-            },
         })?;
-    f.write_all(p.expose().as_bytes())
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|cause| {
-            let _ = fs::remove_file(path);
-            Error::Io {
-                what: "cannot write the passphrase file",
-                path: path.into(),
-                cause,
-            }
-        })
+    f.write_all(p.expose().as_bytes()).and_then(|_| f.write_all(b"\n")).and_then(|_| f.sync_all()).map_err(|cause| {
+        let _ = fs::remove_file(path);
+        Error::Io { what: "cannot write the passphrase file", path: path.into(), cause }
+    })
 }
 
 /// The note written next to split parts: how to join them, and the checksum of the result.
 fn join_text(base: &str, parts: &[PathBuf], sha256: &str) -> String {
-    let names: Vec<String> = parts
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
+    let names: Vec<String> =
+        parts.iter().map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
     let list = names.join(" ");
     let plus = names.join(" + ");
     format!(
@@ -497,35 +422,13 @@ async fn upload(
     let mut done: Vec<String> = Vec::new();
     let mut out = Vec::new();
     for f in files {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let key = format!("exports/{tenant}/{export_id}/{name}");
         let len = match fs::metadata(f) {
             Ok(m) => m.len(),
-            Err(cause) => {
-                return Err((
-                    done,
-                    Error::Io {
-                        what: "cannot read",
-                        path: f.clone(),
-                        cause,
-                    },
-                ))
-            }
+            Err(cause) => return Err((done, Error::Io { what: "cannot read", path: f.clone(), cause })),
         };
-        if let Err(e) = agent
-            .store
-            .put(
-                &key,
-                Body::File {
-                    path: f.clone(),
-                    len,
-                },
-            )
-            .await
-        {
+        if let Err(e) = agent.store.put(&key, Body::File { path: f.clone(), len }).await {
             return Err((done, e.into()));
         }
         done.push(key.clone());
@@ -557,10 +460,7 @@ fn export_time(id: &str) -> Option<jiff::Timestamp> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let s = id.get(r)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())
-            .flatten()
+        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok()).flatten()
     };
     let dt = jiff::civil::DateTime::new(
         num(0..4)? as i16,
@@ -572,17 +472,12 @@ fn export_time(id: &str) -> Option<jiff::Timestamp> {
         0,
     )
     .ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 /// The exports in the store, oldest first; objects under `exports/` that are not laid out as
 /// `exports/<tenant>/<export id>/<file>` are returned apart, as warnings.
-pub async fn list_exports(
-    agent: &Agent,
-    tenant: Option<&TenantId>,
-) -> Result<(Vec<StoredExport>, Vec<String>)> {
+pub async fn list_exports(agent: &Agent, tenant: Option<&TenantId>) -> Result<(Vec<StoredExport>, Vec<String>)> {
     let prefix = match tenant {
         Some(t) => format!("exports/{t}/"),
         None => "exports/".to_string(),
@@ -649,12 +544,7 @@ pub async fn prune_exports(agent: &Agent, now: jiff::Timestamp) -> Result<PruneR
         tracing::info!(tenant = %e.tenant, export = %e.id, "removed an expired export");
         removed.push(e);
     }
-    Ok(PruneReport {
-        keep_days,
-        removed,
-        kept,
-        warnings,
-    })
+    Ok(PruneReport { keep_days, removed, kept, warnings })
 }
 
 #[cfg(test)]

@@ -30,10 +30,7 @@ pub async fn init(config: &Config, generate_master_key: Option<&Path>) -> Result
         tool: format!("reversa {}", env!("CARGO_PKG_VERSION")),
     };
     let store_created = store
-        .create_if_absent(
-            MARKER_KEY,
-            Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes")),
-        )
+        .create_if_absent(MARKER_KEY, Bytes::from(serde_json::to_vec_pretty(&marker).expect("marker serializes")))
         .await?;
     if !store_created {
         repository::check_marker(&*store).await?;

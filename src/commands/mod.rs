@@ -36,11 +36,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("{what} {path}: {cause}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { what: &'static str, path: PathBuf, cause: std::io::Error },
     #[error("{0}")]
     Failed(String),
 }
@@ -51,9 +47,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Tenant(_) => 2,
             // A key file that cannot be used is bad input, like a broken config.
-            Error::Key(
-                KeyError::LooseMode { .. } | KeyError::BadLength { .. } | KeyError::Read { .. },
-            ) => 2,
+            Error::Key(KeyError::LooseMode { .. } | KeyError::BadLength { .. } | KeyError::Read { .. }) => 2,
             Error::Lock(_) => 4,
             Error::Key(KeyError::WrongMasterKey { .. }) => 5,
             Error::Repo(RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) => 6,
@@ -95,31 +89,20 @@ impl Agent {
         let store = open_store(&config.store, false).await?;
         repository::check_marker(&*store).await?;
         let keystore = Keystore::open(&config.state.dir, master)?;
-        Ok(Agent {
-            config,
-            store,
-            keystore: Mutex::new(keystore),
-        })
+        Ok(Agent { config, store, keystore: Mutex::new(keystore) })
     }
 
     /// The tenant's repository. With `create`, a tenant seen for the first time gets a data key,
     /// and the keystore is snapshotted to the store before any data is sealed under the new key.
     pub async fn repository(&self, tenant: &TenantId, create: bool) -> Result<Repository> {
         let keys: TenantKeys = if create {
-            let (keys, created) = self
-                .keystore
-                .lock()
-                .expect("keystore lock")
-                .tenant_keys_or_create(tenant)?;
+            let (keys, created) = self.keystore.lock().expect("keystore lock").tenant_keys_or_create(tenant)?;
             if created {
                 self.snapshot_keystore().await?;
             }
             keys
         } else {
-            self.keystore
-                .lock()
-                .expect("keystore lock")
-                .tenant_keys(tenant)?
+            self.keystore.lock().expect("keystore lock").tenant_keys(tenant)?
         };
         Ok(Repository::new(self.store.clone(), Arc::new(keys)))
     }
@@ -144,12 +127,7 @@ impl Agent {
 
     /// The tenants that have a key, i.e. that were backed up at least once.
     pub fn keystore_tenants(&self) -> Vec<String> {
-        self.keystore
-            .lock()
-            .expect("keystore lock")
-            .tenants()
-            .map(String::from)
-            .collect()
+        self.keystore.lock().expect("keystore lock").tenants().map(String::from).collect()
     }
 
     pub fn tenant_dir(&self, tenant: &TenantId) -> Result<PathBuf> {

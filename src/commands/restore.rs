@@ -55,17 +55,10 @@ pub async fn restore(
     prepare_target(to, force)?;
     let tmp = agent.config.state.dir.join("tmp");
     let catalog = repo.fetch_catalog(&index, &manifest, &tmp).await?;
-    progress.phase(
-        &format!("restore {tenant}"),
-        Some(manifest.summary.table_bytes + manifest.summary.file_bytes),
-    );
+    progress.phase(&format!("restore {tenant}"), Some(manifest.summary.table_bytes + manifest.summary.file_bytes));
 
     let staging = to.join(format!(".reversa-restore-{}", crate::time_sortable_id()));
-    fs::create_dir_all(&staging).map_err(|cause| Error::Io {
-        what: "cannot create",
-        path: staging.clone(),
-        cause,
-    })?;
+    fs::create_dir_all(&staging).map_err(|cause| Error::Io { what: "cannot create", path: staging.clone(), cause })?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(AHEAD);
     let writer = {
@@ -160,17 +153,9 @@ fn prepare_target(to: &Path, force: bool) -> Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(to).map_err(|cause| Error::Io {
-                what: "cannot create",
-                path: to.into(),
-                cause,
-            })
+            fs::create_dir_all(to).map_err(|cause| Error::Io { what: "cannot create", path: to.into(), cause })
         }
-        Err(cause) => Err(Error::Io {
-            what: "cannot open the restore target",
-            path: to.into(),
-            cause,
-        }),
+        Err(cause) => Err(Error::Io { what: "cannot open the restore target", path: to.into(), cause }),
     }
 }
 
@@ -182,16 +167,8 @@ fn move_into_place(staging: &Path, to: &Path) -> Result<()> {
         }
         let dest = to.join(name);
         if let Ok(m) = fs::symlink_metadata(&dest) {
-            let r = if m.is_dir() {
-                fs::remove_dir_all(&dest)
-            } else {
-                fs::remove_file(&dest)
-            };
-            r.map_err(|cause| Error::Io {
-                what: "cannot replace",
-                path: dest.clone(),
-                cause,
-            })?;
+            let r = if m.is_dir() { fs::remove_dir_all(&dest) } else { fs::remove_file(&dest) };
+            r.map_err(|cause| Error::Io { what: "cannot replace", path: dest.clone(), cause })?;
         }
         fs::rename(&from, &dest).map_err(|cause| Error::Io {
             what: "cannot move into place",
@@ -207,10 +184,7 @@ fn safe_join(base: &Path, p: &EntryPath) -> Result<PathBuf> {
     let raw = p.to_bytes();
     let rel = Path::new(std::ffi::OsStr::from_bytes(&raw));
     let ok = rel.components().all(|c| matches!(c, Component::Normal(_)))
-        && rel
-            .components()
-            .next()
-            .is_some_and(|c| FILE_FOLDERS.iter().any(|f| c.as_os_str() == *f));
+        && rel.components().next().is_some_and(|c| FILE_FOLDERS.iter().any(|f| c.as_os_str() == *f));
     if !ok {
         return Err(Error::Repo(RepoError::Damaged {
             what: "generation catalog",
@@ -231,22 +205,8 @@ struct Stats {
 
 enum Current {
     None,
-    Table {
-        name: String,
-        insert: String,
-        ncols: usize,
-        expected: u64,
-        rows: u64,
-        carry: Vec<u8>,
-    },
-    File {
-        path: PathBuf,
-        file: File,
-        size: u64,
-        written: u64,
-        mode: u32,
-        mtime_ns: i64,
-    },
+    Table { name: String, insert: String, ncols: usize, expected: u64, rows: u64, carry: Vec<u8> },
+    File { path: PathBuf, file: File, size: u64, written: u64, mode: u32, mtime_ns: i64 },
 }
 
 struct Writer {
@@ -266,11 +226,7 @@ fn db_err(e: rusqlite::Error) -> Error {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |cause| Error::Io {
-        what: "cannot write",
-        path: path.into(),
-        cause,
-    }
+    move |cause| Error::Io { what: "cannot write", path: path.into(), cause }
 }
 
 impl Writer {
@@ -297,16 +253,11 @@ impl Writer {
 
     fn start(&mut self, e: Entry) -> Result<()> {
         match e {
-            Entry::Schema {
-                objects,
-                user_version,
-                application_id,
-            } => {
+            Entry::Schema { objects, user_version, application_id } => {
                 let path = self.staging.join(DATABASE_FILE);
                 let conn = rusqlite::Connection::open(&path).map_err(db_err)?;
                 // A fresh file that is renamed into place only when complete needs no journal.
-                conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN;")
-                    .map_err(db_err)?;
+                conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN;").map_err(db_err)?;
                 for o in objects {
                     match (o.kind.as_str(), &o.sql) {
                         ("table", Some(sql)) => conn.execute_batch(sql).map_err(db_err)?,
@@ -318,18 +269,11 @@ impl Writer {
                 self.header = (user_version, application_id);
                 self.db = Some(conn);
             }
-            Entry::Table {
-                name,
-                columns,
-                rowid,
-                rows,
-                ..
-            } => {
+            Entry::Table { name, columns, rowid, rows, .. } => {
                 if name == "sqlite_sequence" {
                     // Inserting rows has advanced the counters; the backed-up values are the truth.
                     if let Some(db) = &self.db {
-                        db.execute_batch("DELETE FROM sqlite_sequence")
-                            .map_err(db_err)?;
+                        db.execute_batch("DELETE FROM sqlite_sequence").map_err(db_err)?;
                     }
                 }
                 let mut cols: Vec<String> = Vec::new();
@@ -338,53 +282,22 @@ impl Writer {
                 }
                 cols.extend(columns.iter().map(|c| quote(c)));
                 let marks = vec!["?"; cols.len()].join(", ");
-                let insert = format!(
-                    "INSERT INTO {} ({}) VALUES ({marks})",
-                    quote(&name),
-                    cols.join(", ")
-                );
-                self.current = Current::Table {
-                    name,
-                    insert,
-                    ncols: cols.len(),
-                    expected: rows,
-                    rows: 0,
-                    carry: Vec::new(),
-                };
+                let insert = format!("INSERT INTO {} ({}) VALUES ({marks})", quote(&name), cols.join(", "));
+                self.current =
+                    Current::Table { name, insert, ncols: cols.len(), expected: rows, rows: 0, carry: Vec::new() };
             }
-            Entry::Dir {
-                path,
-                mode,
-                mtime_ns,
-            } => {
+            Entry::Dir { path, mode, mtime_ns } => {
                 let p = safe_join(&self.staging, &path)?;
                 fs::create_dir_all(&p).map_err(io_err(&p))?;
                 self.dirs.push((p, mode, mtime_ns));
             }
-            Entry::File {
-                path,
-                size,
-                mode,
-                mtime_ns,
-                ..
-            } => {
+            Entry::File { path, size, mode, mtime_ns, .. } => {
                 let p = safe_join(&self.staging, &path)?;
                 if let Some(parent) = p.parent() {
                     fs::create_dir_all(parent).map_err(io_err(parent))?;
                 }
-                let file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&p)
-                    .map_err(io_err(&p))?;
-                self.current = Current::File {
-                    path: p,
-                    file,
-                    size,
-                    written: 0,
-                    mode,
-                    mtime_ns,
-                };
+                let file = fs::OpenOptions::new().write(true).create_new(true).open(&p).map_err(io_err(&p))?;
+                self.current = Current::File { path: p, file, size, written: 0, mode, mtime_ns };
             }
             Entry::Symlink { path, target } => {
                 let p = safe_join(&self.staging, &path)?;
@@ -396,29 +309,16 @@ impl Writer {
 
     fn data(&mut self, d: Vec<u8>) -> Result<()> {
         match &mut self.current {
-            Current::File {
-                path,
-                file,
-                written,
-                ..
-            } => {
+            Current::File { path, file, written, .. } => {
                 file.write_all(&d).map_err(io_err(path))?;
                 *written += d.len() as u64;
                 self.stats.bytes += d.len() as u64;
             }
-            Current::Table {
-                name,
-                insert,
-                ncols,
-                rows,
-                carry,
-                ..
-            } => {
+            Current::Table { name, insert, ncols, rows, carry, .. } => {
                 self.stats.bytes += d.len() as u64;
                 carry.extend_from_slice(&d);
-                let db = self.db.as_ref().ok_or_else(|| {
-                    Error::Failed(format!("table {name} comes before the schema"))
-                })?;
+                let db =
+                    self.db.as_ref().ok_or_else(|| Error::Failed(format!("table {name} comes before the schema")))?;
                 let mut st = db.prepare_cached(insert).map_err(db_err)?;
                 let mut pos = 0;
                 'rows: loop {
@@ -434,34 +334,21 @@ impl Writer {
                             Err(e) => return Err(Error::Failed(format!("table {name}: {e}"))),
                         }
                     }
-                    let params: Vec<ToSqlOutput<'_>> =
-                        vals.into_iter().map(ToSqlOutput::Borrowed).collect();
-                    st.execute(rusqlite::params_from_iter(params.iter()))
-                        .map_err(db_err)?;
+                    let params: Vec<ToSqlOutput<'_>> = vals.into_iter().map(ToSqlOutput::Borrowed).collect();
+                    st.execute(rusqlite::params_from_iter(params.iter())).map_err(db_err)?;
                     *rows += 1;
                     pos = at;
                 }
                 carry.drain(..pos);
             }
-            Current::None => {
-                return Err(Error::Failed(
-                    "restore received data outside an entry".into(),
-                ))
-            }
+            Current::None => return Err(Error::Failed("restore received data outside an entry".into())),
         }
         Ok(())
     }
 
     fn end(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.current, Current::None) {
-            Current::File {
-                path,
-                file,
-                size,
-                written,
-                mode,
-                mtime_ns,
-            } => {
+            Current::File { path, file, size, written, mode, mtime_ns } => {
                 if written != size {
                     return Err(Error::Failed(format!(
                         "{}: restored {written} bytes, the generation says {size}",
@@ -473,13 +360,7 @@ impl Writer {
                 set_mode_and_mtime(&path, mode, mtime_ns)?;
                 self.stats.files += 1;
             }
-            Current::Table {
-                name,
-                expected,
-                rows,
-                carry,
-                ..
-            } => {
+            Current::Table { name, expected, rows, carry, .. } => {
                 if !carry.is_empty() || rows != expected {
                     return Err(Error::Failed(format!(
                         "table {name}: restored {rows} rows, the generation says {expected}"
@@ -496,8 +377,7 @@ impl Writer {
     fn finish(mut self) -> Result<Stats> {
         if let Some(db) = self.db.take() {
             for o in &self.later {
-                db.execute_batch(o.sql.as_deref().unwrap_or_default())
-                    .map_err(db_err)?;
+                db.execute_batch(o.sql.as_deref().unwrap_or_default()).map_err(db_err)?;
             }
             db.execute_batch(&format!(
                 "PRAGMA user_version = {}; PRAGMA application_id = {}; COMMIT;",
@@ -505,14 +385,11 @@ impl Writer {
             ))
             .map_err(db_err)?;
             db.close().map_err(|(_, e)| db_err(e))?;
-            File::open(self.staging.join(DATABASE_FILE))
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&self.staging))?;
+            File::open(self.staging.join(DATABASE_FILE)).and_then(|f| f.sync_all()).map_err(io_err(&self.staging))?;
         }
         // Links last, so no file is ever written through a restored link.
         for (p, target) in &self.links {
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p)
-                .map_err(io_err(p))?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p).map_err(io_err(p))?;
         }
         // Folder times last: writing into a folder changes its mtime.
         for (p, mode, mtime_ns) in self.dirs.iter().rev() {
@@ -527,6 +404,5 @@ fn set_mode_and_mtime(path: &Path, mode: u32, mtime_ns: i64) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
     let secs = mtime_ns.div_euclid(1_000_000_000) as i64;
     let nanos = mtime_ns.rem_euclid(1_000_000_000) as u32;
-    filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(secs, nanos))
-        .map_err(io_err(path))
+    filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(secs, nanos)).map_err(io_err(path))
 }

@@ -133,18 +133,11 @@ pub struct InnerZip {
 }
 
 fn zerr(path: &Path) -> impl FnOnce(zip::result::ZipError) -> ExportError + '_ {
-    move |e| ExportError::Zip {
-        path: path.into(),
-        cause: e.to_string(),
-    }
+    move |e| ExportError::Zip { path: path.into(), cause: e.to_string() }
 }
 
 fn ioerr<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExportError + 'a {
-    move |cause| ExportError::Io {
-        what,
-        path: path.into(),
-        cause,
-    }
+    move |cause| ExportError::Io { what, path: path.into(), cause }
 }
 
 impl InnerZip {
@@ -162,23 +155,16 @@ impl InnerZip {
     }
 
     fn options(method: Method, large: bool, mtime: zip::DateTime) -> SimpleFileOptions {
-        let o = SimpleFileOptions::default()
-            .last_modified_time(mtime)
-            .large_file(large)
-            .unix_permissions(0o644);
+        let o = SimpleFileOptions::default().last_modified_time(mtime).large_file(large).unix_permissions(0o644);
         match method {
-            Method::Deflate => o
-                .compression_method(CompressionMethod::Deflated)
-                .compression_level(Some(DEFLATE_LEVEL)),
+            Method::Deflate => o.compression_method(CompressionMethod::Deflated).compression_level(Some(DEFLATE_LEVEL)),
             Method::Store => o.compression_method(CompressionMethod::Stored),
         }
     }
 
     /// A folder entry, so that empty folders survive extraction.
     pub fn dir(&mut self, path: &str, mtime: zip::DateTime) -> Result<(), ExportError> {
-        let o = SimpleFileOptions::default()
-            .last_modified_time(mtime)
-            .unix_permissions(0o755);
+        let o = SimpleFileOptions::default().last_modified_time(mtime).unix_permissions(0o755);
         self.zip.add_directory(path, o).map_err(zerr(&self.file))
     }
 
@@ -193,11 +179,7 @@ impl InnerZip {
     ) -> Result<(), ExportError> {
         let o = Self::options(method, size_hint >= LARGE_FILE, mtime);
         self.zip.start_file(path, o).map_err(zerr(&self.file))?;
-        self.open = Some(Open {
-            path: path.to_string(),
-            hasher: Sha256::new(),
-            size: 0,
-        });
+        self.open = Some(Open { path: path.to_string(), hasher: Sha256::new(), size: 0 });
         Ok(())
     }
 
@@ -205,9 +187,7 @@ impl InnerZip {
         let open = self.open.as_mut().expect("an entry is open");
         open.hasher.update(data);
         open.size += data.len() as u64;
-        self.zip
-            .write_all(data)
-            .map_err(ioerr("cannot write", &self.file))
+        self.zip.write_all(data).map_err(ioerr("cannot write", &self.file))
     }
 
     pub fn finish_entry(&mut self) -> Result<Recorded, ExportError> {
@@ -215,13 +195,8 @@ impl InnerZip {
         let sha = hex::encode(open.hasher.finalize());
         // Two spaces: the text mode of `sha256sum -c`. Paths were made safe (no newline or
         // backslash), so no line needs sha256sum's escaping.
-        writeln!(self.sums, "{sha}  {}", open.path)
-            .map_err(ioerr("cannot write", &self.sums_file))?;
-        Ok(Recorded {
-            path: open.path,
-            size: open.size,
-            sha256: sha,
-        })
+        writeln!(self.sums, "{sha}  {}", open.path).map_err(ioerr("cannot write", &self.sums_file))?;
+        Ok(Recorded { path: open.path, size: open.size, sha256: sha })
     }
 
     /// A whole entry from bytes in memory (small texts, side files of one value).
@@ -261,13 +236,9 @@ impl InnerZip {
 
     /// Add `SHA256SUMS` and write the central directory. Returns the inner ZIP's size.
     pub fn finish(mut self, mtime: zip::DateTime) -> Result<u64, ExportError> {
-        self.sums
-            .flush()
-            .map_err(ioerr("cannot write", &self.sums_file))?;
+        self.sums.flush().map_err(ioerr("cannot write", &self.sums_file))?;
         let o = Self::options(Method::Deflate, false, mtime);
-        self.zip
-            .start_file("SHA256SUMS", o)
-            .map_err(zerr(&self.file))?;
+        self.zip.start_file("SHA256SUMS", o).map_err(zerr(&self.file))?;
         let mut s = File::open(&self.sums_file).map_err(ioerr("cannot read", &self.sums_file))?;
         io::copy(&mut s, &mut self.zip).map_err(ioerr("cannot write", &self.file))?;
         let mut w = self.zip.finish().map_err(zerr(&self.file))?;
@@ -278,9 +249,7 @@ impl InnerZip {
             cause: e.into_error(),
         })?;
         f.sync_all().map_err(ioerr("cannot write", &self.file))?;
-        Ok(f.metadata()
-            .map_err(ioerr("cannot read", &self.file))?
-            .len())
+        Ok(f.metadata().map_err(ioerr("cannot read", &self.file))?.len())
     }
 }
 
@@ -301,10 +270,7 @@ pub struct SplitWriter {
 impl SplitWriter {
     pub fn create(dir: &Path, prefix: &str, limit: u64) -> io::Result<SplitWriter> {
         let first = dir.join(format!("{prefix}.1"));
-        let current = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&first)?;
+        let current = fs::OpenOptions::new().write(true).create_new(true).open(&first)?;
         Ok(SplitWriter {
             dir: dir.into(),
             prefix: prefix.into(),
@@ -337,13 +303,8 @@ impl Write for SplitWriter {
         }
         if self.in_part == self.limit {
             self.current.sync_all()?;
-            let next = self
-                .dir
-                .join(format!("{}.{}", self.prefix, self.parts.len() + 1));
-            self.current = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&next)?;
+            let next = self.dir.join(format!("{}.{}", self.prefix, self.parts.len() + 1));
+            self.current = fs::OpenOptions::new().write(true).create_new(true).open(&next)?;
             self.parts.push(next);
             self.in_part = 0;
         }
@@ -378,8 +339,7 @@ pub fn write_outer(
             .compression_method(CompressionMethod::Deflated)
             .compression_level(Some(DEFLATE_LEVEL));
         zip.start_file(*name, o).map_err(zerr(&first))?;
-        zip.write_all(text.as_bytes())
-            .map_err(ioerr("cannot write", &first))?;
+        zip.write_all(text.as_bytes()).map_err(ioerr("cannot write", &first))?;
     }
     let mut f = File::open(inner).map_err(ioerr("cannot read", inner))?;
     let len = f.metadata().map_err(ioerr("cannot read", inner))?.len();
@@ -395,8 +355,7 @@ pub fn write_outer(
         if n == 0 {
             break;
         }
-        zip.write_all(&buf[..n])
-            .map_err(ioerr("cannot write", &first))?;
+        zip.write_all(&buf[..n]).map_err(ioerr("cannot write", &first))?;
         progress(n as u64);
     }
     let w = zip.finish().map_err(zerr(&first))?;
@@ -419,10 +378,7 @@ mod tests {
         assert_ne!(a.expose(), b.expose());
         assert_eq!(a.expose().len(), 29);
         assert!(a.expose().chars().filter(|c| *c != '-').count() >= 20);
-        assert!(a
-            .expose()
-            .bytes()
-            .all(|c| c == b'-' || ALPHABET.contains(&c)));
+        assert!(a.expose().bytes().all(|c| c == b'-' || ALPHABET.contains(&c)));
         assert_eq!(format!("{a:?}"), "Passphrase(<redacted>)");
     }
 
@@ -433,10 +389,7 @@ mod tests {
         w.write_all(&[1u8; 25]).unwrap();
         let (parts, sha) = w.finish().unwrap();
         assert_eq!(sha, hex::encode(Sha256::digest([1u8; 25])));
-        let sizes: Vec<u64> = parts
-            .iter()
-            .map(|p| fs::metadata(p).unwrap().len())
-            .collect();
+        let sizes: Vec<u64> = parts.iter().map(|p| fs::metadata(p).unwrap().len()).collect();
         assert_eq!(sizes, vec![10, 10, 5]);
         // Exactly the limit makes no empty trailing part.
         let mut w = SplitWriter::create(dir.path(), "y", 10).unwrap();

@@ -43,27 +43,17 @@ use xlsx::{XValue, XlsxBook};
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("{what} {path}: {cause}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { what: &'static str, path: PathBuf, cause: std::io::Error },
     #[error(
         "cannot read {path}: {cause}; the export stops rather than leave the file out (fix its \
          permissions and export again)"
     )]
-    Unreadable {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Unreadable { path: PathBuf, cause: std::io::Error },
     #[error(
         "cannot write the export into {path}: {cause}; choose another --out folder or fix its \
          permissions"
     )]
-    OutDir {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    OutDir { path: PathBuf, cause: std::io::Error },
     #[error(
         "the passphrase file {path} already exists; give a new file to --passphrase-file (an \
          existing one may hold the passphrase of an earlier export)"
@@ -89,12 +79,7 @@ pub enum ExportError {
 impl ExportError {
     /// Whether the error is about what the user asked for (exit code 2) rather than a failure.
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            ExportError::Invalid(_)
-                | ExportError::OutDir { .. }
-                | ExportError::PassphraseFileExists { .. }
-        )
+        matches!(self, ExportError::Invalid(_) | ExportError::OutDir { .. } | ExportError::PassphraseFileExists { .. })
     }
 }
 
@@ -142,10 +127,7 @@ pub struct Formats {
 impl Formats {
     /// Parse `xlsx,csv`, `xlsx` or `csv`.
     pub fn parse(s: &str) -> Result<Formats, ExportError> {
-        let mut f = Formats {
-            xlsx: false,
-            csv: false,
-        };
+        let mut f = Formats { xlsx: false, csv: false };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.to_ascii_lowercase().as_str() {
                 "xlsx" => f.xlsx = true,
@@ -158,9 +140,7 @@ impl Formats {
             }
         }
         if !f.xlsx && !f.csv {
-            return Err(ExportError::Invalid(format!(
-                "--format {s:?} names no format; use xlsx, csv or xlsx,csv"
-            )));
+            return Err(ExportError::Invalid(format!("--format {s:?} names no format; use xlsx, csv or xlsx,csv")));
         }
         Ok(f)
     }
@@ -184,9 +164,7 @@ pub const SPLIT_MIN: u64 = 64 << 10;
 /// `MiB`, `GiB` are powers of 1024; `KB`, `MB`, `GB` are powers of 1000.
 pub fn parse_size(s: &str) -> Result<u64, ExportError> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit_mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -205,15 +183,11 @@ pub fn parse_size(s: &str) -> Result<u64, ExportError> {
         }
     };
     let n: f64 = num.parse().map_err(|_| {
-        ExportError::Invalid(format!(
-            "--split-size {s}: not a size; write for example 512MiB, 2GB or 700M"
-        ))
+        ExportError::Invalid(format!("--split-size {s}: not a size; write for example 512MiB, 2GB or 700M"))
     })?;
     let bytes = (n * unit_mul as f64) as u64;
     if bytes < SPLIT_MIN {
-        return Err(ExportError::Invalid(format!(
-            "--split-size {s}: parts must hold at least 64KiB"
-        )));
+        return Err(ExportError::Invalid(format!("--split-size {s}: parts must hold at least 64KiB")));
     }
     Ok(bytes)
 }
@@ -365,11 +339,7 @@ pub struct Exporter {
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ExportError + 'a {
-    move |cause| ExportError::Io {
-        what,
-        path: path.into(),
-        cause,
-    }
+    move |cause| ExportError::Io { what, path: path.into(), cause }
 }
 
 /// The extension of a BLOB's side file, from its first bytes; `bin` when unknown.
@@ -384,11 +354,7 @@ fn blob_extension(b: &[u8]) -> &'static str {
         (b"{\\rtf", "rtf"),
         (b"<?xml", "xml"),
     ];
-    KNOWN
-        .iter()
-        .find(|(magic, _)| b.starts_with(magic))
-        .map(|(_, ext)| *ext)
-        .unwrap_or("bin")
+    KNOWN.iter().find(|(magic, _)| b.starts_with(magic)).map(|(_, ext)| *ext).unwrap_or("bin")
 }
 
 impl Exporter {
@@ -402,9 +368,8 @@ impl Exporter {
             None
         };
         let files_spool_path = s.work.join("files.jsonl");
-        let files_spool = BufWriter::new(
-            File::create(&files_spool_path).map_err(io("cannot create", &files_spool_path))?,
-        );
+        let files_spool =
+            BufWriter::new(File::create(&files_spool_path).map_err(io("cannot create", &files_spool_path))?);
         let made_time = archive::zip_time(s.created_ns);
         let mut e = Exporter {
             s,
@@ -426,9 +391,7 @@ impl Exporter {
         };
         // The texts first, so that they head the archive's listing.
         for (name, text) in texts::inner(&e.s.tenant) {
-            let r = e
-                .zip
-                .add_bytes(name, text.as_bytes(), Method::Deflate, e.made_time)?;
+            let r = e.zip.add_bytes(name, text.as_bytes(), Method::Deflate, e.made_time)?;
             e.record(&r, "testo", None, None)?;
         }
         Ok(e)
@@ -441,28 +404,15 @@ impl Exporter {
         original: Option<EntryPath>,
         modified: Option<String>,
     ) -> Result<(), ExportError> {
-        let line = FileLine {
-            path: &r.path,
-            size: r.size,
-            sha256: &r.sha256,
-            kind,
-            original,
-            modified,
-        };
+        let line = FileLine { path: &r.path, size: r.size, sha256: &r.sha256, kind, original, modified };
         serde_json::to_writer(&mut self.files_spool, &line).expect("file lines serialize");
-        self.files_spool
-            .write_all(b"\n")
-            .map_err(io("cannot write", &self.files_spool_path))
+        self.files_spool.write_all(b"\n").map_err(io("cannot write", &self.files_spool_path))
     }
 
     pub fn apply(&mut self, ev: Event) -> Result<(), ExportError> {
         let starts = matches!(
             ev,
-            Event::Schema(_)
-                | Event::Table { .. }
-                | Event::Dir { .. }
-                | Event::File { .. }
-                | Event::Symlink { .. }
+            Event::Schema(_) | Event::Table { .. } | Event::Dir { .. } | Event::File { .. } | Event::Symlink { .. }
         );
         if starts && (self.table.is_some() || self.file.is_some()) {
             return Err(ExportError::Damaged {
@@ -472,45 +422,23 @@ impl Exporter {
         }
         match ev {
             Event::Schema(objects) => self.schema(&objects),
-            Event::Table {
-                name,
-                columns,
-                rowid,
-                rows,
-            } => self.begin_table(name, columns, rowid, rows),
+            Event::Table { name, columns, rowid, rows } => self.begin_table(name, columns, rowid, rows),
             Event::Rows(data) => self.rows(&data),
             Event::Dir { path, mtime_ns } => {
                 let p = self.map_path(&path, true)?;
                 self.zip.dir(&p, archive::zip_time(mtime_ns as i128))
             }
-            Event::File {
-                path,
-                size,
-                mtime_ns,
-            } => {
+            Event::File { path, size, mtime_ns } => {
                 let p = self.map_path(&path, false)?;
                 let original = PathMap::renamed(&path, &p).then(|| EntryPath::from_bytes(&path));
-                let kind = if p.starts_with("allegati/") {
-                    "allegato"
-                } else {
-                    "documento"
-                };
-                self.file = Some(FileState {
-                    path: p,
-                    kind,
-                    original,
-                    size_hint: size,
-                    mtime_ns,
-                    started: false,
-                });
+                let kind = if p.starts_with("allegati/") { "allegato" } else { "documento" };
+                self.file = Some(FileState { path: p, kind, original, size_hint: size, mtime_ns, started: false });
                 Ok(())
             }
             Event::Data(data) => self.data(&data),
             Event::Symlink { path, target } => {
-                self.links.push(LinkInfo {
-                    path: EntryPath::from_bytes(&path),
-                    target: EntryPath::from_bytes(&target),
-                });
+                self.links
+                    .push(LinkInfo { path: EntryPath::from_bytes(&path), target: EntryPath::from_bytes(&target) });
                 Ok(())
             }
             Event::End => self.end(),
@@ -518,15 +446,10 @@ impl Exporter {
     }
 
     fn map_path(&mut self, rel: &[u8], is_dir: bool) -> Result<String, ExportError> {
-        self.paths
-            .map(rel, is_dir)
-            .ok_or_else(|| ExportError::Damaged {
-                what: "the list of files".into(),
-                cause: format!(
-                    "{} is not under attachments/ or documents/",
-                    String::from_utf8_lossy(rel)
-                ),
-            })
+        self.paths.map(rel, is_dir).ok_or_else(|| ExportError::Damaged {
+            what: "the list of files".into(),
+            cause: format!("{} is not under attachments/ or documents/", String::from_utf8_lossy(rel)),
+        })
     }
 
     /// Learn the declared column types by replaying the tables' CREATE statements in a private
@@ -544,14 +467,10 @@ impl Exporter {
                     tracing::debug!(table = %o.name, "table definition does not replay; its columns stay untyped");
                     continue;
                 }
-                let types: rusqlite::Result<HashMap<String, String>> = conn
-                    .prepare("SELECT name, type FROM pragma_table_xinfo(?1)")
-                    .and_then(|mut st| {
+                let types: rusqlite::Result<HashMap<String, String>> =
+                    conn.prepare("SELECT name, type FROM pragma_table_xinfo(?1)").and_then(|mut st| {
                         st.query_map([&o.name], |r| {
-                            Ok((
-                                r.get::<_, String>(0)?.to_lowercase(),
-                                r.get::<_, String>(1)?.to_uppercase(),
-                            ))
+                            Ok((r.get::<_, String>(0)?.to_lowercase(), r.get::<_, String>(1)?.to_uppercase()))
                         })?
                         .collect()
                     });
@@ -571,11 +490,7 @@ impl Exporter {
         expected: Option<u64>,
     ) -> Result<(), ExportError> {
         let skip = name == "sqlite_sequence";
-        let stem = if skip {
-            String::new()
-        } else {
-            self.stems.unique(&name)
-        };
+        let stem = if skip { String::new() } else { self.stems.unique(&name) };
         let mut col_stems = Stems::default();
         let file_columns = columns.iter().map(|c| col_stems.unique(c)).collect();
         let csv = if self.s.formats.csv && !skip {
@@ -594,11 +509,7 @@ impl Exporter {
             let types = self.declared.get(&name);
             let bools = columns
                 .iter()
-                .map(|c| {
-                    types
-                        .and_then(|t| t.get(&c.to_lowercase()))
-                        .is_some_and(|t| t.contains("BOOL"))
-                })
+                .map(|c| types.and_then(|t| t.get(&c.to_lowercase())).is_some_and(|t| t.contains("BOOL")))
                 .collect();
             x.begin_table(&name, &columns, bools)?;
         }
@@ -619,16 +530,7 @@ impl Exporter {
 
     fn rows(&mut self, data: &[u8]) -> Result<(), ExportError> {
         Counters::add(&self.counters.bytes, data.len() as u64);
-        let Exporter {
-            table,
-            zip,
-            xlsx,
-            files_spool,
-            files_spool_path,
-            counters,
-            made_time,
-            ..
-        } = self;
+        let Exporter { table, zip, xlsx, files_spool, files_spool_path, counters, made_time, .. } = self;
         let t = table.as_mut().ok_or_else(|| ExportError::Damaged {
             what: "the data stream".into(),
             cause: "rows outside a table".into(),
@@ -636,20 +538,12 @@ impl Exporter {
         t.carry.extend_from_slice(data);
         let ncols = t.columns.len() + t.rowid as usize;
         if ncols == 0 {
-            return Err(ExportError::Damaged {
-                what: format!("table {}", t.name),
-                cause: "it has no columns".into(),
-            });
+            return Err(ExportError::Damaged { what: format!("table {}", t.name), cause: "it has no columns".into() });
         }
         let mut carry = std::mem::take(&mut t.carry);
         let mut pos = 0;
         let mut values: Vec<ValueRef<'_>> = Vec::with_capacity(ncols);
-        let mut side = Side {
-            zip,
-            spool: files_spool,
-            spool_path: files_spool_path,
-            time: *made_time,
-        };
+        let mut side = Side { zip, spool: files_spool, spool_path: files_spool_path, time: *made_time };
         let result = 'rows: loop {
             let mut at = pos;
             values.clear();
@@ -692,17 +586,8 @@ impl Exporter {
             cause: "file data outside a file".into(),
         })?;
         if !f.started {
-            let method = if archive::worth_compressing(data) {
-                Method::Deflate
-            } else {
-                Method::Store
-            };
-            self.zip.start(
-                &f.path,
-                method,
-                f.size_hint,
-                archive::zip_time(f.mtime_ns as i128),
-            )?;
+            let method = if archive::worth_compressing(data) { Method::Deflate } else { Method::Store };
+            self.zip.start(&f.path, method, f.size_hint, archive::zip_time(f.mtime_ns as i128))?;
             f.started = true;
         }
         Counters::add(&self.counters.bytes, data.len() as u64);
@@ -712,12 +597,7 @@ impl Exporter {
     fn end(&mut self) -> Result<(), ExportError> {
         if let Some(f) = self.file.take() {
             if !f.started {
-                self.zip.start(
-                    &f.path,
-                    Method::Store,
-                    0,
-                    archive::zip_time(f.mtime_ns as i128),
-                )?;
+                self.zip.start(&f.path, Method::Store, 0, archive::zip_time(f.mtime_ns as i128))?;
             }
             let r = self.zip.finish_entry()?;
             let modified = jiff::Timestamp::from_nanosecond(f.mtime_ns as i128)
@@ -758,9 +638,7 @@ impl Exporter {
                 b.flush().map_err(io("cannot write", &spool))?;
                 drop(b);
                 let name = format!("dati/csv/{}.csv", t.stem);
-                let r = self
-                    .zip
-                    .add_file(&name, &spool, Method::Deflate, self.made_time)?;
+                let r = self.zip.add_file(&name, &spool, Method::Deflate, self.made_time)?;
                 let _ = fs::remove_file(&spool);
                 self.record(&r, "csv", None, None)?;
                 Some(name)
@@ -768,24 +646,13 @@ impl Exporter {
             None => None,
         };
         Counters::add(&self.counters.tables, 1);
-        self.tables.push(TableInfo {
-            name: t.name,
-            columns: t.columns,
-            rows: t.rows,
-            sheets,
-            csv,
-        });
+        self.tables.push(TableInfo { name: t.name, columns: t.columns, rows: t.rows, sheets, csv });
         Ok(())
     }
 
     /// Write the workbook, the manifest and `SHA256SUMS`, and close `contenuto.zip`. Call it
     /// only after every event was applied.
-    pub fn finish(
-        mut self,
-        source: &SourceInfo,
-        created: &str,
-        warnings: &[String],
-    ) -> Result<Finished, ExportError> {
+    pub fn finish(mut self, source: &SourceInfo, created: &str, warnings: &[String]) -> Result<Finished, ExportError> {
         if self.table.is_some() || self.file.is_some() {
             return Err(ExportError::Damaged {
                 what: "the data stream".into(),
@@ -797,15 +664,11 @@ impl Exporter {
             x.save(&path)?;
             let name = format!("dati/{}.xlsx", self.s.tenant);
             // An XLSX file is a ZIP already: compressing it again only costs time.
-            let r = self
-                .zip
-                .add_file(&name, &path, Method::Store, self.made_time)?;
+            let r = self.zip.add_file(&name, &path, Method::Store, self.made_time)?;
             let _ = fs::remove_file(&path);
             self.record(&r, "xlsx", None, None)?;
         }
-        self.files_spool
-            .flush()
-            .map_err(io("cannot write", &self.files_spool_path))?;
+        self.files_spool.flush().map_err(io("cannot write", &self.files_spool_path))?;
         let head = ManifestHead {
             format: 1,
             tenant: &self.s.tenant,
@@ -818,17 +681,12 @@ impl Exporter {
             warnings,
         };
         let head = serde_json::to_string_pretty(&head).expect("manifest serializes");
-        let head = head
-            .strip_suffix('}')
-            .expect("a JSON object ends with }")
-            .trim_end();
-        self.zip
-            .start("manifest.json", Method::Deflate, 0, self.made_time)?;
+        let head = head.strip_suffix('}').expect("a JSON object ends with }").trim_end();
+        self.zip.start("manifest.json", Method::Deflate, 0, self.made_time)?;
         self.zip.write(head.as_bytes())?;
         self.zip.write(b",\n  \"files\": [")?;
         let spool = self.files_spool_path.clone();
-        let reader =
-            std::io::BufReader::new(File::open(&spool).map_err(io("cannot read", &spool))?);
+        let reader = std::io::BufReader::new(File::open(&spool).map_err(io("cannot read", &spool))?);
         let mut first = true;
         for line in std::io::BufRead::lines(reader) {
             let line = line.map_err(io("cannot read", &spool))?;
@@ -840,13 +698,7 @@ impl Exporter {
         self.zip.finish_entry()?;
         let inner = self.s.work.join("contenuto.zip");
         let inner_size = self.zip.finish(self.made_time)?;
-        Ok(Finished {
-            inner,
-            inner_size,
-            tables: self.tables,
-            files: self.files,
-            file_bytes: self.file_bytes,
-        })
+        Ok(Finished { inner, inner_size, tables: self.tables, files: self.files, file_bytes: self.file_bytes })
     }
 }
 
@@ -860,24 +712,11 @@ struct Side<'a> {
 
 impl Side<'_> {
     fn put(&mut self, path: &str, data: &[u8], kind: &str) -> Result<(), ExportError> {
-        let method = if archive::worth_compressing(data) {
-            Method::Deflate
-        } else {
-            Method::Store
-        };
+        let method = if archive::worth_compressing(data) { Method::Deflate } else { Method::Store };
         let r = self.zip.add_bytes(path, data, method, self.time)?;
-        let line = FileLine {
-            path: &r.path,
-            size: r.size,
-            sha256: &r.sha256,
-            kind,
-            original: None,
-            modified: None,
-        };
+        let line = FileLine { path: &r.path, size: r.size, sha256: &r.sha256, kind, original: None, modified: None };
         serde_json::to_writer(&mut *self.spool, &line).expect("file lines serialize");
-        self.spool
-            .write_all(b"\n")
-            .map_err(io("cannot write", self.spool_path))
+        self.spool.write_all(b"\n").map_err(io("cannot write", self.spool_path))
     }
 }
 
@@ -919,10 +758,7 @@ fn write_row(
                     w.text(&s).map_err(io("cannot write", p))?;
                 }
                 if want_xlsx && !xlsx::fits_cell(&s) {
-                    let path = format!(
-                        "dati/celle-lunghe/{}/{row}-{}.txt",
-                        t.stem, t.file_columns[i]
-                    );
+                    let path = format!("dati/celle-lunghe/{}/{row}-{}.txt", t.stem, t.file_columns[i]);
                     side.put(&path, s.as_bytes(), "cella-lunga")?;
                     XValue::Literal(Cow::Owned(xlsx::cut_with_pointer(&s, &path)))
                 } else {
@@ -930,12 +766,7 @@ fn write_row(
                 }
             }
             ValueRef::Blob(b) => {
-                let path = format!(
-                    "dati/blob/{}/{row}-{}.{}",
-                    t.stem,
-                    t.file_columns[i],
-                    blob_extension(b)
-                );
+                let path = format!("dati/blob/{}/{row}-{}.{}", t.stem, t.file_columns[i], blob_extension(b));
                 side.put(&path, b, "blob")?;
                 if let Some((w, p)) = csv.as_mut() {
                     w.text(&path).map_err(io("cannot write", p))?;
@@ -970,20 +801,8 @@ mod tests {
         assert!(parse_size("10KB").is_err());
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("").is_err());
-        assert_eq!(
-            Formats::parse("xlsx,csv").unwrap(),
-            Formats {
-                xlsx: true,
-                csv: true
-            }
-        );
-        assert_eq!(
-            Formats::parse("CSV").unwrap(),
-            Formats {
-                xlsx: false,
-                csv: true
-            }
-        );
+        assert_eq!(Formats::parse("xlsx,csv").unwrap(), Formats { xlsx: true, csv: true });
+        assert_eq!(Formats::parse("CSV").unwrap(), Formats { xlsx: false, csv: true });
         assert!(Formats::parse("xls").is_err());
         assert!(Formats::parse(",").is_err());
     }

@@ -93,11 +93,7 @@ impl SheetNames {
         for n in 1u32.. {
             // A clash (after truncation, or with another table's name) gets `~2`, `~3`, ...
             // before the part suffix, so `(N)` keeps meaning "part N" and nothing else.
-            let extra = if n == 1 {
-                String::new()
-            } else {
-                format!("~{n}")
-            };
+            let extra = if n == 1 { String::new() } else { format!("~{n}") };
             let room = SHEET_NAME_MAX.saturating_sub(utf16_len(&extra) + utf16_len(suffix));
             let mut cand = format!("{}{extra}{suffix}", truncate_utf16(base, room));
             if cand.starts_with('\'') {
@@ -120,12 +116,7 @@ impl SheetNames {
 
 /// Names Windows reserves for devices, with or without an extension.
 fn is_reserved_device(name: &str) -> bool {
-    let stem = name
-        .split('.')
-        .next()
-        .unwrap_or("")
-        .trim_end()
-        .to_ascii_uppercase();
+    let stem = name.split('.').next().unwrap_or("").trim_end().to_ascii_uppercase();
     matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
         || ((stem.starts_with("COM") || stem.starts_with("LPT"))
             && stem.len() == 4
@@ -192,8 +183,7 @@ pub struct PathMap {
 }
 
 /// How the two file folders of a tenant are named in the archive.
-pub const TOP_FOLDERS: [(&str, &str); 2] =
-    [("attachments", "allegati"), ("documents", "documenti")];
+pub const TOP_FOLDERS: [(&str, &str); 2] = [("attachments", "allegati"), ("documents", "documenti")];
 
 impl Default for PathMap {
     fn default() -> Self {
@@ -265,11 +255,7 @@ impl Stems {
         let base = safe_component(name.as_bytes());
         let mut n = 1;
         loop {
-            let cand = if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}~{n}")
-            };
+            let cand = if n == 1 { base.clone() } else { format!("{base}~{n}") };
             if self.used.insert(cand.to_lowercase()) {
                 return cand;
             }
@@ -312,10 +298,7 @@ mod tests {
         let got = names.first(&emoji);
         assert_eq!(got, "🏛".repeat(15));
         for n in [first, again, cont, got] {
-            assert!(
-                rust_xlsxwriter::utility::check_sheet_name(&n).is_ok(),
-                "{n}"
-            );
+            assert!(rust_xlsxwriter::utility::check_sheet_name(&n).is_ok(), "{n}");
         }
     }
 
@@ -333,10 +316,7 @@ mod tests {
     #[test]
     fn components_are_safe_everywhere() {
         let cases: &[(&[u8], &str)] = &[
-            (
-                b"certificato medico Mario Rossi.pdf",
-                "certificato medico Mario Rossi.pdf",
-            ),
+            (b"certificato medico Mario Rossi.pdf", "certificato medico Mario Rossi.pdf"),
             (b"=cmd|' calc'!A0.txt", "=cmd_' calc'!A0.txt"),
             (b"a:b<c>d\"e\\f?g*h", "a_b_c_d_e_f_g_h"),
             (b"CON", "_CON"),
@@ -353,12 +333,7 @@ mod tests {
             (".hidden".as_bytes(), ".hidden"),
         ];
         for (raw, want) in cases {
-            assert_eq!(
-                safe_component(raw),
-                *want,
-                "{:?}",
-                String::from_utf8_lossy(raw)
-            );
+            assert_eq!(safe_component(raw), *want, "{:?}", String::from_utf8_lossy(raw));
         }
         let long = format!("{}.pdf", "x".repeat(300));
         let s = safe_component(long.as_bytes());
@@ -371,23 +346,11 @@ mod tests {
         assert_eq!(m.map(b"attachments", true).unwrap(), "allegati");
         assert_eq!(m.map(b"attachments/a:b", true).unwrap(), "allegati/a_b");
         assert_eq!(m.map(b"attachments/a_b", true).unwrap(), "allegati/a_b~2");
-        assert_eq!(
-            m.map(b"attachments/a:b/Foto.JPG", false).unwrap(),
-            "allegati/a_b/Foto.JPG"
-        );
-        assert_eq!(
-            m.map(b"attachments/a:b/foto.jpg", false).unwrap(),
-            "allegati/a_b/foto~2.jpg"
-        );
-        assert_eq!(
-            m.map(b"attachments/a_b/x.txt", false).unwrap(),
-            "allegati/a_b~2/x.txt"
-        );
+        assert_eq!(m.map(b"attachments/a:b/Foto.JPG", false).unwrap(), "allegati/a_b/Foto.JPG");
+        assert_eq!(m.map(b"attachments/a:b/foto.jpg", false).unwrap(), "allegati/a_b/foto~2.jpg");
+        assert_eq!(m.map(b"attachments/a_b/x.txt", false).unwrap(), "allegati/a_b~2/x.txt");
         // A folder seen only through its files is mapped on the way.
-        assert_eq!(
-            m.map(b"documents/x/y/z.txt", false).unwrap(),
-            "documenti/x/y/z.txt"
-        );
+        assert_eq!(m.map(b"documents/x/y/z.txt", false).unwrap(), "documenti/x/y/z.txt");
         assert!(m.map(b"database.sqlite", false).is_none());
         assert!(m.map(b"other/x", false).is_none());
         assert!(PathMap::renamed(b"attachments/a:b", "allegati/a_b"));

@@ -55,19 +55,16 @@ pub fn read_live(tenant_dir: &Path, tx: &Sender<Event>) -> Result<LiveRead, Expo
             },
         )?;
         let mut buf = Vec::with_capacity(PIECE + 4096);
-        db.for_each_row(
-            &spec,
-            |values: &[ValueRef<'_>]| -> Result<(), ExportError> {
-                for v in values {
-                    rows::encode(*v, &mut buf);
-                }
-                if buf.len() >= PIECE {
-                    let full = std::mem::replace(&mut buf, Vec::with_capacity(PIECE + 4096));
-                    send_blocking(tx, Event::Rows(full))?;
-                }
-                Ok(())
-            },
-        )?;
+        db.for_each_row(&spec, |values: &[ValueRef<'_>]| -> Result<(), ExportError> {
+            for v in values {
+                rows::encode(*v, &mut buf);
+            }
+            if buf.len() >= PIECE {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(PIECE + 4096));
+                send_blocking(tx, Event::Rows(full))?;
+            }
+            Ok(())
+        })?;
         if !buf.is_empty() {
             send_blocking(tx, Event::Rows(buf))?;
         }
@@ -81,16 +78,8 @@ pub fn read_live(tenant_dir: &Path, tx: &Sender<Event>) -> Result<LiveRead, Expo
         tenant_dir,
         |item| -> Result<(), ExportError> {
             match item {
-                Item::Dir { rel, meta } => send_blocking(
-                    tx,
-                    Event::Dir {
-                        path: rel,
-                        mtime_ns: meta.mtime_ns,
-                    },
-                ),
-                Item::Symlink { rel, target } => {
-                    send_blocking(tx, Event::Symlink { path: rel, target })
-                }
+                Item::Dir { rel, meta } => send_blocking(tx, Event::Dir { path: rel, mtime_ns: meta.mtime_ns }),
+                Item::Symlink { rel, target } => send_blocking(tx, Event::Symlink { path: rel, target }),
                 Item::File { rel, abs, .. } => read_file(&rel, &abs, tx, &mut changed),
             }
         },
@@ -101,32 +90,14 @@ pub fn read_live(tenant_dir: &Path, tx: &Sender<Event>) -> Result<LiveRead, Expo
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    Ok(LiveRead {
-        snapshot_time,
-        warnings,
-    })
+    Ok(LiveRead { snapshot_time, warnings })
 }
 
-fn read_file(
-    rel: &[u8],
-    abs: &Path,
-    tx: &Sender<Event>,
-    warnings: &mut Vec<String>,
-) -> Result<(), ExportError> {
-    let unreadable = |cause| ExportError::Unreadable {
-        path: abs.into(),
-        cause,
-    };
+fn read_file(rel: &[u8], abs: &Path, tx: &Sender<Event>, warnings: &mut Vec<String>) -> Result<(), ExportError> {
+    let unreadable = |cause| ExportError::Unreadable { path: abs.into(), cause };
     let mut f = File::open(abs).map_err(unreadable)?;
     let before = FileMeta::of(&f.metadata().map_err(unreadable)?);
-    send_blocking(
-        tx,
-        Event::File {
-            path: rel.to_vec(),
-            size: before.size,
-            mtime_ns: before.mtime_ns,
-        },
-    )?;
+    send_blocking(tx, Event::File { path: rel.to_vec(), size: before.size, mtime_ns: before.mtime_ns })?;
     let mut size = 0u64;
     loop {
         let mut buf = vec![0u8; PIECE];
@@ -177,50 +148,20 @@ pub async fn read_generation(
     for entry in catalog.entries()? {
         match entry? {
             Entry::Schema { objects, .. } => send(Event::Schema(objects)).await?,
-            Entry::Table {
-                name,
-                columns,
-                rowid,
-                rows,
-                blobs,
-                ..
-            } => {
+            Entry::Table { name, columns, rowid, rows, blobs, .. } => {
                 let ids = blob_ids(&blobs, generation)?;
-                send(Event::Table {
-                    name,
-                    columns,
-                    rowid,
-                    rows: Some(rows),
-                })
-                .await?;
+                send(Event::Table { name, columns, rowid, rows: Some(rows) }).await?;
                 let mut stream = repo.blob_stream(index, ids.into_iter(), AHEAD);
                 while let Some(data) = stream.next().await {
                     send(Event::Rows(data?)).await?;
                 }
                 send(Event::End).await?;
             }
-            Entry::Dir { path, mtime_ns, .. } => {
-                send(Event::Dir {
-                    path: path.to_bytes(),
-                    mtime_ns,
-                })
-                .await?
-            }
-            Entry::File {
-                path,
-                size,
-                mtime_ns,
-                blobs,
-                ..
-            } => {
+            Entry::Dir { path, mtime_ns, .. } => send(Event::Dir { path: path.to_bytes(), mtime_ns }).await?,
+            Entry::File { path, size, mtime_ns, blobs, .. } => {
                 let ids = blob_ids(&blobs, generation)?;
                 let shown = path.display();
-                send(Event::File {
-                    path: path.to_bytes(),
-                    size,
-                    mtime_ns,
-                })
-                .await?;
+                send(Event::File { path: path.to_bytes(), size, mtime_ns }).await?;
                 let mut got = 0u64;
                 let mut stream = repo.blob_stream(index, ids.into_iter(), AHEAD);
                 while let Some(data) = stream.next().await {
@@ -238,11 +179,7 @@ pub async fn read_generation(
                 send(Event::End).await?;
             }
             Entry::Symlink { path, target } => {
-                send(Event::Symlink {
-                    path: path.to_bytes(),
-                    target: target.to_bytes(),
-                })
-                .await?
+                send(Event::Symlink { path: path.to_bytes(), target: target.to_bytes() }).await?
             }
         }
     }

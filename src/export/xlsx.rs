@@ -87,9 +87,7 @@ pub fn cut_with_pointer(s: &str, pointer: &str) -> String {
 /// Left alone, a writer would have to encode them as `_xHHHH_` escapes that Excel turns back
 /// into invisible characters.
 pub fn clean_text(s: &str) -> Cow<'_, str> {
-    let suspicious = s
-        .bytes()
-        .any(|b| (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r') || b == 0xEF);
+    let suspicious = s.bytes().any(|b| (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r') || b == 0xEF);
     if !suspicious || !s.chars().any(is_xml_forbidden) {
         return Cow::Borrowed(s);
     }
@@ -97,9 +95,7 @@ pub fn clean_text(s: &str) -> Cow<'_, str> {
         s.chars()
             .map(|c| match c {
                 '\u{FFFE}' | '\u{FFFF}' => '\u{FFFD}',
-                c if is_xml_forbidden(c) => {
-                    char::from_u32(0x2400 + c as u32).expect("control pictures are chars")
-                }
+                c if is_xml_forbidden(c) => char::from_u32(0x2400 + c as u32).expect("control pictures are chars"),
                 c => c,
             })
             .collect(),
@@ -173,10 +169,7 @@ pub fn parse_iso(s: &str) -> Option<(f64, DateKind)> {
             if digits == 0 || digits > 9 {
                 return None;
             }
-            let frac: f64 = std::str::from_utf8(&rest[..1 + digits])
-                .ok()?
-                .parse()
-                .ok()?;
+            let frac: f64 = std::str::from_utf8(&rest[..1 + digits]).ok()?.parse().ok()?;
             second += frac;
             rest = &rest[1 + digits..];
             kind = DateKind::DateTimeFraction;
@@ -263,12 +256,7 @@ impl XlsxBook {
 
     /// Start a table: its first sheet, with the header row. `bools` marks the columns whose 0 and
     /// 1 are written as FALSE and TRUE.
-    pub fn begin_table(
-        &mut self,
-        table: &str,
-        columns: &[String],
-        bools: Vec<bool>,
-    ) -> Result<(), XlsxError> {
+    pub fn begin_table(&mut self, table: &str, columns: &[String], bools: Vec<bool>) -> Result<(), XlsxError> {
         if columns.len() > COLUMNS_MAX {
             return Err(XlsxError::ParameterError(format!(
                 "table {table} has {} columns; a worksheet holds at most {COLUMNS_MAX} (the CSV \
@@ -393,9 +381,7 @@ impl XlsxBook {
                             let (format, w) = match kind {
                                 DateKind::Date => (&self.formats.date, 11.0),
                                 DateKind::DateTime => (&self.formats.datetime, 19.0),
-                                DateKind::DateTimeFraction => {
-                                    (&self.formats.datetime_fraction, 23.0)
-                                }
+                                DateKind::DateTimeFraction => (&self.formats.datetime_fraction, 23.0),
                             };
                             ws.write_number_with_format(row, c, serial, format)?;
                             w
@@ -431,13 +417,11 @@ impl XlsxBook {
             self.end_table()?;
         }
         let parts: std::collections::HashMap<&str, u32> =
-            self.index
-                .iter()
-                .fold(std::collections::HashMap::new(), |mut m, e| {
-                    let n = m.entry(e.table.as_str()).or_insert(0);
-                    *n = (*n).max(e.part);
-                    m
-                });
+            self.index.iter().fold(std::collections::HashMap::new(), |mut m, e| {
+                let n = m.entry(e.table.as_str()).or_insert(0);
+                *n = (*n).max(e.part);
+                m
+            });
         let header = &self.formats.header;
         let ws = self.wb.worksheet_from_index(0)?;
         let titles = ["Foglio", "Tabella", "Colonne", "Righe", "Parte"];
@@ -448,11 +432,7 @@ impl XlsxBook {
         for (i, e) in self.index.iter().enumerate() {
             let row = i as u32 + 1;
             let total = parts.get(e.table.as_str()).copied().unwrap_or(1);
-            let cells = [
-                clean_text(&e.sheet),
-                clean_text(&e.table),
-                clean_text(&e.columns),
-            ];
+            let cells = [clean_text(&e.sheet), clean_text(&e.table), clean_text(&e.columns)];
             for (col, text) in cells.iter().enumerate() {
                 let text = if fits_cell(text) {
                     Cow::Borrowed(text.as_ref())
@@ -487,18 +467,10 @@ impl XlsxBook {
 /// A text cell: cleaned of XML-forbidden characters, always a string (never a formula). The
 /// caller has already cut text that does not fit; anything still too long is cut here rather
 /// than failing the export. Returns the width the text wants.
-fn write_text(
-    ws: &mut rust_xlsxwriter::Worksheet,
-    row: u32,
-    col: u16,
-    t: &str,
-) -> Result<f64, XlsxError> {
+fn write_text(ws: &mut rust_xlsxwriter::Worksheet, row: u32, col: u16, t: &str) -> Result<f64, XlsxError> {
     let clean = clean_text(t);
-    let text: Cow<'_, str> = if fits_cell(&clean) {
-        clean
-    } else {
-        Cow::Owned(cut_with_pointer(&clean, "il file CSV"))
-    };
+    let text: Cow<'_, str> =
+        if fits_cell(&clean) { clean } else { Cow::Owned(cut_with_pointer(&clean, "il file CSV")) };
     // Widths only need an estimate: bytes, capped, are close enough and cheap.
     let w = text.len().min(WIDTH_MAX as usize) as f64;
     ws.write_string(row, col, text)?;
@@ -550,12 +522,8 @@ mod tests {
     #[test]
     fn days_match_jiff() {
         for (y, m, d) in [(1970, 1, 1), (2000, 2, 29), (1900, 3, 1), (2400, 2, 29)] {
-            let want = jiff::civil::date(y, m, d)
-                .to_zoned(jiff::tz::TimeZone::UTC)
-                .unwrap()
-                .timestamp()
-                .as_second()
-                / 86_400;
+            let want =
+                jiff::civil::date(y, m, d).to_zoned(jiff::tz::TimeZone::UTC).unwrap().timestamp().as_second() / 86_400;
             assert_eq!(days_from_civil(y as i64, m as u32, d as u32), want);
         }
     }

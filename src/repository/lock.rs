@@ -41,11 +41,7 @@ pub enum LockError {
          after its last refresh)",
         info.purpose, info.pid, info.host, info.created, STALE_AFTER.as_secs() / 60
     )]
-    Held {
-        tenant: String,
-        key: String,
-        info: LockInfo,
-    },
+    Held { tenant: String, key: String, info: LockInfo },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -79,11 +75,7 @@ pub struct TenantLock {
 }
 
 impl TenantLock {
-    pub async fn acquire(
-        store: Arc<dyn Store>,
-        tenant: &TenantId,
-        purpose: &str,
-    ) -> Result<TenantLock, LockError> {
+    pub async fn acquire(store: Arc<dyn Store>, tenant: &TenantId, purpose: &str) -> Result<TenantLock, LockError> {
         let dir = format!("tenants/{tenant}/locks/");
         let mut nonce = [0u8; 16];
         rand::fill(&mut nonce);
@@ -108,11 +100,7 @@ impl TenantLock {
                 let held = read(&*store, &key).await?;
                 match held {
                     Some(h) if !h.is_stale() => {
-                        return Err(LockError::Held {
-                            tenant: tenant.to_string(),
-                            key,
-                            info: h,
-                        })
+                        return Err(LockError::Held { tenant: tenant.to_string(), key, info: h })
                     }
                     Some(h) => {
                         // Re-read just before deleting, so a lock renewed meanwhile is kept.
@@ -126,11 +114,7 @@ impl TenantLock {
             }
             if !taken {
                 let h = read(&*store, &key).await?.unwrap_or(info.clone());
-                return Err(LockError::Held {
-                    tenant: tenant.to_string(),
-                    key,
-                    info: h,
-                });
+                return Err(LockError::Held { tenant: tenant.to_string(), key, info: h });
             }
             key
         } else {
@@ -151,11 +135,7 @@ impl TenantLock {
                 Some((k, _)) if k == key => key,
                 Some((k, h)) => {
                     store.delete(&key).await?;
-                    return Err(LockError::Held {
-                        tenant: tenant.to_string(),
-                        key: k,
-                        info: h,
-                    });
+                    return Err(LockError::Held { tenant: tenant.to_string(), key: k, info: h });
                 }
                 None => key,
             }
@@ -168,19 +148,14 @@ impl TenantLock {
                 loop {
                     tokio::time::sleep(REFRESH).await;
                     info.refreshed = now();
-                    let body =
-                        Bytes::from(serde_json::to_vec(&info).expect("lock info serializes"));
+                    let body = Bytes::from(serde_json::to_vec(&info).expect("lock info serializes"));
                     if let Err(e) = store.put(&key, Body::Bytes(body)).await {
                         tracing::warn!(lock = %key, error = %e, "could not refresh the tenant lock");
                     }
                 }
             })
         };
-        Ok(TenantLock {
-            store,
-            key,
-            refresher,
-        })
+        Ok(TenantLock { store, key, refresher })
     }
 
     pub async fn release(self) -> Result<(), StoreError> {

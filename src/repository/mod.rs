@@ -29,26 +29,17 @@ pub enum RepoError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{what} {key} is damaged: {cause}")]
-    Damaged {
-        what: &'static str,
-        key: String,
-        cause: String,
-    },
+    Damaged { what: &'static str, key: String, cause: String },
     #[error("blob {blob} is not in the index of tenant {tenant}: the repository is missing data; run `reversa check --tenant {tenant}`")]
     MissingBlob { tenant: String, blob: String },
     #[error("generation {id} does not exist for tenant {tenant}; `reversa generations --tenant {tenant}` lists them")]
     NoSuchGeneration { tenant: String, id: String },
     #[error("tenant {tenant} has no generation yet; run `reversa backup --tenant {tenant}` first")]
     NoGenerations { tenant: String },
-    #[error(
-        "{store} is not a reversa store (no {MARKER_KEY}); run `reversa --config FILE init` first"
-    )]
+    #[error("{store} is not a reversa store (no {MARKER_KEY}); run `reversa --config FILE init` first")]
     NotInitialized { store: String },
     #[error("cannot use the local folder {path}: {cause}")]
-    Local {
-        path: std::path::PathBuf,
-        cause: std::io::Error,
-    },
+    Local { path: std::path::PathBuf, cause: std::io::Error },
     #[error("{store} holds store format {found}, this reversa reads format {STORE_FORMAT}; upgrade reversa")]
     UnsupportedFormat { store: String, found: u32 },
 }
@@ -65,11 +56,7 @@ pub struct Marker {
 pub async fn check_marker(store: &dyn Store) -> Result<Marker, RepoError> {
     let bytes = match store.get(MARKER_KEY).await {
         Ok(b) => b,
-        Err(e) if e.is_not_found() => {
-            return Err(RepoError::NotInitialized {
-                store: store.describe(),
-            })
-        }
+        Err(e) if e.is_not_found() => return Err(RepoError::NotInitialized { store: store.describe() }),
         Err(e) => return Err(e.into()),
     };
     let m: Marker = serde_json::from_slice(&bytes).map_err(|e| RepoError::Damaged {
@@ -78,10 +65,7 @@ pub async fn check_marker(store: &dyn Store) -> Result<Marker, RepoError> {
         cause: e.to_string(),
     })?;
     if m.format != STORE_FORMAT {
-        return Err(RepoError::UnsupportedFormat {
-            store: store.describe(),
-            found: m.format,
-        });
+        return Err(RepoError::UnsupportedFormat { store: store.describe(), found: m.format });
     }
     Ok(m)
 }
@@ -114,14 +98,7 @@ impl Index {
         let n = self.packs.len() as u32;
         self.packs.push(pack);
         for b in blobs {
-            self.blobs.insert(
-                b.id,
-                Location {
-                    pack: n,
-                    offset: b.offset,
-                    length: b.length,
-                },
-            );
+            self.blobs.insert(b.id, Location { pack: n, offset: b.offset, length: b.length });
         }
     }
 }
@@ -176,15 +153,12 @@ impl Repository {
 
     /// Read one blob through the index.
     pub async fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>, RepoError> {
-        let loc = index.blobs.get(id).ok_or_else(|| RepoError::MissingBlob {
-            tenant: self.tenant().to_string(),
-            blob: hex::encode(id),
-        })?;
+        let loc = index
+            .blobs
+            .get(id)
+            .ok_or_else(|| RepoError::MissingBlob { tenant: self.tenant().to_string(), blob: hex::encode(id) })?;
         let key = self.pack_key(&index.packs[loc.pack as usize]);
-        let sealed = self
-            .store
-            .get_range(&key, loc.offset..loc.offset + loc.length as u64)
-            .await?;
+        let sealed = self.store.get_range(&key, loc.offset..loc.offset + loc.length as u64).await?;
         let keys = self.keys.clone();
         let id = *id;
         tokio::task::spawn_blocking(move || open_blob(&keys, &id, &sealed))
@@ -210,34 +184,22 @@ impl Repository {
     pub async fn load_index_tolerant(&self) -> Result<(Index, Vec<RepoError>), RepoError> {
         let mut index = Index::default();
         let mut problems = Vec::new();
-        for obj in self
-            .store
-            .list(&format!("tenants/{}/index/", self.tenant()))
-            .await?
-        {
+        for obj in self.store.list(&format!("tenants/{}/index/", self.tenant())).await? {
             let id = obj.key.rsplit('/').next().unwrap_or_default().to_string();
             let sealed = self.store.get(&obj.key).await?;
-            let damaged = |cause: String| RepoError::Damaged {
-                what: "index file",
-                key: obj.key.clone(),
-                cause,
-            };
+            let damaged = |cause: String| RepoError::Damaged { what: "index file", key: obj.key.clone(), cause };
             let parsed = self
                 .keys
                 .open(Kind::Index, &id, &sealed)
                 .map_err(|e| damaged(e.to_string()))
-                .and_then(|plain| {
-                    serde_json::from_slice::<IndexFile>(&plain).map_err(|e| damaged(e.to_string()))
-                })
+                .and_then(|plain| serde_json::from_slice::<IndexFile>(&plain).map_err(|e| damaged(e.to_string())))
                 .and_then(|file| {
                     let mut packs = Vec::with_capacity(file.packs.len());
                     for p in file.packs {
-                        let pack = parse_id(&p.id)
-                            .ok_or_else(|| damaged(format!("bad pack id {}", p.id)))?;
+                        let pack = parse_id(&p.id).ok_or_else(|| damaged(format!("bad pack id {}", p.id)))?;
                         let mut blobs = Vec::with_capacity(p.blobs.len());
                         for (b, offset, length) in p.blobs {
-                            let id =
-                                parse_id(&b).ok_or_else(|| damaged(format!("bad blob id {b}")))?;
+                            let id = parse_id(&b).ok_or_else(|| damaged(format!("bad blob id {b}")))?;
                             blobs.push(PackBlob { id, offset, length });
                         }
                         packs.push((pack, blobs));
@@ -259,20 +221,10 @@ impl Repository {
 
     /// Download a generation's catalog into a temporary file under `tmp_dir`, verifying every
     /// blob, so it can be read line by line without holding it in memory.
-    pub async fn fetch_catalog(
-        &self,
-        index: &Index,
-        m: &Manifest,
-        tmp_dir: &Path,
-    ) -> Result<Catalog, RepoError> {
-        std::fs::create_dir_all(tmp_dir).map_err(|e| RepoError::Local {
-            path: tmp_dir.into(),
-            cause: e,
-        })?;
-        let mut file = tempfile::NamedTempFile::new_in(tmp_dir).map_err(|e| RepoError::Local {
-            path: tmp_dir.into(),
-            cause: e,
-        })?;
+    pub async fn fetch_catalog(&self, index: &Index, m: &Manifest, tmp_dir: &Path) -> Result<Catalog, RepoError> {
+        std::fs::create_dir_all(tmp_dir).map_err(|e| RepoError::Local { path: tmp_dir.into(), cause: e })?;
+        let mut file = tempfile::NamedTempFile::new_in(tmp_dir)
+            .map_err(|e| RepoError::Local { path: tmp_dir.into(), cause: e })?;
         for b in &m.catalog {
             let id = parse_id(b).ok_or_else(|| RepoError::Damaged {
                 what: "generation manifest",
@@ -280,19 +232,10 @@ impl Repository {
                 cause: format!("bad catalog blob id {b}"),
             })?;
             let data = self.read_blob(index, &id).await?;
-            file.write_all(&data).map_err(|e| RepoError::Local {
-                path: file.path().into(),
-                cause: e,
-            })?;
+            file.write_all(&data).map_err(|e| RepoError::Local { path: file.path().into(), cause: e })?;
         }
-        file.flush().map_err(|e| RepoError::Local {
-            path: file.path().into(),
-            cause: e,
-        })?;
-        Ok(Catalog {
-            file,
-            key: self.generation_key(&m.id),
-        })
+        file.flush().map_err(|e| RepoError::Local { path: file.path().into(), cause: e })?;
+        Ok(Catalog { file, key: self.generation_key(&m.id) })
     }
 
     /// The blobs `ids`, fetched and verified with up to `ahead` requests in flight, in order.
@@ -303,9 +246,7 @@ impl Repository {
         ahead: usize,
     ) -> impl futures::Stream<Item = Result<Vec<u8>, RepoError>> + 'a {
         use futures::StreamExt;
-        futures::stream::iter(ids)
-            .map(move |id| async move { self.read_blob(index, &id).await })
-            .buffered(ahead)
+        futures::stream::iter(ids).map(move |id| async move { self.read_blob(index, &id).await }).buffered(ahead)
     }
 
     /// Write one index file for packs that are already in the store. Returns its size.
@@ -315,39 +256,21 @@ impl Repository {
                 .iter()
                 .map(|(id, blobs)| IndexPack {
                     id: hex::encode(id),
-                    blobs: blobs
-                        .iter()
-                        .map(|b| (hex::encode(b.id), b.offset, b.length))
-                        .collect(),
+                    blobs: blobs.iter().map(|b| (hex::encode(b.id), b.offset, b.length)).collect(),
                 })
                 .collect(),
         };
         let id = crate::time_sortable_id();
-        let sealed = self.keys.seal(
-            Kind::Index,
-            &id,
-            &serde_json::to_vec(&file).expect("index serializes"),
-        );
+        let sealed = self.keys.seal(Kind::Index, &id, &serde_json::to_vec(&file).expect("index serializes"));
         let len = sealed.len() as u64;
-        self.store
-            .put(
-                &format!("tenants/{}/index/{id}", self.tenant()),
-                Body::Bytes(Bytes::from(sealed)),
-            )
-            .await?;
+        self.store.put(&format!("tenants/{}/index/{id}", self.tenant()), Body::Bytes(Bytes::from(sealed))).await?;
         Ok(len)
     }
 
     /// Generation ids, oldest first.
     pub async fn list_generations(&self) -> Result<Vec<String>, RepoError> {
         let prefix = format!("tenants/{}/generations/", self.tenant());
-        Ok(self
-            .store
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .map(|o| o.key[prefix.len()..].to_string())
-            .collect())
+        Ok(self.store.list(&prefix).await?.into_iter().map(|o| o.key[prefix.len()..].to_string()).collect())
     }
 
     pub async fn load_generation(&self, id: &str) -> Result<Manifest, RepoError> {
@@ -355,27 +278,15 @@ impl Repository {
         let sealed = match self.store.get(&key).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                return Err(RepoError::NoSuchGeneration {
-                    tenant: self.tenant().to_string(),
-                    id: id.to_string(),
-                })
+                return Err(RepoError::NoSuchGeneration { tenant: self.tenant().to_string(), id: id.to_string() })
             }
             Err(e) => return Err(e.into()),
         };
-        let damaged = |cause: String| RepoError::Damaged {
-            what: "generation manifest",
-            key: key.clone(),
-            cause,
-        };
-        let plain = self
-            .keys
-            .open(Kind::Generation, id, &sealed)
-            .map_err(|e| damaged(e.to_string()))?;
+        let damaged = |cause: String| RepoError::Damaged { what: "generation manifest", key: key.clone(), cause };
+        let plain = self.keys.open(Kind::Generation, id, &sealed).map_err(|e| damaged(e.to_string()))?;
         let m: Manifest = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
         if m.id != id || m.tenant != self.tenant().as_str() {
-            return Err(damaged(
-                "the manifest names another generation or tenant".into(),
-            ));
+            return Err(damaged("the manifest names another generation or tenant".into()));
         }
         Ok(m)
     }
@@ -386,9 +297,7 @@ impl Repository {
             Some(id) => self.load_generation(id).await,
             None => {
                 let all = self.list_generations().await?;
-                let last = all.last().ok_or_else(|| RepoError::NoGenerations {
-                    tenant: self.tenant().to_string(),
-                })?;
+                let last = all.last().ok_or_else(|| RepoError::NoGenerations { tenant: self.tenant().to_string() })?;
                 self.load_generation(last).await
             }
         }
@@ -396,23 +305,11 @@ impl Repository {
 
     /// Write the manifest: the last write of a backup, which makes the generation visible.
     pub async fn write_generation(&self, m: &Manifest) -> Result<(), RepoError> {
-        let sealed = self.keys.seal(
-            Kind::Generation,
-            &m.id,
-            &serde_json::to_vec(m).expect("manifest serializes"),
-        );
+        let sealed = self.keys.seal(Kind::Generation, &m.id, &serde_json::to_vec(m).expect("manifest serializes"));
         let key = self.generation_key(&m.id);
         // A generation is immutable: never overwrite one.
-        if !self
-            .store
-            .create_if_absent(&key, Bytes::from(sealed))
-            .await?
-        {
-            return Err(RepoError::Damaged {
-                what: "generation",
-                key,
-                cause: "already exists".into(),
-            });
+        if !self.store.create_if_absent(&key, Bytes::from(sealed)).await? {
+            return Err(RepoError::Damaged { what: "generation", key, cause: "already exists".into() });
         }
         Ok(())
     }
@@ -424,8 +321,8 @@ impl Repository {
 pub fn seal_blob(keys: &TenantKeys, id: &BlobId, plain: &[u8]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(plain.len() + 1);
     payload.push(1u8);
-    let compressed = zstd::stream::copy_encode(plain, &mut payload, 1).is_ok()
-        && payload.len() - 1 < plain.len() - plain.len() / 32;
+    let compressed =
+        zstd::stream::copy_encode(plain, &mut payload, 1).is_ok() && payload.len() - 1 < plain.len() - plain.len() / 32;
     if !compressed {
         payload.clear();
         payload.push(0u8);
@@ -436,14 +333,10 @@ pub fn seal_blob(keys: &TenantKeys, id: &BlobId, plain: &[u8]) -> Vec<u8> {
 
 /// Open a sealed blob and check that its content is the blob the id names.
 pub fn open_blob(keys: &TenantKeys, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>, String> {
-    let payload = keys
-        .open(Kind::Blob, &hex::encode(id), sealed)
-        .map_err(|e: OpenError| e.to_string())?;
+    let payload = keys.open(Kind::Blob, &hex::encode(id), sealed).map_err(|e: OpenError| e.to_string())?;
     let plain = match payload.split_first() {
         Some((0, rest)) => rest.to_vec(),
-        Some((1, rest)) => {
-            zstd::stream::decode_all(rest).map_err(|e| format!("does not decompress: {e}"))?
-        }
+        Some((1, rest)) => zstd::stream::decode_all(rest).map_err(|e| format!("does not decompress: {e}"))?,
         _ => return Err("unknown codec flag".into()),
     };
     if keys.blob_id(&plain) != *id {
@@ -464,26 +357,16 @@ pub struct Catalog {
 
 impl Catalog {
     /// The entries in order. A line that does not parse names the generation as damaged.
-    pub fn entries(
-        &self,
-    ) -> Result<impl Iterator<Item = Result<Entry, RepoError>> + '_, RepoError> {
-        let f = std::fs::File::open(self.file.path()).map_err(|e| RepoError::Local {
-            path: self.file.path().into(),
-            cause: e,
-        })?;
-        Ok(std::io::BufReader::new(f)
-            .lines()
-            .enumerate()
-            .map(move |(n, line)| {
-                let line = line.map_err(|e| RepoError::Local {
-                    path: self.file.path().into(),
-                    cause: e,
-                })?;
-                serde_json::from_str(&line).map_err(|e| RepoError::Damaged {
-                    what: "generation catalog",
-                    key: self.key.clone(),
-                    cause: format!("entry {}: {e}", n + 1),
-                })
-            }))
+    pub fn entries(&self) -> Result<impl Iterator<Item = Result<Entry, RepoError>> + '_, RepoError> {
+        let f = std::fs::File::open(self.file.path())
+            .map_err(|e| RepoError::Local { path: self.file.path().into(), cause: e })?;
+        Ok(std::io::BufReader::new(f).lines().enumerate().map(move |(n, line)| {
+            let line = line.map_err(|e| RepoError::Local { path: self.file.path().into(), cause: e })?;
+            serde_json::from_str(&line).map_err(|e| RepoError::Damaged {
+                what: "generation catalog",
+                key: self.key.clone(),
+                cause: format!("entry {}: {e}", n + 1),
+            })
+        }))
     }
 }

@@ -38,19 +38,11 @@ impl PackBuilder {
     pub fn new() -> PackBuilder {
         let mut id = [0u8; 32];
         rand::fill(&mut id);
-        PackBuilder {
-            id,
-            buf: Vec::with_capacity(TARGET_SIZE + crate::chunker::MAX_SIZE),
-            blobs: Vec::new(),
-        }
+        PackBuilder { id, buf: Vec::with_capacity(TARGET_SIZE + crate::chunker::MAX_SIZE), blobs: Vec::new() }
     }
 
     pub fn add(&mut self, id: BlobId, sealed: &[u8]) {
-        self.blobs.push(PackBlob {
-            id,
-            offset: self.buf.len() as u64,
-            length: sealed.len() as u32,
-        });
+        self.blobs.push(PackBlob { id, offset: self.buf.len() as u64, length: sealed.len() as u32 });
         self.buf.extend_from_slice(sealed);
     }
 
@@ -72,8 +64,7 @@ impl PackBuilder {
         }
         let sealed = keys.seal(Kind::PackHeader, &hex::encode(self.id), &header);
         self.buf.extend_from_slice(&sealed);
-        self.buf
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         (self.buf, self.blobs)
     }
 }
@@ -91,21 +82,13 @@ pub enum PackError {
 }
 
 /// Read the blob list of a whole pack from its sealed header.
-pub fn read_header(
-    keys: &TenantKeys,
-    pack_id: &str,
-    pack: &[u8],
-) -> Result<Vec<PackBlob>, PackError> {
+pub fn read_header(keys: &TenantKeys, pack_id: &str, pack: &[u8]) -> Result<Vec<PackBlob>, PackError> {
     if pack.len() < 4 {
         return Err(PackError::TooShort);
     }
     let hlen = u32::from_le_bytes(pack[pack.len() - 4..].try_into().expect("4 bytes"));
-    let start = (pack.len() - 4)
-        .checked_sub(hlen as usize)
-        .ok_or(PackError::BadHeaderLength(hlen))?;
-    let plain = keys
-        .open(Kind::PackHeader, pack_id, &pack[start..pack.len() - 4])
-        .map_err(PackError::Header)?;
+    let start = (pack.len() - 4).checked_sub(hlen as usize).ok_or(PackError::BadHeaderLength(hlen))?;
+    let plain = keys.open(Kind::PackHeader, pack_id, &pack[start..pack.len() - 4]).map_err(PackError::Header)?;
     if plain.len() % ENTRY_LEN != 0 {
         return Err(PackError::Malformed);
     }
@@ -117,10 +100,7 @@ pub fn read_header(
             length: u32::from_le_bytes(e[40..44].try_into().expect("4 bytes")),
         })
         .collect();
-    if blobs
-        .iter()
-        .any(|b| b.offset + b.length as u64 > start as u64)
-    {
+    if blobs.iter().any(|b| b.offset + b.length as u64 > start as u64) {
         return Err(PackError::Malformed);
     }
     Ok(blobs)

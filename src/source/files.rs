@@ -30,19 +30,9 @@ impl FileMeta {
 }
 
 pub enum Item {
-    Dir {
-        rel: Vec<u8>,
-        meta: FileMeta,
-    },
-    File {
-        rel: Vec<u8>,
-        abs: PathBuf,
-        meta: FileMeta,
-    },
-    Symlink {
-        rel: Vec<u8>,
-        target: Vec<u8>,
-    },
+    Dir { rel: Vec<u8>, meta: FileMeta },
+    File { rel: Vec<u8>, abs: PathBuf, meta: FileMeta },
+    Symlink { rel: Vec<u8>, target: Vec<u8> },
 }
 
 /// Walk `attachments/` and `documents/` under `tenant_dir` in a stable (sorted) order.
@@ -64,16 +54,9 @@ pub fn walk<E>(
             let abs_dir = tenant_dir.join(&rel_dir);
             let meta = match std::fs::symlink_metadata(&abs_dir) {
                 Ok(m) => m,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::NotFound && rel_dir.as_os_str() == top =>
-                {
-                    break
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && rel_dir.as_os_str() == top => break,
                 Err(e) => {
-                    warn(format!(
-                        "cannot read folder {}: {e}; it is not in this generation",
-                        abs_dir.display()
-                    ));
+                    warn(format!("cannot read folder {}: {e}; it is not in this generation", abs_dir.display()));
                     continue;
                 }
             };
@@ -82,10 +65,7 @@ pub fn walk<E>(
                 warn(format!("{} is not a folder; skipped", abs_dir.display()));
                 break;
             }
-            visit(Item::Dir {
-                rel: rel_dir.as_os_str().as_bytes().to_vec(),
-                meta: FileMeta::of(&meta),
-            })?;
+            visit(Item::Dir { rel: rel_dir.as_os_str().as_bytes().to_vec(), meta: FileMeta::of(&meta) })?;
             let mut entries: Vec<_> = match std::fs::read_dir(&abs_dir) {
                 Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
                 Err(e) => {
@@ -113,27 +93,14 @@ pub fn walk<E>(
                 if ft.is_dir() {
                     subdirs.push(rel);
                 } else if ft.is_file() {
-                    visit(Item::File {
-                        rel: rel_bytes,
-                        abs,
-                        meta: FileMeta::of(&m),
-                    })?;
+                    visit(Item::File { rel: rel_bytes, abs, meta: FileMeta::of(&m) })?;
                 } else if ft.is_symlink() {
                     match link_inside(&canonical_root, &rel, &abs) {
-                        Ok(target) => visit(Item::Symlink {
-                            rel: rel_bytes,
-                            target,
-                        })?,
-                        Err(why) => warn(format!(
-                            "symlink {} {why}; it is not backed up",
-                            abs.display()
-                        )),
+                        Ok(target) => visit(Item::Symlink { rel: rel_bytes, target })?,
+                        Err(why) => warn(format!("symlink {} {why}; it is not backed up", abs.display())),
                     }
                 } else {
-                    warn(format!(
-                        "{} is a special file (socket, device or FIFO); skipped",
-                        abs.display()
-                    ));
+                    warn(format!("{} is a special file (socket, device or FIFO); skipped", abs.display()));
                 }
             }
             // Reverse so the stack pops them in sorted order.
@@ -163,9 +130,7 @@ fn link_inside(canonical_root: &Path, rel: &Path, abs: &Path) -> Result<Vec<u8>,
         }
     }
     match abs.canonicalize() {
-        Ok(resolved) if resolved.starts_with(canonical_root) => {
-            Ok(target.as_os_str().as_bytes().to_vec())
-        }
+        Ok(resolved) if resolved.starts_with(canonical_root) => Ok(target.as_os_str().as_bytes().to_vec()),
         Ok(_) => Err("points outside the tenant's folder"),
         Err(_) => Err("is dangling"),
     }

@@ -14,25 +14,14 @@ pub const DATABASE_FILE: &str = "database.sqlite";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error(
-        "tenant {tenant} does not exist: no folder {path}; check the tenant id and [source] root"
-    )]
+    #[error("tenant {tenant} does not exist: no folder {path}; check the tenant id and [source] root")]
     UnknownTenant { tenant: String, path: PathBuf },
     #[error("cannot list the tenants in {path}: {cause}; check [source] root")]
-    Root {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Root { path: PathBuf, cause: std::io::Error },
     #[error("cannot read the database {path}: {cause}")]
-    Database {
-        path: PathBuf,
-        cause: rusqlite::Error,
-    },
+    Database { path: PathBuf, cause: rusqlite::Error },
     #[error("cannot read {path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
 }
 
 /// The tenant's folder, which must exist.
@@ -40,27 +29,18 @@ pub fn tenant_dir(root: &Path, tenant: &TenantId) -> Result<PathBuf, SourceError
     let dir = root.join(tenant.as_str());
     match std::fs::symlink_metadata(&dir) {
         Ok(m) if m.is_dir() => Ok(dir),
-        _ => Err(SourceError::UnknownTenant {
-            tenant: tenant.to_string(),
-            path: dir,
-        }),
+        _ => Err(SourceError::UnknownTenant { tenant: tenant.to_string(), path: dir }),
     }
 }
 
 /// Every tenant folder under `root`, sorted. Folders whose names are not valid tenant ids are
 /// returned as warnings, never silently skipped.
 pub fn list_tenants(root: &Path) -> Result<(Vec<TenantId>, Vec<String>), SourceError> {
-    let rd = std::fs::read_dir(root).map_err(|cause| SourceError::Root {
-        path: root.into(),
-        cause,
-    })?;
+    let rd = std::fs::read_dir(root).map_err(|cause| SourceError::Root { path: root.into(), cause })?;
     let mut tenants = Vec::new();
     let mut warnings = Vec::new();
     for entry in rd {
-        let entry = entry.map_err(|cause| SourceError::Root {
-            path: root.into(),
-            cause,
-        })?;
+        let entry = entry.map_err(|cause| SourceError::Root { path: root.into(), cause })?;
         if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             continue;
         }

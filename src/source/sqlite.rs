@@ -28,91 +28,55 @@ pub fn quote(ident: &str) -> String {
 
 impl Snapshot {
     pub fn open(path: &Path) -> Result<Snapshot, SourceError> {
-        let err = |cause| SourceError::Database {
-            path: path.into(),
-            cause,
-        };
+        let err = |cause| SourceError::Database { path: path.into(), cause };
         if !path.is_file() {
             return Err(SourceError::Io {
                 path: path.into(),
-                cause: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the tenant has no database file",
-                ),
+                cause: std::io::Error::new(std::io::ErrorKind::NotFound, "the tenant has no database file"),
             });
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(err)?;
         // A busy writer gets a few seconds to finish before the snapshot gives up.
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
         // The snapshot starts at the first read inside the transaction.
-        conn.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_master;")
-            .map_err(err)?;
-        Ok(Snapshot {
-            conn,
-            path: path.into(),
-        })
+        conn.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_master;").map_err(err)?;
+        Ok(Snapshot { conn, path: path.into() })
     }
 
     fn err(&self, cause: rusqlite::Error) -> SourceError {
-        SourceError::Database {
-            path: self.path.clone(),
-            cause,
-        }
+        SourceError::Database { path: self.path.clone(), cause }
     }
 
     /// Schema objects in creation order, and the header fields applications rely on.
     pub fn schema(&self) -> Result<(Vec<SchemaObject>, i64, i64), SourceError> {
         let mut st = self
             .conn
-            .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY rowid")
+            .prepare(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY rowid",
+            )
             .map_err(|e| self.err(e))?;
         let objects = st
             .query_map([], |r| {
-                Ok(SchemaObject {
-                    kind: r.get(0)?,
-                    name: r.get(1)?,
-                    tbl_name: r.get(2)?,
-                    sql: r.get(3)?,
-                })
+                Ok(SchemaObject { kind: r.get(0)?, name: r.get(1)?, tbl_name: r.get(2)?, sql: r.get(3)? })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
-        let uv: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        let app: i64 = self
-            .conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+        let uv: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let app: i64 = self.conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         Ok((objects, uv, app))
     }
 
     /// The tables whose rows are backed up, in schema order, plus warnings for what is skipped.
-    pub fn tables(
-        &self,
-        schema: &[SchemaObject],
-    ) -> Result<(Vec<TableSpec>, Vec<String>), SourceError> {
+    pub fn tables(&self, schema: &[SchemaObject]) -> Result<(Vec<TableSpec>, Vec<String>), SourceError> {
         let mut specs = Vec::new();
         let mut warnings = Vec::new();
-        let mut names: Vec<String> = schema
-            .iter()
-            .filter(|o| o.kind == "table")
-            .map(|o| o.name.clone())
-            .collect();
+        let mut names: Vec<String> = schema.iter().filter(|o| o.kind == "table").map(|o| o.name.clone()).collect();
         // AUTOINCREMENT counters live in sqlite_sequence; restore needs them to hand out the same ids.
         let has_seq: bool = self
             .conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'", [], |r| r.get::<_, i64>(0))
             .map_err(|e| self.err(e))?
             > 0;
         if has_seq {
@@ -121,18 +85,14 @@ impl Snapshot {
         for name in names {
             let (kind, without_rowid): (String, bool) = self
                 .conn
-                .query_row(
-                    "SELECT type, wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
-                    [&name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .query_row("SELECT type, wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1", [&name], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(|e| self.err(e))?;
             if kind != "table" {
                 // Virtual tables (FTS and the like) are rebuilt from their content tables by the
                 // application; their shadow tables are internal.
-                warnings.push(format!(
-                    "table {name} is a {kind} table; its rows are not backed up"
-                ));
+                warnings.push(format!("table {name} is a {kind} table; its rows are not backed up"));
                 continue;
             }
             let mut st = self
@@ -144,11 +104,7 @@ impl Snapshot {
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| self.err(e))?;
             // Generated and hidden columns are recomputed by SQLite and cannot be inserted.
-            let columns: Vec<String> = cols
-                .iter()
-                .filter(|c| c.2 == 0)
-                .map(|c| c.0.clone())
-                .collect();
+            let columns: Vec<String> = cols.iter().filter(|c| c.2 == 0).map(|c| c.0.clone()).collect();
             let mut pk: Vec<&(String, i64, i64)> = cols.iter().filter(|c| c.1 > 0).collect();
             pk.sort_by_key(|c| c.1);
             let lower: Vec<String> = cols.iter().map(|c| c.0.to_lowercase()).collect();
@@ -156,28 +112,14 @@ impl Snapshot {
             let rowid = if without_rowid || name == "sqlite_sequence" {
                 None
             } else {
-                ["rowid", "_rowid_", "oid"]
-                    .into_iter()
-                    .find(|a| !lower.iter().any(|c| c == a))
+                ["rowid", "_rowid_", "oid"].into_iter().find(|a| !lower.iter().any(|c| c == a))
             };
             let order_by = match (rowid, pk.is_empty()) {
                 (Some(alias), _) => alias.to_string(),
-                (None, false) => pk
-                    .iter()
-                    .map(|c| quote(&c.0))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                (None, true) => (1..=columns.len())
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                (None, false) => pk.iter().map(|c| quote(&c.0)).collect::<Vec<_>>().join(", "),
+                (None, true) => (1..=columns.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
             };
-            specs.push(TableSpec {
-                name,
-                columns,
-                rowid,
-                order_by,
-            });
+            specs.push(TableSpec { name, columns, rowid, order_by });
         }
         Ok((specs, warnings))
     }
@@ -190,18 +132,8 @@ impl Snapshot {
         mut row: impl FnMut(&[ValueRef<'_>]) -> Result<(), E>,
     ) -> Result<(), E> {
         let cols = spec.columns.iter().map(|c| quote(c));
-        let select: Vec<String> = spec
-            .rowid
-            .map(String::from)
-            .into_iter()
-            .chain(cols)
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY {}",
-            select.join(", "),
-            quote(&spec.name),
-            spec.order_by
-        );
+        let select: Vec<String> = spec.rowid.map(String::from).into_iter().chain(cols).collect();
+        let sql = format!("SELECT {} FROM {} ORDER BY {}", select.join(", "), quote(&spec.name), spec.order_by);
         let mut st = self.conn.prepare(&sql).map_err(|e| E::from(self.err(e)))?;
         let n = select.len();
         let mut rows = st.query([]).map_err(|e| E::from(self.err(e)))?;

@@ -20,54 +20,32 @@ pub struct DirStore {
 impl DirStore {
     /// Open the folder `root`; with `create`, make it first (only `init` does).
     pub fn open(root: &Path, create: bool) -> Result<DirStore, StoreError> {
-        let fail = |message: String| StoreError::Config {
-            store: format!("dir:{}", root.display()),
-            message,
-        };
+        let fail = |message: String| StoreError::Config { store: format!("dir:{}", root.display()), message };
         if create {
             fs::create_dir_all(root.join(".tmp")).map_err(|e| {
-                fail(format!(
-                    "cannot create the store folder: {e}; check [store] path and its permissions"
-                ))
+                fail(format!("cannot create the store folder: {e}; check [store] path and its permissions"))
             })?;
         } else if !root.is_dir() {
-            return Err(fail(
-                "the store folder does not exist; run `reversa --config FILE init` first".into(),
-            ));
+            return Err(fail("the store folder does not exist; run `reversa --config FILE init` first".into()));
         }
-        Ok(DirStore {
-            root: root.to_path_buf(),
-        })
+        Ok(DirStore { root: root.to_path_buf() })
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         // Keys are built by reversa from validated parts; refuse anything that could escape.
-        if key.is_empty()
-            || key.starts_with('/')
-            || key
-                .split('/')
-                .any(|s| s.is_empty() || s == "." || s == "..")
-        {
+        if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
             return Err(self.fail("resolve", key, "invalid object key".into()));
         }
         Ok(self.root.join(key))
     }
 
     fn fail(&self, op: &'static str, key: &str, cause: String) -> StoreError {
-        StoreError::Failed {
-            store: self.describe(),
-            op,
-            key: key.to_string(),
-            cause,
-        }
+        StoreError::Failed { store: self.describe(), op, key: key.to_string(), cause }
     }
 
     fn io(&self, op: &'static str, key: &str, e: io::Error) -> StoreError {
         if e.kind() == io::ErrorKind::NotFound {
-            StoreError::NotFound {
-                store: self.describe(),
-                key: key.to_string(),
-            }
+            StoreError::NotFound { store: self.describe(), key: key.to_string() }
         } else {
             self.fail(op, key, e.to_string())
         }
@@ -89,8 +67,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
     tmp.write_all(data)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -101,14 +78,8 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     File::open(path.parent().expect("object path has a parent"))?.sync_all()
 }
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> impl std::future::Future<Output = T> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .expect("dir store worker panicked")
-    }
+fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> impl std::future::Future<Output = T> {
+    async move { tokio::task::spawn_blocking(f).await.expect("dir store worker panicked") }
 }
 
 #[async_trait]
@@ -180,12 +151,7 @@ impl Store for DirStore {
         let path = self.path(key)?;
         let this = self.clone();
         let key = key.to_string();
-        blocking(move || {
-            fs::read(&path)
-                .map(Bytes::from)
-                .map_err(|e| this.io("get", &key, e))
-        })
-        .await
+        blocking(move || fs::read(&path).map(Bytes::from).map_err(|e| this.io("get", &key, e))).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
@@ -202,10 +168,7 @@ impl Store for DirStore {
                 if buf.len() != want {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "range {}..{} is past the end of the object",
-                            range.start, range.end
-                        ),
+                        format!("range {}..{} is past the end of the object", range.start, range.end),
                     ));
                 }
                 Ok(buf)
@@ -277,9 +240,5 @@ impl Store for DirStore {
 
 fn info(key: String, m: &fs::Metadata) -> ObjectInfo {
     use std::os::unix::fs::MetadataExt;
-    ObjectInfo {
-        key,
-        size: m.len(),
-        modified: m.mtime(),
-    }
+    ObjectInfo { key, size: m.len(), modified: m.mtime() }
 }

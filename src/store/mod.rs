@@ -48,12 +48,7 @@ pub enum StoreError {
     #[error("object {key} does not exist in {store}")]
     NotFound { store: String, key: String },
     #[error("{op} of {key} in {store} failed: {cause}")]
-    Failed {
-        store: String,
-        op: &'static str,
-        key: String,
-        cause: String,
-    },
+    Failed { store: String, op: &'static str, key: String, cause: String },
     #[error("{store}: {message}")]
     Config { store: String, message: String },
 }
@@ -81,11 +76,7 @@ pub trait Store: Send + Sync + 'static {
     /// A link that downloads `key` with a plain HTTP GET until `ttl` has passed, or `None` on
     /// stores that cannot make one (`dir`). Exports use it to hand the customer their parts. The
     /// link is a bearer secret for its lifetime: never log it.
-    async fn presign_get(
-        &self,
-        key: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<String>, StoreError> {
+    async fn presign_get(&self, key: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {
         let _ = (key, ttl);
         Ok(None)
     }
