@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 need_cargo
+# The export tests check archives with 7-Zip and workbooks with LibreOffice, as customers open them.
+need_pkg 7zz 7zip
+need_pkg soffice libreoffice-calc
+need_pkg setpriv util-linux
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 # The S3 test server (Ceph RGW on loopback), unless the caller points the tests at one already.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{backup, check, demo, init, restore, Agent, Error};
+use crate::commands::{backup, check, demo, export, init, restore, Agent, Error};
 use crate::config::Config;
 use crate::progress;
 use crate::tenant::TenantId;
@@ -78,6 +78,51 @@ pub enum Command {
         /// Abort the multipart uploads interrupted backups left behind (under the tenant lock).
         #[arg(long)]
         repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the customer's copy of a tenant: an AES-256 ZIP with its records as XLSX and CSV and
+    /// its files (docs/EXPORT.md). Prints the passphrase once, or writes it to a file.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// Export this backup generation instead of the live source.
+        #[arg(long)]
+        generation: Option<String>,
+        /// The folder that receives `<tenant>-<UTC time>.zip` (or its parts).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Data formats: xlsx, csv or both.
+        #[arg(long, default_value = "xlsx,csv")]
+        format: String,
+        /// Cut the archive into parts of at most this size (e.g. 512MiB, 2GB).
+        #[arg(long, default_value = "512MiB")]
+        split_size: String,
+        /// Write the passphrase to this new file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Also put the parts under exports/<tenant>/<export id>/ in the store.
+        #[arg(long)]
+        upload: bool,
+    },
+    /// Exports uploaded to the store.
+    Exports {
+        #[command(subcommand)]
+        command: ExportsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportsCommand {
+    /// List the uploaded exports.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the uploaded exports older than [exports] keep_days.
+    Prune {
         #[arg(long)]
         json: bool,
     },
@@ -321,6 +366,119 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(code)
         }
+        Command::Export { tenant, generation, out, format, split_size, passphrase_file, upload } => {
+            // Flags first, so that a typo is reported before the store is opened.
+            let mut opts = export::ExportOptions::new(out);
+            opts.formats = crate::export::Formats::parse(format)?;
+            opts.split_size = crate::export::parse_size(split_size)?;
+            opts.generation = generation.clone();
+            opts.passphrase_file = passphrase_file.clone();
+            opts.upload = *upload;
+            let tenant = TenantId::parse(tenant)?;
+            let agent = Agent::open(load_config(&cli)?).await?;
+            let r = export::export(&agent, &tenant, &opts, &*progress).await?;
+            print_export(&r);
+            Ok(if r.warnings.is_empty() { exit::OK } else { exit::WARNINGS })
+        }
+        Command::Exports { command } => {
+            let agent = Agent::open(load_config(&cli)?).await?;
+            match command {
+                ExportsCommand::List { tenant, json } => {
+                    let tenant = tenant.as_deref().map(TenantId::parse).transpose()?;
+                    let (list, odd) = export::list_exports(&agent, tenant.as_ref()).await?;
+                    for w in &odd {
+                        eprintln!("warning: {w}");
+                    }
+                    if *json {
+                        print_json(&list);
+                    } else {
+                        println!("{:<20} {:<26} {:<20} {:>6} {:>12}", "TENANT", "EXPORT", "CREATED", "FILES", "BYTES");
+                        for e in &list {
+                            println!(
+                                "{:<20} {:<26} {:<20} {:>6} {:>12}",
+                                e.tenant,
+                                e.id,
+                                e.created,
+                                e.objects.len(),
+                                e.bytes
+                            );
+                        }
+                    }
+                    Ok(exit::OK)
+                }
+                ExportsCommand::Prune { json } => {
+                    let r = export::prune_exports(&agent, jiff::Timestamp::now()).await?;
+                    for w in &r.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    if *json {
+                        print_json(&r);
+                    } else {
+                        for e in &r.removed {
+                            println!(
+                                "removed export {} of {} (made {}, {} files, {})",
+                                e.id,
+                                e.tenant,
+                                e.created,
+                                e.objects.len(),
+                                mb(e.bytes)
+                            );
+                        }
+                        println!("{} exports removed, {} kept (keep_days = {})", r.removed.len(), r.kept, r.keep_days);
+                    }
+                    Ok(exit::OK)
+                }
+            }
+        }
+    }
+}
+
+fn print_export(r: &export::ExportReport) {
+    let source = match &r.source {
+        crate::export::SourceInfo::Live { .. } => "the live source".to_string(),
+        crate::export::SourceInfo::Generation { id, .. } => format!("generation {id}"),
+    };
+    let rows: u64 = r.tables.iter().map(|t| t.rows).sum();
+    println!(
+        "{}: export {} from {source}: {} tables, {rows} rows, {} files ({}) in {} ({})",
+        r.tenant,
+        r.export_id,
+        r.tables.len(),
+        r.files,
+        mb(r.file_bytes),
+        format_ms(r.duration_ms),
+        mb(r.bytes)
+    );
+    for p in &r.parts {
+        println!("  {}", p.display());
+    }
+    println!("  SHA-256 {}", r.sha256);
+    if let Some(note) = &r.join_note {
+        println!(
+            "  the archive is in {} parts; {} says how to join them (cat, copy /b, or 7-Zip on NAME.zip.001)",
+            r.parts.len(),
+            note.display()
+        );
+    }
+    for u in &r.uploaded {
+        match &u.link {
+            Some(link) => println!("  uploaded {}\n    download: {link}", u.key),
+            None => println!("  uploaded {}", u.key),
+        }
+    }
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
+    match (&r.passphrase, &r.passphrase_file) {
+        (_, Some(f)) => println!(
+            "passphrase written to {} (mode 0600); give it to the requester apart from the archive",
+            f.display()
+        ),
+        (Some(p), None) => println!(
+            "passphrase (shown only now, stored nowhere; give it to the requester apart from the archive):\n{}",
+            p.expose()
+        ),
+        (None, None) => {}
     }
 }
 

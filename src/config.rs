@@ -24,6 +24,24 @@ pub struct Config {
     #[serde(default)]
     pub keys: KeysConfig,
     pub state: StateConfig,
+    #[serde(default)]
+    pub exports: ExportsConfig,
+}
+
+/// Customer exports uploaded to the store (`export --upload`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// How long a pre-signed download link stays valid, in hours (S3 allows at most 168).
+    pub link_ttl_hours: u32,
+    /// Days an uploaded export is kept before `reversa exports prune` removes it.
+    pub keep_days: u32,
+}
+
+impl Default for ExportsConfig {
+    fn default() -> Self {
+        ExportsConfig { link_ttl_hours: 72, keep_days: 7 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +236,12 @@ impl Config {
             })?,
             _ => {}
         }
+        if !(1..=168).contains(&self.exports.link_ttl_hours) {
+            return Err(invalid(
+                "exports.link_ttl_hours",
+                "must be between 1 and 168 (pre-signed links last at most 7 days)",
+            ));
+        }
         if self.keys.master_key_file.is_none() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none() {
             return Err(invalid(
                 "keys.master_key_file",
@@ -256,6 +280,25 @@ mod tests {
         let SourceConfig::Sqlite { root } = &c.source;
         assert_eq!(root, Path::new("/etc/reversa/tenants"));
         assert_eq!(c.keys.master_key_file.as_deref(), Some(Path::new("/etc/reversa/master.key")));
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../config/reversa.example.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.exports.keep_days, 7);
+    }
+
+    #[test]
+    fn exports_section_has_defaults_and_limits() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.exports.link_ttl_hours, c.exports.keep_days), (72, 7));
+        let c = parse(&format!("{GOOD}\n[exports]\nkeep_days = 30\n")).unwrap();
+        assert_eq!((c.exports.link_ttl_hours, c.exports.keep_days), (72, 30));
+        let e = parse(&format!("{GOOD}\n[exports]\nlink_ttl_hours = 500\n")).unwrap_err().to_string();
+        assert!(e.contains("exports.link_ttl_hours"), "{e}");
+        let e = parse(&format!("{GOOD}\n[exports]\nkeep = 3\n")).unwrap_err().to_string();
+        assert!(e.contains("keep"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod crypto;
+pub mod export;
 pub mod generation;
 pub mod keys;
 pub mod progress;

@@ -5,6 +5,7 @@ mod store_contract;
 
 mod cli;
 mod dir_store;
+mod export;
 mod foundation;
 mod s3_store;
 mod vectors;

@@ -44,6 +44,7 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
         store: StoreConfig::Dir { path: base.join("store") },
         keys: KeysConfig { master_key_file: Some(key_file.clone()) },
         state: StateConfig { dir: base.join("state") },
+        exports: Default::default(),
     };
     let config_file = base.join("reversa.toml");
     let text = format!(

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod check;
 pub mod demo;
+pub mod export;
 pub mod init;
 pub mod restore;
 
@@ -31,6 +32,8 @@ pub enum Error {
     Lock(#[from] repository::lock::LockError),
     #[error(transparent)]
     Tenant(#[from] crate::tenant::InvalidTenantId),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error("{0}")]
     Usage(String),
     #[error("{what} {path}: {cause}")]
@@ -49,6 +52,10 @@ impl Error {
             Error::Lock(_) => 4,
             Error::Key(KeyError::WrongMasterKey { .. }) => 5,
             Error::Repo(RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) => 6,
+            Error::Export(e) if e.is_bad_input() => 2,
+            Error::Export(crate::export::ExportError::Repo(
+                RepoError::Damaged { .. } | RepoError::MissingBlob { .. },
+            )) => 6,
             _ => 1,
         }
     }

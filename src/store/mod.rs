@@ -98,6 +98,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
+    /// A link that downloads `key` with a plain HTTP GET until `ttl` has passed, or `None` on
+    /// stores that cannot make one (`dir`). Exports use it to hand the customer their parts. The
+    /// link is a bearer secret for its lifetime: never log it.
+    async fn presign_get(&self, key: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {
+        let _ = (key, ttl);
+        Ok(None)
+    }
+
     /// How many requests to keep in flight for throughput. A local disk saturates with two;
     /// object storage over a network hides its latency with more.
     fn concurrency(&self) -> usize {
