@@ -68,10 +68,52 @@ pub async fn restore(
     let staging = to.join(format!(".reversa-restore-{}", crate::time_sortable_id()));
     fs::create_dir_all(&staging).map_err(|cause| Error::Io { what: "cannot create", path: staging.clone(), cause })?;
 
-    let ahead = AHEAD_PER_REQUEST * agent.store.concurrency().min(4);
+    // The database and the files are restored at the same time, each from its own pass over the
+    // catalog: rebuilding tables is CPU work in SQLite, writing files is I/O, and they overlap.
+    let ahead = (AHEAD_PER_REQUEST * agent.store.concurrency().min(4) / 2).max(4);
+    let part = |database: bool| {
+        restore_part(&repo, &index, &catalog, &manifest.id, &staging, ahead, progress, move |e: &Entry| {
+            matches!(e, Entry::Schema { .. } | Entry::Table { .. }) == database
+        })
+    };
+    let (db, files) = tokio::join!(part(true), part(false));
+    let written = db.and_then(|a| {
+        files.map(|b| Stats { tables: a.tables, rows: a.rows, files: b.files, bytes: a.bytes + b.bytes })
+    });
+    let result = written.and_then(|stats| {
+        move_into_place(&staging, to)?;
+        Ok(stats)
+    });
+    let _ = fs::remove_dir_all(&staging);
+    let stats = result?;
+    progress.done();
+    Ok(RestoreReport {
+        generation: manifest.id,
+        tables: stats.tables,
+        rows: stats.rows,
+        files: stats.files,
+        bytes: stats.bytes,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Restore the catalog entries `wanted` selects into `staging`: their blobs are fetched `ahead`
+/// at a time (across entry boundaries, so many small files do not serialize on latency) and
+/// applied in catalog order by one writer thread.
+#[allow(clippy::too_many_arguments)]
+async fn restore_part(
+    repo: &crate::repository::Repository,
+    index: &crate::repository::Index,
+    catalog: &crate::repository::Catalog,
+    generation: &str,
+    staging: &Path,
+    ahead: usize,
+    progress: &dyn Progress,
+    wanted: impl Fn(&Entry) -> bool,
+) -> Result<Stats> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(ahead);
     let writer = {
-        let staging = staging.clone();
+        let staging = staging.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let mut w = Writer::new(staging);
             while let Some(ev) = rx.blocking_recv() {
@@ -80,17 +122,15 @@ pub async fn restore(
             w.finish()
         })
     };
-
-    // Feed the writer: entries in catalog order, each followed by its blobs. Blobs are fetched
-    // `ahead` at a time across entry boundaries, so many small files do not serialize on latency.
     let feed = async {
         let entries = catalog.entries()?;
         let steps = entries.flat_map(|entry| -> Vec<Result<Step>> {
             let entry = match entry {
+                Ok(e) if !wanted(&e) => return Vec::new(),
                 Ok(e) => e,
                 Err(e) => return vec![Err(e.into())],
             };
-            match entry_blobs(&entry, &manifest.id) {
+            match entry_blobs(&entry, generation) {
                 Ok(ids) => std::iter::once(Ok(Step::Start(entry)))
                     .chain(ids.into_iter().map(|id| Ok(Step::Blob(id))))
                     .chain(std::iter::once(Ok(Step::End)))
@@ -102,7 +142,7 @@ pub async fn restore(
             .map(|step| async {
                 Ok::<Event, Error>(match step? {
                     Step::Start(e) => Event::Start(e),
-                    Step::Blob(id) => Event::Data(repo.read_blob(&index, &id).await?),
+                    Step::Blob(id) => Event::Data(repo.read_blob(index, &id).await?),
                     Step::End => Event::End,
                 })
             })
@@ -122,21 +162,10 @@ pub async fn restore(
     let fed = feed.await;
     drop(tx);
     let written = writer.await.expect("restore writer panicked");
-    let result = fed.and(written).and_then(|stats| {
-        move_into_place(&staging, to)?;
-        Ok(stats)
-    });
-    let _ = fs::remove_dir_all(&staging);
-    let stats = result?;
-    progress.done();
-    Ok(RestoreReport {
-        generation: manifest.id,
-        tables: stats.tables,
-        rows: stats.rows,
-        files: stats.files,
-        bytes: stats.bytes,
-        duration_ms: started.elapsed().as_millis() as u64,
-    })
+    // A writer error is the cause when both failed (the feed only sees a closed channel).
+    let stats = written?;
+    fed?;
+    Ok(stats)
 }
 
 fn entry_blobs(entry: &Entry, generation: &str) -> Result<Vec<BlobId>> {

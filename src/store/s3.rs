@@ -1039,6 +1039,17 @@ impl Store for S3Store {
         self.conditional
     }
 
+    async fn presign_get(&self, key: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {
+        let full = self.full_key(key)?;
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| self.failed("presign", key, format!("invalid link lifetime: {e}")))?;
+        // Signed locally with the current credentials: no request is sent.
+        let req = self.client.get_object().bucket(&self.bucket).key(full).presigned(config).await.map_err(|e| {
+            self.failed("presign", key, aws_smithy_types::error::display::DisplayErrorContext(e).to_string())
+        })?;
+        Ok(Some(req.uri().to_string()))
+    }
+
     fn concurrency(&self) -> usize {
         self.max_concurrency
     }
