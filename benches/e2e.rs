@@ -13,28 +13,14 @@
 //! Figures are printed, never asserted: speed is measured here, not in tests.
 
 use std::path::{Path, PathBuf};
+#[path = "measure.rs"]
+mod measure;
+
+use measure::measure;
 use std::process::Command;
 use std::time::Instant;
 
 use reversa::seed::{seed_tenant, Scale};
-
-struct Measured {
-    secs: f64,
-    max_rss_mib: f64,
-}
-
-/// Run a command to completion and measure its wall time and peak RSS (from wait4).
-fn measure(cmd: &mut Command) -> Measured {
-    let started = Instant::now();
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32, "wait4 failed");
-    let secs = started.elapsed().as_secs_f64();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
-    Measured { secs, max_rss_mib: usage.ru_maxrss as f64 / 1024.0 }
-}
 
 /// `openssl speed` for one EVP cipher or digest at 16 KiB blocks, in MB/s.
 fn openssl_speed(alg: &str) -> Option<f64> {

@@ -6,7 +6,7 @@
 //!    rules) and the whole exporter without a source (canonical row decoding, side files, the
 //!    inner ZIP);
 //! 2. peak RSS of the `reversa export` process on a table of 5,000,000 rows (target: at most
-//!    128 MiB), from wait4's ru_maxrss;
+//!    128 MiB), read by GNU time (see benches/measure.rs);
 //! 3. end-to-end `reversa export` MB/s on the bench tenant of `benches/e2e.rs` (about 1 GB).
 //!
 //! Run: `cargo bench --bench export`. Environment:
@@ -19,6 +19,10 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+#[path = "measure.rs"]
+mod measure;
+
+use measure::measure;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -179,26 +183,6 @@ fn exporter(n: usize, dir: &Path) -> f64 {
     ex.apply(Event::End).unwrap();
     ex.finish(&SourceInfo::Live { time: "2026-01-01T00:00:00Z".into() }, "2026-01-01T00:00:00Z", &[]).unwrap();
     started.elapsed().as_secs_f64()
-}
-
-struct Measured {
-    secs: f64,
-    max_rss_mib: f64,
-}
-
-/// Run a command to completion and measure its wall time and peak RSS (from wait4, which also
-/// reaps the child).
-#[allow(clippy::zombie_processes)]
-fn measure(cmd: &mut Command) -> Measured {
-    let started = Instant::now();
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32, "wait4 failed");
-    let secs = started.elapsed().as_secs_f64();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
-    Measured { secs, max_rss_mib: usage.ru_maxrss as f64 / 1024.0 }
 }
 
 /// A configuration whose source root is `source` and whose store and state are in `run`.

@@ -81,7 +81,8 @@ pub struct S3StoreConfig {
     /// The storage class of new objects (e.g. `STANDARD`, `STANDARD_IA`); the server's default
     /// when absent.
     pub storage_class: Option<String>,
-    /// Parts of one multipart upload in flight at once.
+    /// Requests in flight at once: parts of one multipart upload, packs of a backup, and (times
+    /// four, at most 16) blob reads of a restore.
     #[serde(default = "S3StoreConfig::default_max_concurrency")]
     pub max_concurrency: usize,
     /// Objects larger than this go up as multipart uploads of parts this size: bytes, or a string

@@ -88,21 +88,24 @@ impl MasterKey {
         MasterKey(k)
     }
 
-    /// Write a new random master key to `path` with mode 0600. Refuses to overwrite.
-    pub fn generate(path: &Path) -> Result<MasterKey, KeyError> {
+    /// A new random master key, in memory only until [`MasterKey::save_new`].
+    pub fn generate() -> MasterKey {
+        MasterKey(SecretKey::random())
+    }
+
+    /// Write the key to a new file `path` with mode 0600. Refuses to overwrite an existing file.
+    pub fn save_new(&self, path: &Path) -> Result<(), KeyError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let key = SecretKey::random();
         let write = || -> std::io::Result<()> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-            f.write_all(key.expose())?;
+            f.write_all(self.0.expose())?;
             f.sync_all()
         };
-        write().map_err(|cause| KeyError::Write { path: path.into(), cause })?;
-        Ok(MasterKey(key))
+        write().map_err(|cause| KeyError::Write { path: path.into(), cause })
     }
 
     fn wrapping_key(&self) -> SecretKey {
@@ -344,6 +347,21 @@ impl Keystore {
         Ok(TenantKeys::from_dek(tenant.clone(), wk.version, &dek))
     }
 
+    /// The snapshot to upload when `store` does not hold the keystore as it is now (a tenant's
+    /// first key, an earlier upload that failed, or a store that never had one), or `None`.
+    /// The state folder records what was last uploaded where, so this costs no request.
+    pub fn snapshot_needed(&self, store: &dyn Store) -> Option<PendingSnapshot> {
+        use sha2::Digest;
+        let bytes = serde_json::to_vec(&self.file).expect("keystore serializes");
+        let record = format!("{}\n{}\n", store.describe(), hex::encode(sha2::Sha256::digest(&bytes)));
+        let record_path = self.path.with_extension("snapshot");
+        if std::fs::read_to_string(&record_path).ok().as_deref() == Some(record.as_str()) {
+            return None;
+        }
+        let (id, sealed) = self.seal_snapshot();
+        Some(PendingSnapshot { id, sealed, record_path, record })
+    }
+
     /// Seal the keystore for `keystore/<snapshot id>`. Returns the id and the sealed bytes; the
     /// caller uploads them with [`upload_snapshot`] (so no lock is held across the upload).
     pub fn seal_snapshot(&self) -> (String, Vec<u8>) {
@@ -380,6 +398,24 @@ impl Keystore {
 
     pub fn tenants(&self) -> impl Iterator<Item = &str> {
         self.file.tenants.keys().map(String::as_str)
+    }
+}
+
+/// A sealed keystore snapshot waiting to be uploaded (see [`Keystore::snapshot_needed`]).
+pub struct PendingSnapshot {
+    id: String,
+    sealed: Vec<u8>,
+    record_path: PathBuf,
+    record: String,
+}
+
+impl PendingSnapshot {
+    /// Upload it and note locally that the store now holds this keystore.
+    pub async fn upload(self, store: &dyn Store) -> Result<String, KeyError> {
+        let key = upload_snapshot(store, &self.id, self.sealed).await?;
+        crate::store::dir::write_atomic(&self.record_path, self.record.as_bytes(), 0o600)
+            .map_err(|cause| KeyError::Write { path: self.record_path.clone(), cause })?;
+        Ok(key)
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! The data looks like a town council's: citizens, case files with amounts and dates, a register
 //! of correspondence, and tags; NULLs, unicode, REAL extremes, BLOBs, an empty table, a table
-//! without a primary key and a WITHOUT ROWID table. Files have varied sizes, unicode names and deep
+//! without a primary key, a WITHOUT ROWID table, and full-text (FTS5) tables, one holding its own
+//! text and one indexing another table. Files have varied sizes, unicode names and deep
 //! paths, some compressible (text) and most not (scans, photos). Everything is deterministic for a
 //! given seed, so two runs produce the same bytes.
 
@@ -111,6 +112,8 @@ fn seed_database(path: &Path, scale: Scale, rng: &mut StdRng) -> rusqlite::Resul
          CREATE TABLE log_eventi (quando TEXT, chi TEXT, cosa TEXT);
          CREATE TABLE sospesi (id INTEGER PRIMARY KEY, motivo TEXT);
          CREATE TABLE valori_limite (etichetta TEXT, valore REAL, intero INTEGER);
+         CREATE VIRTUAL TABLE ricerca_atti USING fts5(titolo, testo);
+         CREATE VIRTUAL TABLE cittadini_fts USING fts5(nome, cognome, content='cittadini', content_rowid='id');
          CREATE VIEW pratiche_aperte AS SELECT * FROM pratiche WHERE stato <> 'chiusa';
          CREATE TRIGGER pratiche_chiusura AFTER UPDATE OF stato ON pratiche WHEN NEW.stato = 'chiusa'
              BEGIN UPDATE pratiche SET chiusa_il = datetime('now') WHERE id = NEW.id; END;",
@@ -204,6 +207,13 @@ fn seed_database(path: &Path, scale: Scale, rng: &mut StdRng) -> rusqlite::Resul
         }
         st.execute(params![Option::<String>::None, Option::<f64>::None, Option::<i64>::None])?;
     }
+    {
+        let mut st = tx.prepare("INSERT INTO ricerca_atti (titolo, testo) VALUES (?1, ?2)")?;
+        for i in 0..(scale.rows / 10).max(5) {
+            st.execute(params![format!("delibera {i}"), words(rng, 30)])?;
+        }
+    }
+    tx.execute_batch("INSERT INTO cittadini_fts(cittadini_fts) VALUES('rebuild');")?;
     tx.commit()?;
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     Ok(())

@@ -101,11 +101,14 @@ async fn run(
         let keys = repo.keys.clone();
         let shared = shared.clone();
         sealers.push(std::thread::spawn(move || {
-            let result = seal_loop(&keys, &shared, rx, tx);
-            shared.sealer_done();
-            result
+            // Counted out even if seal_loop panics, so a reader waiting for ids never hangs.
+            let _done = SealerDone(&shared);
+            seal_loop(&keys, &shared, rx, tx)
         }));
     }
+    // Only the sealers may hold the chunk receiver: when they all stop (say, after a failed
+    // upload), the reader's next send must fail instead of blocking forever.
+    drop(chunk_rx);
     drop(pack_tx);
     let uploader = upload_loop(repo, pack_rx, progress);
 
@@ -209,7 +212,10 @@ impl Shared {
     }
 
     fn sealer_done(&self) {
-        self.ids.lock().expect("ids lock").sealers_alive -= 1;
+        // Tolerate a poisoned lock: this runs while a panicking sealer unwinds.
+        let mut st = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        st.sealers_alive -= 1;
+        drop(st);
         self.named.notify_all();
     }
 
@@ -229,6 +235,15 @@ impl Shared {
             }
             st = self.named.wait(st).expect("ids lock");
         }
+    }
+}
+
+/// Marks a sealer as stopped when it is dropped, however the sealer ends.
+struct SealerDone<'a>(&'a Shared);
+
+impl Drop for SealerDone<'_> {
+    fn drop(&mut self) {
+        self.0.sealer_done();
     }
 }
 
@@ -436,8 +451,11 @@ impl Reader {
             cache.record(&rel, &meta, blobs);
         }
         let (w, path) = self.catalog.as_mut().expect("the catalog spool is open while reading");
-        serde_json::to_writer(&mut *w, &entry).expect("catalog entries serialize");
-        w.write_all(b"\n").map_err(|cause| Error::Io { what: "cannot write", path: path.clone(), cause })?;
+        // The spool is a file: a failed write (a full disk) is an error, not a panic.
+        serde_json::to_writer(&mut *w, &entry)
+            .map_err(std::io::Error::from)
+            .and_then(|()| w.write_all(b"\n"))
+            .map_err(|cause| Error::Io { what: "cannot write", path: path.clone(), cause })?;
         Ok(true)
     }
 
@@ -578,7 +596,7 @@ impl Reader {
             let unreadable = |e: std::io::Error| {
                 format!("cannot read {}: {e}; it is not in this generation (check its permissions)", abs.display())
             };
-            let mut f = match File::open(abs) {
+            let mut f = match files::open_walked(abs, &meta) {
                 Ok(f) => f,
                 Err(e) => {
                     self.warn(unreadable(e));

@@ -123,8 +123,17 @@ pub fn compare_tenant(a: &Path, b: &Path) -> Result<Vec<String>> {
     if sa != sb {
         diffs.push("the schemas differ".into());
     }
+    // Shadow tables are the internals of full-text indexes: rebuilt, not copied, so they are
+    // compared through their virtual table instead.
+    let shadow: Vec<String> = {
+        let mut st = da
+            .prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'")
+            .map_err(db_err)?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(db_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?
+    };
     for (kind, name, _) in &sa {
-        if kind != "table" {
+        if kind != "table" || shadow.contains(name) {
             continue;
         }
         let q = crate::source::sqlite::quote(name);

@@ -27,11 +27,26 @@ pub async fn init(config: &Config, generate_master_key: Option<&Path>) -> Result
 /// `init`; with `create_bucket`, an S3 bucket that does not exist is created in the configured
 /// region (without it, `init` stops and says how to create it).
 pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, create_bucket: bool) -> Result<InitReport> {
+    // A new key is written only once the store is reachable, so a failed init (missing bucket,
+    // wrong credentials) can be run again with the same command.
     let master = match generate_master_key {
-        Some(path) => MasterKey::generate(path)?,
+        Some(path) if path.exists() => {
+            return Err(crate::keys::KeyError::Write {
+                path: path.into(),
+                cause: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the file exists; reversa never overwrites a key (use it with [keys] master_key_file)",
+                ),
+            }
+            .into())
+        }
+        Some(_) => MasterKey::generate(),
         None => MasterKey::load(config.keys.master_key_file.as_deref())?,
     };
     let store = open_store_with(&config.store, true, create_bucket).await?;
+    if let Some(path) = generate_master_key {
+        master.save_new(path)?;
+    }
     let marker = Marker {
         format: STORE_FORMAT,
         created: crate::now_rfc3339(),
@@ -45,16 +60,24 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
     let facts = if store_created { marker.facts } else { repository::check_marker(&*store).await?.facts };
     let state = &config.state.dir;
     let keystore = if Keystore::path_in(state).exists() {
-        Keystore::open(state, master)?;
-        "existing".to_string()
+        let ks = Keystore::open(state, master)?;
+        // This store may never have had a snapshot of it (a new store, same state folder).
+        match ks.snapshot_needed(&*store) {
+            Some(p) => {
+                p.upload(&*store).await?;
+                "existing (snapshot uploaded to the store)".to_string()
+            }
+            None => "existing".to_string(),
+        }
     } else {
         match Keystore::recover(state, master.clone(), &*store).await? {
             Some(_) => "recovered from the store's newest keystore snapshot".to_string(),
             None => {
                 let ks = Keystore::new(state, master);
                 ks.save()?;
-                let (id, sealed) = ks.seal_snapshot();
-                crate::keys::upload_snapshot(&*store, &id, sealed).await?;
+                if let Some(p) = ks.snapshot_needed(&*store) {
+                    p.upload(&*store).await?;
+                }
                 "created".to_string()
             }
         }

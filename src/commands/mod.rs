@@ -115,14 +115,20 @@ impl Agent {
         Ok(Agent { config, store, keystore: Mutex::new(keystore) })
     }
 
+    /// The same agent on another store: a wrapper that adds behaviour (tests inject failures
+    /// this way) or a store opened by other means.
+    pub fn with_store(self, store: Arc<dyn Store>) -> Agent {
+        Agent { store, ..self }
+    }
+
     /// The tenant's repository. With `create`, a tenant seen for the first time gets a data key,
     /// and the keystore is snapshotted to the store before any data is sealed under the new key.
     pub async fn repository(&self, tenant: &TenantId, create: bool) -> Result<Repository> {
         let keys: TenantKeys = if create {
-            let (keys, created) = self.keystore.lock().expect("keystore lock").tenant_keys_or_create(tenant)?;
-            if created {
-                self.snapshot_keystore().await?;
-            }
+            let keys = self.keystore.lock().expect("keystore lock").tenant_keys_or_create(tenant)?.0;
+            // Before any data is sealed under a new key, the store holds a copy of it (wrapped),
+            // so losing this host loses nothing; a snapshot that failed earlier is retried here.
+            self.ensure_keystore_snapshot().await?;
             keys
         } else {
             self.keystore.lock().expect("keystore lock").tenant_keys(tenant)?
@@ -130,10 +136,14 @@ impl Agent {
         Ok(Repository::new(self.store.clone(), Arc::new(keys)))
     }
 
-    pub async fn snapshot_keystore(&self) -> Result<String> {
+    /// Upload a keystore snapshot unless the store already holds the keystore as it is now.
+    pub async fn ensure_keystore_snapshot(&self) -> Result<()> {
         // Seal under the lock, then upload without holding it.
-        let (id, sealed) = self.keystore.lock().expect("keystore lock").seal_snapshot();
-        Ok(crate::keys::upload_snapshot(&*self.store, &id, sealed).await?)
+        let pending = self.keystore.lock().expect("keystore lock").snapshot_needed(&*self.store);
+        if let Some(p) = pending {
+            p.upload(&*self.store).await?;
+        }
+        Ok(())
     }
 
     /// The tenants of the source, or the one asked for, validated.

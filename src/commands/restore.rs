@@ -206,21 +206,29 @@ fn prepare_target(to: &Path, force: bool) -> Result<()> {
 }
 
 fn move_into_place(staging: &Path, to: &Path) -> Result<()> {
-    for name in [DATABASE_FILE, FILE_FOLDERS[0], FILE_FOLDERS[1]] {
-        let from = staging.join(name);
-        if !from.exists() {
-            continue;
-        }
+    // What --force replaces: the database with the journal and WAL files SQLite would otherwise
+    // replay into the restored database, and both file folders (a folder the generation does not
+    // have is removed too, so the target holds exactly the generation).
+    let sqlite_side = ["-wal", "-shm", "-journal"].map(|s| format!("{DATABASE_FILE}{s}"));
+    let replaced =
+        [DATABASE_FILE, FILE_FOLDERS[0], FILE_FOLDERS[1]].into_iter().chain(sqlite_side.iter().map(String::as_str));
+    for name in replaced {
         let dest = to.join(name);
         if let Ok(m) = fs::symlink_metadata(&dest) {
             let r = if m.is_dir() { fs::remove_dir_all(&dest) } else { fs::remove_file(&dest) };
             r.map_err(|cause| Error::Io { what: "cannot replace", path: dest.clone(), cause })?;
         }
-        fs::rename(&from, &dest).map_err(|cause| Error::Io {
-            what: "cannot move into place",
-            path: dest.clone(),
-            cause,
-        })?;
+    }
+    for name in [DATABASE_FILE, FILE_FOLDERS[0], FILE_FOLDERS[1]] {
+        let from = staging.join(name);
+        if from.exists() {
+            let dest = to.join(name);
+            fs::rename(&from, &dest).map_err(|cause| Error::Io {
+                what: "cannot move into place",
+                path: dest,
+                cause,
+            })?;
+        }
     }
     Ok(())
 }
@@ -260,6 +268,8 @@ struct Writer {
     db: Option<rusqlite::Connection>,
     /// Indexes, triggers and views, created after the rows are in.
     later: Vec<SchemaObject>,
+    /// Virtual tables and their SQL, for the index rebuilds at the end.
+    virtual_tables: Vec<(String, String)>,
     header: (i64, i64),
     current: Current,
     dirs: Vec<(PathBuf, u32, i64)>,
@@ -281,6 +291,7 @@ impl Writer {
             staging,
             db: None,
             later: Vec::new(),
+            virtual_tables: Vec::new(),
             header: (0, 0),
             current: Current::None,
             dirs: Vec::new(),
@@ -306,7 +317,12 @@ impl Writer {
                 conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN;").map_err(db_err)?;
                 for o in objects {
                     match (o.kind.as_str(), &o.sql) {
-                        ("table", Some(sql)) => conn.execute_batch(sql).map_err(db_err)?,
+                        ("table", Some(sql)) => {
+                            conn.execute_batch(sql).map_err(db_err)?;
+                            if sql.trim_start().to_ascii_uppercase().starts_with("CREATE VIRTUAL") {
+                                self.virtual_tables.push((o.name.clone(), sql.clone()));
+                            }
+                        }
                         (_, Some(_)) => self.later.push(o),
                         // Automatic indexes (for UNIQUE and PRIMARY KEY) have no SQL: SQLite makes them.
                         (_, None) => {}
@@ -423,6 +439,13 @@ impl Writer {
         if let Some(db) = self.db.take() {
             for o in &self.later {
                 db.execute_batch(o.sql.as_deref().unwrap_or_default()).map_err(db_err)?;
+            }
+            // Full-text indexes over other tables are rebuilt from them, now that they are full.
+            for (name, sql) in &self.virtual_tables {
+                if crate::source::sqlite::fts_kind(sql) == Some(crate::source::sqlite::Fts::ExternalContent) {
+                    let q = quote(name);
+                    db.execute_batch(&format!("INSERT INTO {q}({q}) VALUES('rebuild')")).map_err(db_err)?;
+                }
             }
             db.execute_batch(&format!(
                 "PRAGMA user_version = {}; PRAGMA application_id = {}; COMMIT;",

@@ -2,7 +2,6 @@
 //! reader encodes rows with the canonical row encoding that backups store, so the exporter
 //! cannot tell (and does not care) where its rows came from.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
@@ -80,7 +79,7 @@ pub fn read_live(tenant_dir: &Path, tx: &Sender<Event>) -> Result<LiveRead, Expo
             match item {
                 Item::Dir { rel, meta } => send_blocking(tx, Event::Dir { path: rel, mtime_ns: meta.mtime_ns }),
                 Item::Symlink { rel, target } => send_blocking(tx, Event::Symlink { path: rel, target }),
-                Item::File { rel, abs, .. } => read_file(&rel, &abs, tx, &mut changed),
+                Item::File { rel, abs, meta } => read_file(&rel, &abs, &meta, tx, &mut changed),
             }
         },
         |w| walk_warnings.push(w),
@@ -93,9 +92,15 @@ pub fn read_live(tenant_dir: &Path, tx: &Sender<Event>) -> Result<LiveRead, Expo
     Ok(LiveRead { snapshot_time, warnings })
 }
 
-fn read_file(rel: &[u8], abs: &Path, tx: &Sender<Event>, warnings: &mut Vec<String>) -> Result<(), ExportError> {
+fn read_file(
+    rel: &[u8],
+    abs: &Path,
+    walked: &FileMeta,
+    tx: &Sender<Event>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ExportError> {
     let unreadable = |cause| ExportError::Unreadable { path: abs.into(), cause };
-    let mut f = File::open(abs).map_err(unreadable)?;
+    let mut f = files::open_walked(abs, walked).map_err(unreadable)?;
     let before = FileMeta::of(&f.metadata().map_err(unreadable)?);
     send_blocking(tx, Event::File { path: rel.to_vec(), size: before.size, mtime_ns: before.mtime_ns })?;
     let mut size = 0u64;

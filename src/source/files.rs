@@ -14,6 +14,7 @@ pub struct FileMeta {
     pub mtime_ns: i64,
     pub ctime_ns: i64,
     pub inode: u64,
+    pub dev: u64,
     pub mode: u32,
 }
 
@@ -24,9 +25,24 @@ impl FileMeta {
             mtime_ns: m.mtime() as i64 * 1_000_000_000 + m.mtime_nsec() as i64,
             ctime_ns: m.ctime() as i64 * 1_000_000_000 + m.ctime_nsec() as i64,
             inode: m.ino(),
+            dev: m.dev(),
             mode: m.mode() & 0o7777,
         }
     }
+}
+
+/// Open a file the walk found, without following a link, and check that it is still the file
+/// the walk saw (same device and inode). A file (or a parent folder) swapped for a link between
+/// the walk and the open is never read through the link, so nothing outside the tenant's folder
+/// can be read in its place.
+pub fn open_walked(abs: &Path, walked: &FileMeta) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(abs)?;
+    let m = f.metadata()?;
+    if m.ino() != walked.inode || m.dev() != walked.dev {
+        return Err(std::io::Error::other("it was replaced by another file or a link while it was being read"));
+    }
+    Ok(f)
 }
 
 pub enum Item {

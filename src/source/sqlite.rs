@@ -22,6 +22,29 @@ pub struct TableSpec {
     order_by: String,
 }
 
+/// What kind of full-text (FTS3/4/5) virtual table a `CREATE VIRTUAL TABLE` statement makes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fts {
+    /// It stores its own text (the default).
+    OwnContent,
+    /// `content=<table>`: the text is in another table; the index is rebuilt from it. A
+    /// contentless table (`content=''`) has nothing to read back either and is rebuilt empty.
+    ExternalContent,
+}
+
+pub fn fts_kind(sql: &str) -> Option<Fts> {
+    let lower = sql.to_ascii_lowercase();
+    let module = lower.split("using").nth(1)?.trim_start();
+    if !["fts3", "fts4", "fts5"].iter().any(|m| module.starts_with(m)) {
+        return None;
+    }
+    let args = module.split_once('(').map(|(_, a)| a).unwrap_or_default();
+    let external = args.split(',').any(|a| {
+        a.trim().starts_with("content") && a.trim().trim_start_matches("content").trim_start().starts_with('=')
+    });
+    Some(if external { Fts::ExternalContent } else { Fts::OwnContent })
+}
+
 pub fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
@@ -54,7 +77,11 @@ impl Snapshot {
         let mut st = self
             .conn
             .prepare(
-                "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY rowid",
+                // Internal tables (sqlite_*) and the shadow tables of virtual tables (FTS) are
+                // made by SQLite itself when the schema is replayed, so they are not part of it.
+                "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE lower(substr(name, 1, 7)) <> 'sqlite_' \
+                 AND name NOT IN (SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow') \
+                 ORDER BY rowid",
             )
             .map_err(|e| self.err(e))?;
         let objects = st
@@ -89,9 +116,23 @@ impl Snapshot {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .map_err(|e| self.err(e))?;
-            if kind != "table" {
-                // Virtual tables (FTS and the like) are rebuilt from their content tables by the
-                // application; their shadow tables are internal.
+            if kind == "virtual" {
+                let sql = schema.iter().find(|o| o.name == name).and_then(|o| o.sql.as_deref()).unwrap_or_default();
+                match fts_kind(sql) {
+                    // A full-text table that holds its own text: its rows are read and written
+                    // back through its visible columns, and SQLite rebuilds its index.
+                    Some(Fts::OwnContent) => {}
+                    // Its text lives in another table (backed up); restore rebuilds the index.
+                    Some(Fts::ExternalContent) => continue,
+                    None => {
+                        warnings.push(format!(
+                            "table {name} is a virtual table of a module reversa does not back up; its rows are \
+                             not in this generation (its schema is)"
+                        ));
+                        continue;
+                    }
+                }
+            } else if kind != "table" {
                 warnings.push(format!("table {name} is a {kind} table; its rows are not backed up"));
                 continue;
             }
@@ -145,5 +186,22 @@ impl Snapshot {
             row(&values)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_kinds() {
+        assert_eq!(fts_kind("CREATE VIRTUAL TABLE t USING fts5(a, b)"), Some(Fts::OwnContent));
+        assert_eq!(fts_kind("CREATE VIRTUAL TABLE t USING FTS4(a, tokenize=porter)"), Some(Fts::OwnContent));
+        assert_eq!(
+            fts_kind("CREATE VIRTUAL TABLE t USING fts5(a, content='c', content_rowid='id')"),
+            Some(Fts::ExternalContent)
+        );
+        assert_eq!(fts_kind("CREATE VIRTUAL TABLE t USING fts5(a, content = '')"), Some(Fts::ExternalContent));
+        assert_eq!(fts_kind("CREATE VIRTUAL TABLE t USING rtree(id, x0, x1)"), None);
     }
 }
