@@ -276,20 +276,28 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let tenant = TenantId::parse(tenant)?;
             let repo = agent.repository(&tenant, false).await?;
             let mut list = Vec::new();
+            let mut code = exit::OK;
+            // One damaged manifest does not hide the others: it is named, and the exit code says so.
             for id in repo.list_generations().await? {
-                list.push(repo.load_generation(&id).await?);
+                match repo.load_generation(&id).await {
+                    Ok(m) => list.push(m),
+                    Err(e) => {
+                        eprintln!("damaged: {e}");
+                        code = exit::DAMAGED;
+                    }
+                }
             }
             if *json {
                 print_json(&list);
             } else {
                 println!(
-                    "{:<28} {:<20} {:>10} {:>8} {:>12} {:>12}",
+                    "{:<34} {:<20} {:>10} {:>8} {:>12} {:>12}",
                     "GENERATION", "TIME", "ROWS", "FILES", "BYTES", "ADDED"
                 );
                 for m in &list {
                     let s = &m.summary;
                     println!(
-                        "{:<28} {:<20} {:>10} {:>8} {:>12} {:>12}",
+                        "{:<34} {:<20} {:>10} {:>8} {:>12} {:>12}",
                         m.id,
                         m.time,
                         s.rows,
@@ -299,7 +307,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     );
                 }
             }
-            Ok(exit::OK)
+            Ok(code)
         }
         Command::Restore { tenant, generation, to, force } => {
             let agent = Agent::open(load_config(&cli)?).await?;

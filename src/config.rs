@@ -237,6 +237,12 @@ impl Config {
             })?,
             _ => {}
         }
+        if self.exports.keep_days == 0 {
+            return Err(invalid(
+                "exports.keep_days",
+                "is 0, which would remove exports as soon as they are made; use 1 or more",
+            ));
+        }
         if !(1..=168).contains(&self.exports.link_ttl_hours) {
             return Err(invalid(
                 "exports.link_ttl_hours",

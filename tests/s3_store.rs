@@ -298,6 +298,19 @@ async fn s3_helper_process_uploading_when_killed() {
     panic!("the upload should hang until this process is killed, it ended: {r:?}");
 }
 
+/// Start `s3_helper_process_uploading_when_killed` in a child process, uploading `key`.
+fn spawn_uploading_helper(cfg: &reversa::config::S3StoreConfig, key: &str) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["s3_store::s3_helper_process_uploading_when_killed", "--exact", "--nocapture", "--test-threads=1"])
+        .env("REVERSA_S3_HELPER_KEY", key)
+        .env("REVERSA_S3_HELPER_BUCKET", &cfg.bucket)
+        .env("REVERSA_S3_HELPER_PREFIX", &cfg.prefix)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn s3_interrupted_upload_is_listed_by_check_and_aborted_by_repair() {
     let Some(srv) = server() else { return };
@@ -309,15 +322,7 @@ fn s3_interrupted_upload_is_listed_by_check_and_aborted_by_repair() {
 
     // A process killed with SIGKILL in the middle of a multipart upload of a pack.
     let key = "tenants/comune-k/data/ff/interrupted-upload";
-    let mut helper = Command::new(std::env::current_exe().unwrap())
-        .args(["s3_store::s3_helper_process_uploading_when_killed", "--exact", "--nocapture", "--test-threads=1"])
-        .env("REVERSA_S3_HELPER_KEY", key)
-        .env("REVERSA_S3_HELPER_BUCKET", &cfg.bucket)
-        .env("REVERSA_S3_HELPER_PREFIX", &cfg.prefix)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut helper = spawn_uploading_helper(&cfg, key);
     let direct = block_on(S3Store::open(&cfg, OpenMode::Existing)).unwrap();
     let seen = block_on(async {
         let n = wait_for_pending(&direct, "tenants/", |n| n > 0).await;
@@ -344,6 +349,23 @@ fn s3_interrupted_upload_is_listed_by_check_and_aborted_by_repair() {
     let c = env.run(&["check", "--tenant", "comune-k", "--read-data"]).ok();
     assert!(!c.stdout.contains("leftover upload") && c.stdout.contains("no problems"), "{}", c.all());
     assert!(block_on(direct.list("tenants/comune-k/locks/")).unwrap().is_empty(), "repair released its lock");
+
+    // An export upload cut short is listed too; --repair keeps it while it may still be running
+    // (less than a day old).
+    let key = "exports/comune-k/20261123T000000Z-00000000/comune-k-20261123T000000Z-part1.zip";
+    let mut helper = spawn_uploading_helper(&cfg, key);
+    let seen = block_on(wait_for_pending(&direct, "exports/", |n| n > 0));
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    assert_eq!(seen, 1, "the export upload never started");
+    let c = env.run(&["check", "--tenant", "comune-k", "--repair", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&c.stdout).unwrap();
+    assert_eq!(v[0]["leftover_uploads"][0]["key"], key, "{}", c.stdout);
+    let action = v[0]["leftover_uploads"][0]["action"].as_str().unwrap();
+    assert!(action.starts_with("kept: started less than a day ago"), "{action}");
+    for u in block_on(direct.pending_uploads("")).unwrap() {
+        block_on(direct.abort_upload(&u)).unwrap();
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `check`: does every reference in a tenant's repository resolve, and (with `--read-data`) does
 //! every blob decrypt and match its id? Every damaged object is named; nothing is changed, except
-//! that `--repair` aborts the multipart uploads an interrupted backup left behind
+//! that `--repair` aborts the multipart uploads an interrupted backup or export left behind
 //! ([`leftover_uploads`]).
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +53,9 @@ impl CheckReport {
 pub async fn check(agent: &Agent, tenant: &TenantId, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
     let repo = agent.repository(tenant, false).await?;
     let mut report = CheckReport { tenant: tenant.to_string(), ..Default::default() };
+    // Generations first: a manifest is written after its index, so every generation listed now
+    // has its blobs in the index read next, even while a backup runs.
+    let generations = repo.list_generations().await?;
     let (index, damaged) = repo.load_index_tolerant().await?;
     report.problems.extend(damaged.into_iter().map(|e| e.to_string()));
     report.index_files = index.files.len();
@@ -97,7 +100,6 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read_data: bool, progress: 
 
     // Every generation and every blob it references.
     let tmp = agent.config.state.dir.join("tmp");
-    let generations = repo.list_generations().await?;
     report.generations = generations.len();
     for g in &generations {
         if let Err(e) = check_generation(&repo, &index, g, &tmp, &mut report.problems).await {
@@ -210,12 +212,20 @@ async fn read_packs(
     }
 }
 
-/// The multipart uploads under `tenants/<tenant>/` that were started and never completed (a
-/// backup killed mid-upload leaves them; their parts take space but no generation uses them).
-/// With `repair`, abort them, under the tenant lock: an upload of a backup that is still running
-/// belongs to the lock holder and is kept.
+/// How old an unfinished export upload must be before `--repair` aborts it.
+const EXPORT_UPLOAD_GRACE_SECS: i64 = 24 * 3600;
+
+/// The multipart uploads under `tenants/<tenant>/` and `exports/<tenant>/` that were started and
+/// never completed (a backup or export killed mid-upload leaves them; their parts take space but
+/// nothing uses them). With `repair`, abort them: the tenant's under the tenant lock (an upload
+/// of a backup still running belongs to the lock holder and is kept), the exports' once they are
+/// a day old.
+
 pub async fn leftover_uploads(agent: &Agent, tenant: &TenantId, repair: bool) -> Result<Vec<LeftoverUpload>> {
     let pending = agent.store.pending_uploads(&Repository::prefix(tenant)).await?;
+    // Exports are uploaded with multipart uploads too (their parts are large); an export does
+    // not take the tenant lock, so only uploads older than a day are taken to be abandoned.
+    let exports = agent.store.pending_uploads(&format!("exports/{tenant}/")).await?;
     let when = |secs: i64| {
         jiff::Timestamp::from_second(secs)
             .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
@@ -230,6 +240,24 @@ pub async fn leftover_uploads(agent: &Agent, tenant: &TenantId, repair: bool) ->
             action: "left".into(),
         })
         .collect();
+    let now = jiff::Timestamp::now().as_second();
+    for u in &exports {
+        let abandoned = now - u.initiated > EXPORT_UPLOAD_GRACE_SECS;
+        let action = match (repair, abandoned) {
+            (false, _) => "left".to_string(),
+            (true, false) => "kept: started less than a day ago, it may be an export still uploading".into(),
+            (true, true) => match agent.store.abort_upload(u).await {
+                Ok(()) => "aborted".into(),
+                Err(e) => format!("kept: aborting failed: {e}"),
+            },
+        };
+        out.push(LeftoverUpload {
+            key: u.key.clone(),
+            upload_id: u.upload_id.clone(),
+            initiated: when(u.initiated),
+            action,
+        });
+    }
     if !repair || pending.is_empty() {
         return Ok(out);
     }

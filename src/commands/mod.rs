@@ -92,6 +92,29 @@ pub async fn open_store_with(
     }
 }
 
+/// How old a temporary file must be before it is taken to be a leftover of a killed run.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Remove what killed runs left in the state folder's `tmp/` (catalog spools, export work
+/// folders). They can hold tenant data in clear, so they must not outlive the run that made them;
+/// a day of age keeps the files of runs still going untouched.
+fn remove_stale_temporaries(tmp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for e in entries.flatten() {
+        let old = e.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() > STALE_TEMPORARY);
+        if old.unwrap_or(false) {
+            let path = e.path();
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            match removed {
+                Ok(()) => tracing::info!(path = %path.display(), "removed a temporary file left by a killed run"),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "cannot remove a stale temporary file")
+                }
+            }
+        }
+    }
+}
+
 pub struct Agent {
     pub config: Config,
     pub store: Arc<dyn Store>,
@@ -112,6 +135,7 @@ impl Agent {
         let store = open_store(&config.store, false).await?;
         repository::check_marker(&*store).await?;
         let keystore = Keystore::open(&config.state.dir, master)?;
+        remove_stale_temporaries(&config.state.dir.join("tmp"));
         Ok(Agent { config, store, keystore: Mutex::new(keystore) })
     }
 

@@ -16,7 +16,7 @@ use super::{Agent, Error, Result};
 use crate::generation::{rows, Entry, EntryPath, SchemaObject};
 use crate::keys::BlobId;
 use crate::progress::Progress;
-use crate::repository::{parse_blob_id, RepoError};
+use crate::repository::RepoError;
 use crate::source::sqlite::quote;
 use crate::source::{DATABASE_FILE, FILE_FOLDERS};
 use crate::tenant::TenantId;
@@ -173,17 +173,7 @@ fn entry_blobs(entry: &Entry, generation: &str) -> Result<Vec<BlobId>> {
         Entry::Table { blobs, .. } | Entry::File { blobs, .. } => blobs,
         _ => &[],
     };
-    list.iter()
-        .map(|b| {
-            parse_blob_id(b).ok_or_else(|| {
-                Error::Repo(RepoError::Damaged {
-                    what: "generation catalog",
-                    key: generation.into(),
-                    cause: format!("bad blob id {b}"),
-                })
-            })
-        })
-        .collect()
+    Ok(crate::repository::parse_blob_list(list, generation)?)
 }
 
 fn prepare_target(to: &Path, force: bool) -> Result<()> {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::Sender;
 use super::{Event, ExportError};
 use crate::generation::{rows, Entry};
 use crate::keys::BlobId;
-use crate::repository::{parse_blob_id, Catalog, Index, RepoError, Repository};
+use crate::repository::{Catalog, Index, RepoError, Repository};
 use crate::source::files::{self, FileMeta, Item};
 use crate::source::sqlite::Snapshot;
 use crate::source::DATABASE_FILE;
@@ -126,17 +126,7 @@ fn read_file(
 }
 
 fn blob_ids(list: &[String], generation: &str) -> Result<Vec<BlobId>, ExportError> {
-    list.iter()
-        .map(|b| {
-            parse_blob_id(b).ok_or_else(|| {
-                ExportError::Repo(RepoError::Damaged {
-                    what: "generation catalog",
-                    key: generation.into(),
-                    cause: format!("bad blob id {b}"),
-                })
-            })
-        })
-        .collect()
+    Ok(crate::repository::parse_blob_list(list, generation)?)
 }
 
 /// Read a generation: its catalog in order, each table's and file's blobs fetched ahead,

@@ -32,6 +32,9 @@ pub struct LockInfo {
     pub refreshed: i64,
     /// Random, so a holder can tell its own lock from a successor's.
     pub nonce: String,
+    /// The kernel's boot id: with the host name, tells whether `pid` can be checked here.
+    #[serde(default)]
+    pub boot: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,10 @@ pub enum LockError {
     Held { tenant: String, key: String, info: LockInfo },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 pub fn hostname() -> String {
@@ -62,8 +69,10 @@ impl LockInfo {
         if now() - self.refreshed > STALE_AFTER.as_secs() as i64 {
             return true;
         }
-        // A lock of this host whose process is gone cannot be refreshed any more.
-        self.host == hostname() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        // A lock of this host (same name and same boot: two machines may share a name) whose
+        // process is gone cannot be refreshed any more.
+        let here = self.host == hostname() && !self.boot.is_empty() && self.boot == boot_id();
+        here && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 }
 
@@ -87,6 +96,7 @@ impl TenantLock {
             created: crate::now_rfc3339(),
             refreshed: now(),
             nonce: hex::encode(nonce),
+            boot: boot_id(),
         };
         let body = || Bytes::from(serde_json::to_vec(&info).expect("lock info serializes"));
         let key = if store.conditional_create() {
@@ -166,6 +176,14 @@ impl TenantLock {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(REFRESH).await;
+                    // Never overwrite a lock someone else holds now (ours was removed as stale).
+                    match read(&*store, &key).await {
+                        Ok(Some(h)) if h.nonce != info.nonce => {
+                            tracing::error!(lock = %key, holder = %h.host, pid = h.pid, "the tenant lock was taken over; no longer refreshing it");
+                            return;
+                        }
+                        _ => {}
+                    }
                     info.refreshed = now();
                     let body = Bytes::from(serde_json::to_vec(&info).expect("lock info serializes"));
                     if let Err(e) = store.put(&key, Body::Bytes(body)).await {
@@ -200,6 +218,7 @@ async fn read(store: &dyn Store, key: &str) -> Result<Option<LockInfo>, StoreErr
             created: "unknown".into(),
             refreshed: 0,
             nonce: String::new(),
+            boot: String::new(),
         }))),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),

@@ -369,6 +369,20 @@ pub fn open_blob(keys: &TenantKeys, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8
     Ok(plain)
 }
 
+/// The blob ids a catalog entry of generation `generation` lists, parsed; a malformed one
+/// means the catalog is damaged.
+pub fn parse_blob_list(list: &[String], generation: &str) -> Result<Vec<BlobId>, RepoError> {
+    list.iter()
+        .map(|b| {
+            parse_id(b).ok_or_else(|| RepoError::Damaged {
+                what: "generation catalog",
+                key: generation.into(),
+                cause: format!("bad blob id {b}"),
+            })
+        })
+        .collect()
+}
+
 pub fn parse_blob_id(s: &str) -> Option<BlobId> {
     parse_id(s)
 }
