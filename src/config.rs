@@ -187,7 +187,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
-            message: format!("{}", e.message().trim_end())
+            message: e.message().trim_end().to_string()
                 + &e.span().map(|s| format!(" (line {})", text[..s.start].lines().count().max(1))).unwrap_or_default()
                 + "; see config/reversa.example.toml for every key",
         })?;

@@ -187,6 +187,8 @@ fn pipeline_stopped() -> Error {
 }
 
 type Pack = ([u8; 32], Vec<u8>, Vec<PackBlob>);
+/// The chunk queue, shared by the sealers: numbered chunks from the reader.
+type ChunkRx = Arc<Mutex<Receiver<(u64, Vec<u8>)>>>;
 
 /// What the reader and the sealers share.
 struct Shared {
@@ -249,12 +251,7 @@ impl Drop for SealerDone<'_> {
 
 /// A sealer: name each chunk (HMAC), and compress and seal the new ones straight into a pack of
 /// its own; hand full packs to the uploader.
-fn seal_loop(
-    keys: &TenantKeys,
-    shared: &Shared,
-    rx: Arc<Mutex<Receiver<(u64, Vec<u8>)>>>,
-    tx: tokio::sync::mpsc::Sender<Pack>,
-) -> Result<()> {
+fn seal_loop(keys: &TenantKeys, shared: &Shared, rx: ChunkRx, tx: tokio::sync::mpsc::Sender<Pack>) -> Result<()> {
     let mut sealer = crate::repository::BlobSealer::new();
     let mut pack = PackBuilder::new();
     let send = |pack: PackBuilder| {

@@ -220,7 +220,6 @@ const EXPORT_UPLOAD_GRACE_SECS: i64 = 24 * 3600;
 /// nothing uses them). With `repair`, abort them: the tenant's under the tenant lock (an upload
 /// of a backup still running belongs to the lock holder and is kept), the exports' once they are
 /// a day old.
-
 pub async fn leftover_uploads(agent: &Agent, tenant: &TenantId, repair: bool) -> Result<Vec<LeftoverUpload>> {
     let pending = agent.store.pending_uploads(&Repository::prefix(tenant)).await?;
     // Exports are uploaded with multipart uploads too (their parts are large); an export does

@@ -462,7 +462,7 @@ impl Writer {
 fn set_mode_and_mtime(path: &Path, mode: u32, mtime_ns: i64) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
-    let secs = mtime_ns.div_euclid(1_000_000_000) as i64;
+    let secs = mtime_ns.div_euclid(1_000_000_000);
     let nanos = mtime_ns.rem_euclid(1_000_000_000) as u32;
     filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(secs, nanos)).map_err(io_err(path))
 }

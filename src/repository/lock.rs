@@ -45,7 +45,7 @@ pub enum LockError {
          after its last refresh)",
         info.purpose, info.pid, info.host, info.created, STALE_AFTER.as_secs() / 60
     )]
-    Held { tenant: String, key: String, info: LockInfo },
+    Held { tenant: String, key: String, info: Box<LockInfo> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -111,7 +111,7 @@ impl TenantLock {
                 let held = read(&*store, &key).await?;
                 match held {
                     Some(h) if !h.is_stale() => {
-                        return Err(LockError::Held { tenant: tenant.to_string(), key, info: h })
+                        return Err(LockError::Held { tenant: tenant.to_string(), key, info: Box::new(h) })
                     }
                     Some(h) => {
                         // Re-read just before deleting, so a lock renewed meanwhile is kept.
@@ -125,7 +125,7 @@ impl TenantLock {
             }
             if !taken {
                 let h = read(&*store, &key).await?.unwrap_or(info.clone());
-                return Err(LockError::Held { tenant: tenant.to_string(), key, info: h });
+                return Err(LockError::Held { tenant: tenant.to_string(), key, info: Box::new(h) });
             }
             key
         } else {
@@ -164,7 +164,7 @@ impl TenantLock {
                             tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                             continue;
                         }
-                        return Err(LockError::Held { tenant: tenant.to_string(), key: k, info: h });
+                        return Err(LockError::Held { tenant: tenant.to_string(), key: k, info: Box::new(h) });
                     }
                 }
             }

@@ -22,8 +22,8 @@ impl FileMeta {
     pub fn of(m: &std::fs::Metadata) -> FileMeta {
         FileMeta {
             size: m.len(),
-            mtime_ns: m.mtime() as i64 * 1_000_000_000 + m.mtime_nsec() as i64,
-            ctime_ns: m.ctime() as i64 * 1_000_000_000 + m.ctime_nsec() as i64,
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
             inode: m.ino(),
             dev: m.dev(),
             mode: m.mode() & 0o7777,
