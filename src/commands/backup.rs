@@ -114,9 +114,12 @@ async fn run(
 
     let progress_bytes = ProgressBytes::default();
     let reader_handle = {
-        let reader = Reader::new(repo.keys.chunker_seed(), shared, chunk_tx, progress_bytes.clone());
+        let seed = repo.keys.chunker_seed();
+        // Two readers, each numbering its chunks in a range of its own.
+        let tables = Reader::new(seed, 0, shared.clone(), chunk_tx.clone(), progress_bytes.clone());
+        let files = Reader::new(seed, 1 << 62, shared, chunk_tx, progress_bytes.clone());
         let tenant_dir = tenant_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || reader.read_tenant(&tenant_dir, &cache_path, &spool_dir))
+        tokio::task::spawn_blocking(move || read_tenant(tables, files, &tenant_dir, &cache_path, &spool_dir))
     };
     // Show bytes read while the pipeline runs.
     let ticker = async {
@@ -341,6 +344,44 @@ struct ReadResult {
     cache: Option<FileCache>,
 }
 
+/// Read a tenant with two readers at once, the database in one thread and the files in another:
+/// each cuts its own chunks and writes its own part of the catalog, so stepping through SQLite
+/// rows and reading files overlap. The parts are then joined (database first) and the catalog
+/// itself is chunked.
+fn read_tenant(
+    mut tables: Reader,
+    mut files: Reader,
+    tenant_dir: &Path,
+    cache_path: &Path,
+    spool_dir: &Path,
+) -> Result<ReadResult> {
+    let tables_spool = tables.open_spool(spool_dir)?;
+    let files_spool = files.open_spool(spool_dir)?;
+    let (snapshot_time, files_done) = std::thread::scope(|scope| {
+        let db = scope.spawn(|| {
+            let time = tables.read_tables(&tenant_dir.join(DATABASE_FILE))?;
+            tables.close_spool()?;
+            Ok::<_, Error>(time)
+        });
+        let files_done = files.read_files(tenant_dir, cache_path).and_then(|()| files.close_spool());
+        (db.join().expect("table reader panicked"), files_done)
+    });
+    // The database's error first: it is read from the start and is the bigger loss.
+    let snapshot_time = snapshot_time?;
+    files_done?;
+    drop(tables.tx);
+    let catalog = files.chunk_catalog(&[tables_spool.path(), files_spool.path()])?;
+    let mut summary = files.summary;
+    let t = &tables.summary;
+    summary.tables = t.tables;
+    summary.rows = t.rows;
+    summary.table_bytes = t.table_bytes;
+    summary.bytes_read += t.bytes_read;
+    let mut warnings = tables.warnings;
+    warnings.extend(files.warnings);
+    Ok(ReadResult { catalog, summary, warnings, snapshot_time, cache: files.cache })
+}
+
 /// Catalog entries waiting for the ids of their chunks, in source order. Bounded, so a run of
 /// files the cache skips cannot queue up without limit.
 const MAX_PENDING: usize = 4096;
@@ -377,12 +418,18 @@ fn set_blobs(entry: &mut Entry, ids: Vec<String>) {
 }
 
 impl Reader {
-    fn new(seed: u64, shared: Arc<Shared>, tx: SyncSender<(u64, Vec<u8>)>, progress: ProgressBytes) -> Reader {
+    fn new(
+        seed: u64,
+        first_seq: u64,
+        shared: Arc<Shared>,
+        tx: SyncSender<(u64, Vec<u8>)>,
+        progress: ProgressBytes,
+    ) -> Reader {
         Reader {
             shared,
             tx,
             chunker: Chunker::new(seed),
-            seq: 0,
+            seq: first_seq,
             pending: VecDeque::new(),
             catalog: None,
             cache: None,
@@ -456,7 +503,8 @@ impl Reader {
         Ok(true)
     }
 
-    fn read_tenant(mut self, tenant_dir: &Path, cache_path: &Path, spool_dir: &Path) -> Result<ReadResult> {
+    /// Open this reader's part of the catalog: a temporary file, so no listing is held in memory.
+    fn open_spool(&mut self, spool_dir: &Path) -> Result<tempfile::NamedTempFile> {
         let spool = tempfile::NamedTempFile::new_in(spool_dir).map_err(|cause| Error::Io {
             what: "cannot create a temporary file in",
             path: spool_dir.into(),
@@ -465,10 +513,21 @@ impl Reader {
         let writer =
             spool.reopen().map_err(|cause| Error::Io { what: "cannot open", path: spool.path().into(), cause })?;
         self.catalog = Some((BufWriter::new(writer), spool.path().into()));
+        Ok(spool)
+    }
 
-        // Tables, under one read transaction.
+    /// Write every pending entry (waiting for the sealers) and close the catalog part.
+    fn close_spool(&mut self) -> Result<()> {
+        self.write_ready(true)?;
+        let (writer, path) = self.catalog.take().expect("the catalog spool is open while reading");
+        writer.into_inner().map_err(|e| Error::Io { what: "cannot write", path, cause: e.into_error() })?;
+        Ok(())
+    }
+
+    /// The schema and every table, under one read transaction. Returns when the snapshot began.
+    fn read_tables(&mut self, db_path: &Path) -> Result<String> {
         let phase = Instant::now();
-        let db = Snapshot::open(&tenant_dir.join(DATABASE_FILE))?;
+        let db = Snapshot::open(db_path)?;
         let snapshot_time = crate::now_rfc3339();
         let (objects, user_version, application_id) = db.schema()?;
         let (tables, table_warnings) = db.tables(&objects)?;
@@ -508,9 +567,12 @@ impl Reader {
         }
         drop(db);
         tracing::debug!(seconds = phase.elapsed().as_secs_f64(), bytes = self.summary.table_bytes, "tables read");
-        let phase = Instant::now();
+        Ok(snapshot_time)
+    }
 
-        // Files.
+    /// The file folders, skipping files the cache knows unchanged.
+    fn read_files(&mut self, tenant_dir: &Path, cache_path: &Path) -> Result<()> {
+        let phase = Instant::now();
         self.cache = FileCache::open(cache_path)
             .map_err(|e| {
                 self.warn(format!("file cache {} is unusable ({e}); every file is read", cache_path.display()));
@@ -537,30 +599,28 @@ impl Reader {
         for w in walk_warnings {
             self.warn(w);
         }
-        self.write_ready(true)?;
         tracing::debug!(seconds = phase.elapsed().as_secs_f64(), bytes = self.summary.file_bytes, "files read");
+        Ok(())
+    }
 
-        // The catalog itself, chunked like any stream.
-        let (writer, path) = self.catalog.take().expect("the catalog spool is open while reading");
-        writer.into_inner().map_err(|e| Error::Io {
-            what: "cannot write",
-            path: path.clone(),
-            cause: e.into_error(),
-        })?;
+    /// Chunk the catalog (its parts in order) like any stream, and wait for the blob ids.
+    fn chunk_catalog(&mut self, parts: &[&Path]) -> Result<Vec<String>> {
         let first = self.seq;
-        let mut rd = File::open(&path).map_err(|cause| Error::Io { what: "cannot read", path: path.clone(), cause })?;
         let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = rd.read(&mut buf).map_err(|cause| Error::Io { what: "cannot read", path: path.clone(), cause })?;
-            if n == 0 {
-                break;
+        for path in parts {
+            let read_err = |cause| Error::Io { what: "cannot read", path: path.to_path_buf(), cause };
+            let mut rd = File::open(path).map_err(read_err)?;
+            loop {
+                let n = rd.read(&mut buf).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                self.chunker.buffer().extend_from_slice(&buf[..n]);
+                self.emit(false)?;
             }
-            self.chunker.buffer().extend_from_slice(&buf[..n]);
-            self.emit(false)?;
         }
         self.emit(true)?;
-        let catalog = self.shared.take(first..self.seq, true)?.expect("waited for every id");
-        Ok(ReadResult { catalog, summary: self.summary, warnings: self.warnings, snapshot_time, cache: self.cache })
+        Ok(self.shared.take(first..self.seq, true)?.expect("waited for every id"))
     }
 
     /// Back up one file. Unchanged files (same path, size, mtime, ctime and inode as in the cache,
