@@ -3,7 +3,7 @@
 //! The pipeline, each stage bounded so memory does not grow with the tenant:
 //!
 //! ```text
-//! reader thread   SQLite rows and files -> chunker -> numbered chunks; catalog lines in order
+//! 2 readers       SQLite rows | files -> chunker -> numbered chunks; catalog lines in order
 //!   | bounded channel (raw chunks, <= 4 MiB each)          ^ blob ids by chunk number
 //! sealer threads  one per core: blob id (HMAC); new blobs only: zstd + AES-256-GCM straight
 //!                 into a pack of their own
@@ -11,7 +11,9 @@
 //! uploader task   the store's concurrency in puts in flight; an index file every INDEX_EVERY packs
 //! ```
 //!
-//! The reader only cuts chunks; hashing runs on every core. A catalog entry is written once the
+//! The database and the files are read at the same time, each by its own reader with its own
+//! range of chunk numbers and its own part of the catalog (joined, database first, at the end).
+//! Readers only cut chunks; hashing runs on every core. A catalog entry is written once the
 //! sealers have named all its chunks, so the catalog stays in source order. The manifest is
 //! written only after every pack and the index are in the store.
 
