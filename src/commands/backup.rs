@@ -357,19 +357,19 @@ fn read_tenant(
     cache_path: &Path,
     spool_dir: &Path,
 ) -> Result<ReadResult> {
+    // The snapshot is taken first, so a tenant without a readable database fails before any file
+    // is read or stored.
+    let db = Snapshot::open(&tenant_dir.join(DATABASE_FILE))?;
+    let snapshot_time = crate::now_rfc3339();
     let tables_spool = tables.open_spool(spool_dir)?;
     let files_spool = files.open_spool(spool_dir)?;
-    let (snapshot_time, files_done) = std::thread::scope(|scope| {
-        let db = scope.spawn(|| {
-            let time = tables.read_tables(&tenant_dir.join(DATABASE_FILE))?;
-            tables.close_spool()?;
-            Ok::<_, Error>(time)
-        });
+    let (tables_done, files_done) = std::thread::scope(|scope| {
+        let db = scope.spawn(|| tables.read_tables(db).and_then(|()| tables.close_spool()));
         let files_done = files.read_files(tenant_dir, cache_path).and_then(|()| files.close_spool());
         (db.join().expect("table reader panicked"), files_done)
     });
     // The database's error first: it is read from the start and is the bigger loss.
-    let snapshot_time = snapshot_time?;
+    tables_done?;
     files_done?;
     drop(tables.tx);
     let catalog = files.chunk_catalog(&[tables_spool.path(), files_spool.path()])?;
@@ -526,11 +526,9 @@ impl Reader {
         Ok(())
     }
 
-    /// The schema and every table, under one read transaction. Returns when the snapshot began.
-    fn read_tables(&mut self, db_path: &Path) -> Result<String> {
+    /// The schema and every table, under the snapshot's one read transaction.
+    fn read_tables(&mut self, db: Snapshot) -> Result<()> {
         let phase = Instant::now();
-        let db = Snapshot::open(db_path)?;
-        let snapshot_time = crate::now_rfc3339();
         let (objects, user_version, application_id) = db.schema()?;
         let (tables, table_warnings) = db.tables(&objects)?;
         for w in table_warnings {
@@ -569,7 +567,7 @@ impl Reader {
         }
         drop(db);
         tracing::debug!(seconds = phase.elapsed().as_secs_f64(), bytes = self.summary.table_bytes, "tables read");
-        Ok(snapshot_time)
+        Ok(())
     }
 
     /// The file folders, skipping files the cache knows unchanged.
