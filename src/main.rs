@@ -27,15 +27,16 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The backup and restore pipelines pass buffers of up to a few MiB between threads. With glibc's
-/// defaults each such buffer is a fresh mmap (page faults and zeroing on every use) and every
-/// thread gets its own arena (memory that grows with the number of threads). Serving them from a
-/// small number of heaps lets freed buffers be reused, which keeps both CPU and peak memory down.
+/// The backup and restore pipelines pass buffers of up to a few MiB between threads (chunks up
+/// to 4 MiB, packs of 8 MiB, 1 MiB read buffers). Served from the heap, their varied sizes
+/// fragment it and peak RSS creeps up with the tenant's size (measured: 82, 94, 120 MiB for
+/// tenants of 0.3, 1.1 and 2.3 GB). Mapping every buffer of 1 MiB or more gives its memory back
+/// when it is freed, which keeps peak RSS bounded (59 to 90 MiB) for about 10% more system time
+/// (page faults). Two arenas instead of one per thread keep small allocations compact too.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
