@@ -26,6 +26,78 @@ pub struct Config {
     pub state: StateConfig,
     #[serde(default)]
     pub exports: ExportsConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub prune: PruneConfig,
+}
+
+/// How tables are stored from one generation to the next (see `generation::delta`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// A keyed table is written as a new full base once its chain holds this many deltas, so a
+    /// restore never replays more than this many.
+    pub max_delta_chain: u32,
+    /// ... or once its deltas add up to more than this fraction of the base's bytes.
+    pub max_delta_ratio: f64,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig { max_delta_chain: 14, max_delta_ratio: 0.5 }
+    }
+}
+
+/// Which generations `forget` keeps (see `retention`). A generation is kept if any rule keeps it
+/// or it is on legal hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// The newest generation of each of the last N days that have one.
+    pub keep_daily: u32,
+    /// The newest generation of each of the last N ISO weeks that have one.
+    pub keep_weekly: u32,
+    /// The newest generation of each of the last N months that have one.
+    pub keep_monthly: u32,
+    /// Every generation younger than this duration (e.g. "30d", "6w", "12h"); empty: none.
+    pub keep_within: String,
+    /// The time zone days, weeks and months are counted in.
+    pub time_zone: String,
+    /// A policy that may keep less than 28 days of generations is refused unless this is set.
+    pub allow_short_retention: bool,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_daily: 28,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            keep_within: String::new(),
+            time_zone: "Europe/Rome".into(),
+            allow_short_retention: false,
+        }
+    }
+}
+
+/// How `prune` frees space.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PruneConfig {
+    /// Packs younger than this are never deleted or repacked: a backup by another agent that
+    /// does not hold the lock may be writing them.
+    pub grace_hours: u32,
+    /// A pack whose unused bytes exceed this percentage is rewritten with only its used blobs.
+    pub repack_unused_percent: u32,
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        PruneConfig { grace_hours: 24, repack_unused_percent: 50 }
+    }
 }
 
 /// Customer exports uploaded to the store (`export --upload`).
@@ -248,6 +320,15 @@ impl Config {
                 "exports.link_ttl_hours",
                 "must be between 1 and 168 (pre-signed links last at most 7 days)",
             ));
+        }
+        if self.backup.max_delta_chain == 0 {
+            return Err(invalid("backup.max_delta_chain", "is 0; use 1 or more (14 by default)"));
+        }
+        if !(self.backup.max_delta_ratio > 0.0 && self.backup.max_delta_ratio.is_finite()) {
+            return Err(invalid("backup.max_delta_ratio", "must be a number above 0 (0.5 by default)"));
+        }
+        if self.prune.repack_unused_percent > 100 {
+            return Err(invalid("prune.repack_unused_percent", "is a percentage: use 0 to 100 (50 by default)"));
         }
         if self.keys.master_key_file.is_none() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none() {
             return Err(invalid(

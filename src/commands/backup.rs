@@ -562,6 +562,7 @@ impl Reader {
                 rows: n,
                 bytes,
                 blobs: Vec::new(),
+                keyed: None,
             };
             self.entry(entry, first..self.seq)?;
         }

@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 use futures::StreamExt;
 
 use super::{Agent, Result};
-use crate::generation::Entry;
 use crate::progress::Progress;
 use crate::repository::lock::{LockError, TenantLock};
 use crate::repository::pack::read_header;
@@ -127,15 +126,13 @@ async fn check_generation(
     let m = repo.load_generation(id).await?;
     let catalog = repo.fetch_catalog(index, &m, tmp).await?;
     for entry in catalog.entries()? {
-        let (what, blobs) = match entry? {
-            Entry::Table { name, blobs, .. } => (format!("table {name}"), blobs),
-            Entry::File { path, blobs, .. } => (format!("file {}", path.display()), blobs),
-            _ => continue,
-        };
-        for b in blobs {
-            match parse_blob_id(&b) {
-                Some(bid) if index.contains(&bid) => {}
-                _ => problems.push(format!("generation {id}: {what}: blob {b} is not in any index (data lost)")),
+        let entry = entry?;
+        for (what, blobs) in entry.blob_lists() {
+            for b in blobs {
+                match parse_blob_id(b) {
+                    Some(bid) if index.contains(&bid) => {}
+                    _ => problems.push(format!("generation {id}: {what}: blob {b} is not in any index (data lost)")),
+                }
             }
         }
     }

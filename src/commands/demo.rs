@@ -45,6 +45,9 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
         keys: KeysConfig { master_key_file: Some(key_file.clone()) },
         state: StateConfig { dir: base.join("state") },
         exports: Default::default(),
+        backup: Default::default(),
+        retention: Default::default(),
+        prune: Default::default(),
     };
     let config_file = base.join("reversa.toml");
     let text = format!(

@@ -1,0 +1,1 @@
+//! Row-level incremental tables: digest maps and deltas. (Being written.)
