@@ -157,6 +157,14 @@ fn print_json<T: serde::Serialize>(v: &T) {
 }
 
 pub async fn run(cli: Cli) -> Result<i32, Error> {
+    if let Ok(s) = std::env::var(crate::NOW_ENV) {
+        if let Err(e) = s.parse::<jiff::Timestamp>() {
+            return Err(Error::Usage(format!(
+                "{}={s:?} is not an RFC 3339 time ({e}); unset it, or give a time such as 2026-11-23T02:00:00Z",
+                crate::NOW_ENV
+            )));
+        }
+    }
     let progress = progress::for_terminal();
     match &cli.command {
         Command::Demo { dir } => {

@@ -16,9 +16,22 @@ pub mod source;
 pub mod store;
 pub mod tenant;
 
+/// Environment variable that sets reversa's clock (RFC 3339), for simulations of many days in
+/// tests and drills. Never set it in production: generation times and retention follow it.
+pub const NOW_ENV: &str = "REVERSA_NOW";
+
+/// The current time: the system clock, or `REVERSA_NOW` when it is set (see [`NOW_ENV`]).
+/// Every time reversa records or compares against goes through here.
+pub fn now() -> jiff::Timestamp {
+    match std::env::var(NOW_ENV) {
+        Ok(s) => s.parse().unwrap_or_else(|e| panic!("{NOW_ENV}={s:?} is not an RFC 3339 time: {e}")),
+        Err(_) => jiff::Timestamp::now(),
+    }
+}
+
 /// The current time as RFC 3339 UTC with seconds, for manifests and keystore entries.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// An id that sorts by creation time: `20261123T064500.123456Z-1a2b3c4d` (UTC to the
@@ -26,7 +39,7 @@ pub fn now_rfc3339() -> String {
 /// of a tenant are made one at a time under its lock, so microseconds order them; whole seconds
 /// did not (two backups within one second sorted at random).
 pub fn time_sortable_id() -> String {
-    let now = jiff::Timestamp::now();
+    let now = now();
     format!("{}.{:06}Z-{:08x}", now.strftime("%Y%m%dT%H%M%S"), now.subsec_microsecond(), rand::random::<u32>())
 }
 
