@@ -41,6 +41,8 @@ pub enum Kind {
     Index = 3,
     Generation = 4,
     Keystore = 5,
+    /// A frame of a local cache file (the digest maps of `generation::delta`); never in a store.
+    LocalCache = 7,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             3 => Kind::Index,
             4 => Kind::Generation,
             5 => Kind::Keystore,
+            7 => Kind::LocalCache,
             _ => return None,
         })
     }
@@ -61,6 +64,7 @@ impl Kind {
             Kind::Index => "index",
             Kind::Generation => "generation",
             Kind::Keystore => "keystore",
+            Kind::LocalCache => "local-cache",
         }
     }
 }

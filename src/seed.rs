@@ -262,3 +262,195 @@ fn seed_files(dir: &Path, scale: Scale, rng: &mut StdRng) -> std::io::Result<()>
     }
     Ok(())
 }
+
+/// How much one simulated day changes a sample tenant.
+#[derive(Clone, Copy, Debug)]
+pub struct Day {
+    /// Fraction of the case rows changed: half updated (scattered across the table), half
+    /// inserted; a twentieth as many are deleted.
+    pub row_fraction: f64,
+    /// New file bytes, as a fraction of the tenant's file bytes.
+    pub file_fraction: f64,
+}
+
+/// What a simulated day did, to compare with what a backup saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DayChanges {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub files_added: u64,
+    pub files_changed: u64,
+    pub files_removed: u64,
+    /// Bytes of new and changed files.
+    pub file_bytes: u64,
+    /// Bytes of the inserted and updated case rows, in the canonical row encoding.
+    pub row_bytes: u64,
+    /// What changed, compressed (zstd level 1, as backups compress): those rows plus the new and
+    /// changed files. The yardstick for what a day's generation should cost.
+    pub compressed: u64,
+}
+
+/// One day of work on a sample tenant made by [`seed_tenant`]: new, changed and closed case
+/// files, a few new citizens and register entries, new scans, a corrected document and a removed
+/// file. Deterministic for a given seed and day.
+pub fn simulate_day(root: &Path, tenant: &str, day: Day, seed: u64, n: u64) -> std::io::Result<DayChanges> {
+    let dir = root.join(tenant);
+    let mut rng = StdRng::seed_from_u64(seed ^ (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut c =
+        change_rows(&dir.join(crate::source::DATABASE_FILE), day, &mut rng, n).map_err(std::io::Error::other)?;
+    change_files(&dir, day, &mut rng, n, &mut c)?;
+    Ok(c)
+}
+
+fn change_rows(path: &Path, day: Day, rng: &mut StdRng, n: u64) -> rusqlite::Result<DayChanges> {
+    let mut db = rusqlite::Connection::open(path)?;
+    let tx = db.transaction()?;
+    let mut c = DayChanges::default();
+    // The changed rows as a backup reads them, to measure what changed.
+    let mut changed = Vec::new();
+    let mut encode_row = |tx: &rusqlite::Transaction, id: i64| -> rusqlite::Result<u64> {
+        let before = changed.len();
+        tx.query_row("SELECT rowid, * FROM pratiche WHERE id = ?1", [id], |r| {
+            for i in 0..r.as_ref().column_count() {
+                crate::generation::rows::encode(r.get_ref(i)?, &mut changed);
+            }
+            Ok(())
+        })?;
+        Ok((changed.len() - before) as u64)
+    };
+    let ids: Vec<i64> =
+        tx.prepare("SELECT id FROM pratiche")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let changes = ((ids.len() as f64 * day.row_fraction) as usize).max(2);
+    let mut picked = std::collections::HashSet::new();
+    let mut pick = |rng: &mut StdRng| loop {
+        let id = ids[rng.random_range(0..ids.len())];
+        if picked.insert(id) {
+            return id;
+        }
+    };
+    for _ in 0..changes / 2 {
+        let id = pick(rng);
+        let len = 20 + rng.random_range(0..40);
+        let text = format!("{} (aggiornata il giorno {n})", words(rng, len));
+        let importo = (rng.random_range(0..10_000_000) as f64) / 100.0;
+        tx.execute("UPDATE pratiche SET descrizione = ?1, importo = ?2 WHERE id = ?3", params![text, importo, id])?;
+        c.updated += 1;
+        c.row_bytes += encode_row(&tx, id)?;
+    }
+    for _ in 0..(changes / 20).max(1) {
+        tx.execute("DELETE FROM pratiche WHERE id = ?1", [pick(rng)])?;
+        c.deleted += 1;
+    }
+    let citizens: i64 = tx.query_row("SELECT count(*) FROM cittadini", [], |r| r.get(0))?;
+    let next: i64 = tx.query_row("SELECT max(id) FROM pratiche", [], |r| r.get(0))?;
+    let mut sig = vec![0u8; 2048];
+    for i in 0..changes - changes / 2 {
+        let id = next + 1 + i as i64 * 3;
+        let firma = (i % 3 == 0).then(|| {
+            rng.fill_bytes(&mut sig);
+            sig.clone()
+        });
+        let len = 20 + rng.random_range(0..40);
+        tx.execute(
+            "INSERT INTO pratiche (id, cittadino_id, tipo, stato, aperta_il, importo, descrizione, firma) \
+             VALUES (?1, ?2, ?3, 'aperta', ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                rng.random_range(1..=citizens),
+                KINDS[rng.random_range(0..KINDS.len())],
+                format!("2026-11-{:02}T09:00:00", n % 28 + 1),
+                (rng.random_range(0..10_000_000) as f64) / 100.0,
+                words(rng, len),
+                firma
+            ],
+        )?;
+        c.inserted += 1;
+        c.row_bytes += encode_row(&tx, id)?;
+    }
+    // A new citizen (AUTOINCREMENT moves sqlite_sequence), a register entry in a WITHOUT ROWID
+    // table with one corrected and one withdrawn, and an event in a table without a key.
+    tx.execute(
+        "INSERT INTO cittadini (codice_fiscale, nome, cognome, creato_il) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            format!("NUOVO{n:05}X{}", rng.random::<u32>()),
+            "Nuova",
+            "Cittadina",
+            format!("2026-11-{:02}", n % 28 + 1)
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO protocollo VALUES (2026, ?1, ?2, 'Ufficio tributi')",
+        params![1_000_000 + n as i64, words(rng, 8)],
+    )?;
+    let corrected = tx.execute(
+        "UPDATE protocollo SET oggetto = ?1 WHERE anno = 2021 AND numero = (SELECT min(numero) FROM protocollo WHERE anno = 2021 AND oggetto NOT LIKE 'rettifica%')",
+        params![format!("rettifica del giorno {n}: {}", words(rng, 6))],
+    )?;
+    let withdrawn = tx.execute(
+        "DELETE FROM protocollo WHERE anno = 2022 AND numero = (SELECT max(numero) FROM protocollo WHERE anno = 2022)",
+        [],
+    )?;
+    tx.execute(
+        "INSERT INTO log_eventi VALUES (?1, 'operatore', ?2)",
+        params![format!("2026-11-{:02}", n % 28 + 1), words(rng, 5)],
+    )?;
+    c.inserted += 3;
+    c.updated += corrected as u64;
+    c.deleted += withdrawn as u64;
+    c.compressed += zstd::bulk::compress(&changed, 1).map(|z| z.len() as u64).unwrap_or(changed.len() as u64);
+    tx.commit()?;
+    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(c)
+}
+
+fn change_files(dir: &Path, day: Day, rng: &mut StdRng, n: u64, c: &mut DayChanges) -> std::io::Result<()> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.join("attachments"), dir.join("documents")];
+    let mut total = 0u64;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                total += e.metadata()?.len();
+                files.push(e.path());
+            }
+        }
+    }
+    files.sort();
+    let mut budget = (total as f64 * day.file_fraction) as u64;
+    let mut i = 0;
+    while budget > 0 {
+        let size = (rng.random_range(16u64 << 10..2 << 20)).min(budget.max(1024));
+        let mut buf = vec![0u8; size as usize];
+        rng.fill_bytes(&mut buf);
+        let path = dir.join(format!("attachments/2026/giorno-{n:03}/scansione-{i:04}.pdf"));
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        std::fs::write(&path, &buf)?;
+        c.compressed += zstd::bulk::compress(&buf, 1).map(|z| z.len() as u64).unwrap_or(size).min(size);
+        budget = budget.saturating_sub(size);
+        c.files_added += 1;
+        c.file_bytes += size;
+        i += 1;
+    }
+    // A document corrected in place (appended to), and a file removed.
+    if let Some(doc) =
+        files.iter().find(|p| p.extension().is_some_and(|e| e == "txt") && p.metadata().is_ok_and(|m| m.len() > 0))
+    {
+        let mut f = std::fs::OpenOptions::new().append(true).open(doc)?;
+        let line = format!("rettifica del giorno {n}\n");
+        f.write_all(line.as_bytes())?;
+        c.files_changed += 1;
+        let whole = std::fs::read(doc)?;
+        c.file_bytes += whole.len() as u64;
+        c.compressed += zstd::bulk::compress(&whole, 1).map(|z| z.len() as u64).unwrap_or(whole.len() as u64);
+    }
+    if let Some(victim) = files.iter().rev().find(|p| p.to_string_lossy().contains("scansione")) {
+        std::fs::remove_file(victim)?;
+        c.files_removed += 1;
+    }
+    Ok(())
+}

@@ -43,7 +43,7 @@ fn sevenz(args: &[&str]) -> Run {
 
 /// Extract an export (the outer archive with the passphrase, then contenuto.zip) under `dest`;
 /// returns the folder of the tree.
-fn extract(archive: &Path, pass: &str, dest: &Path) -> PathBuf {
+pub(crate) fn extract(archive: &Path, pass: &str, dest: &Path) -> PathBuf {
     let outer = dest.join("outer");
     let tree = dest.join("tree");
     let r = sevenz(&["x", &format!("-p{pass}"), &format!("-o{}", outer.display()), "-y", archive.to_str().unwrap()]);

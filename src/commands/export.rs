@@ -218,7 +218,7 @@ pub async fn export(
                 Input::Generation(g) => {
                     let GenerationInput { repo, manifest, index } = &**g;
                     let catalog = repo.fetch_catalog(index, manifest, &work).await?;
-                    let r = read::read_generation(repo, index, &catalog, &manifest.id, &tx).await;
+                    let r = read::read_generation(repo, index, &catalog, &manifest.id, &work, &tx).await;
                     drop(tx);
                     r.map(|_| None)
                 }

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
 use super::{Agent, Error, Result};
+use crate::generation::delta::Merger;
 use crate::generation::{rows, Entry, EntryPath, SchemaObject};
 use crate::keys::BlobId;
 use crate::progress::Progress;
@@ -36,7 +37,8 @@ pub struct RestoreReport {
 }
 
 enum Event {
-    Start(Entry),
+    /// An entry, with the merger of its deltas for a table stored as a base and deltas.
+    Start(Entry, Option<Merger>),
     Data(Vec<u8>),
     End,
 }
@@ -72,7 +74,7 @@ pub async fn restore(
     // catalog: rebuilding tables is CPU work in SQLite, writing files is I/O, and they overlap.
     let ahead = (AHEAD_PER_REQUEST * agent.store.concurrency().min(4) / 2).max(4);
     let part = |database: bool| {
-        restore_part(&repo, &index, &catalog, &manifest.id, &staging, ahead, progress, move |e: &Entry| {
+        restore_part(&repo, &index, &catalog, &manifest.id, &staging, &tmp, ahead, progress, move |e: &Entry| {
             matches!(e, Entry::Schema { .. } | Entry::Table { .. }) == database
         })
     };
@@ -107,6 +109,7 @@ async fn restore_part(
     catalog: &crate::repository::Catalog,
     generation: &str,
     staging: &Path,
+    tmp: &Path,
     ahead: usize,
     progress: &dyn Progress,
     wanted: impl Fn(&Entry) -> bool,
@@ -141,7 +144,10 @@ async fn restore_part(
         let mut events = futures::stream::iter(steps)
             .map(|step| async {
                 Ok::<Event, Error>(match step? {
-                    Step::Start(e) => Event::Start(e),
+                    Step::Start(e) => {
+                        let merger = repo.table_merger(index, &e, generation, tmp).await?;
+                        Event::Start(e, merger)
+                    }
                     Step::Blob(id) => Event::Data(repo.read_blob(index, &id).await?),
                     Step::End => Event::End,
                 })
@@ -249,8 +255,24 @@ struct Stats {
 
 enum Current {
     None,
-    Table { name: String, insert: String, ncols: usize, expected: u64, rows: u64, carry: Vec<u8> },
-    File { path: PathBuf, file: File, size: u64, written: u64, mode: u32, mtime_ns: i64 },
+    Table {
+        name: String,
+        insert: String,
+        ncols: usize,
+        expected: u64,
+        rows: u64,
+        carry: Vec<u8>,
+        /// Applies the table's deltas to its base as the base streams in.
+        merger: Option<Merger>,
+    },
+    File {
+        path: PathBuf,
+        file: File,
+        size: u64,
+        written: u64,
+        mode: u32,
+        mtime_ns: i64,
+    },
 }
 
 struct Writer {
@@ -292,13 +314,13 @@ impl Writer {
 
     fn apply(&mut self, ev: Event) -> Result<()> {
         match ev {
-            Event::Start(e) => self.start(e),
+            Event::Start(e, merger) => self.start(e, merger),
             Event::Data(d) => self.data(d),
             Event::End => self.end(),
         }
     }
 
-    fn start(&mut self, e: Entry) -> Result<()> {
+    fn start(&mut self, e: Entry, merger: Option<Merger>) -> Result<()> {
         match e {
             Entry::Schema { objects, user_version, application_id } => {
                 let path = self.staging.join(DATABASE_FILE);
@@ -335,8 +357,15 @@ impl Writer {
                 cols.extend(columns.iter().map(|c| quote(c)));
                 let marks = vec!["?"; cols.len()].join(", ");
                 let insert = format!("INSERT INTO {} ({}) VALUES ({marks})", quote(&name), cols.join(", "));
-                self.current =
-                    Current::Table { name, insert, ncols: cols.len(), expected: rows, rows: 0, carry: Vec::new() };
+                self.current = Current::Table {
+                    name,
+                    insert,
+                    ncols: cols.len(),
+                    expected: rows,
+                    rows: 0,
+                    carry: Vec::new(),
+                    merger,
+                };
             }
             Entry::Dir { path, mode, mtime_ns } => {
                 let p = safe_join(&self.staging, &path)?;
@@ -366,9 +395,12 @@ impl Writer {
                 *written += d.len() as u64;
                 self.stats.bytes += d.len() as u64;
             }
-            Current::Table { name, insert, ncols, rows, carry, .. } => {
+            Current::Table { name, insert, ncols, rows, carry, merger, .. } => {
                 self.stats.bytes += d.len() as u64;
-                carry.extend_from_slice(&d);
+                match merger {
+                    Some(m) => m.push(&d, carry).map_err(|e| Error::Failed(format!("table {name}: {e}")))?,
+                    None => carry.extend_from_slice(&d),
+                }
                 let db =
                     self.db.as_ref().ok_or_else(|| Error::Failed(format!("table {name} comes before the schema")))?;
                 let mut st = db.prepare_cached(insert).map_err(db_err)?;
@@ -410,6 +442,14 @@ impl Writer {
                 drop(file);
                 set_mode_and_mtime(&path, mode, mtime_ns)?;
                 self.stats.files += 1;
+            }
+            Current::Table { name, expected, rows, carry, merger: Some(m), insert, ncols } => {
+                // The changes after the base's last row, then the usual checks.
+                let mut tail = Vec::new();
+                m.finish(&mut tail).map_err(|e| Error::Failed(format!("table {name}: {e}")))?;
+                self.current = Current::Table { name, insert, ncols, expected, rows, carry, merger: None };
+                self.data(tail)?;
+                return self.end();
             }
             Current::Table { name, expected, rows, carry, .. } => {
                 if !carry.is_empty() || rows != expected {

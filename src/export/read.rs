@@ -137,18 +137,43 @@ pub async fn read_generation(
     index: &Index,
     catalog: &Catalog,
     generation: &str,
+    tmp_dir: &Path,
     tx: &Sender<Event>,
 ) -> Result<(), ExportError> {
     let send = |ev| async move { tx.send(ev).await.map_err(|_| ExportError::Stopped) };
     for entry in catalog.entries()? {
-        match entry? {
+        let entry = entry?;
+        // A table stored as a base and deltas: its rows at this generation, merged as they stream.
+        let mut merger = repo.table_merger(index, &entry, generation, tmp_dir).await?;
+        let merge_err = |name: &str, e: crate::generation::delta::DeltaError| {
+            ExportError::Repo(RepoError::Damaged {
+                what: "table delta",
+                key: format!("{generation}, table {name}"),
+                cause: e.to_string(),
+            })
+        };
+        match entry {
             Entry::Schema { objects, .. } => send(Event::Schema(objects)).await?,
             Entry::Table { name, columns, rowid, rows, blobs, .. } => {
                 let ids = blob_ids(&blobs, generation)?;
-                send(Event::Table { name, columns, rowid, rows: Some(rows) }).await?;
+                send(Event::Table { name: name.clone(), columns, rowid, rows: Some(rows) }).await?;
                 let mut stream = repo.blob_stream(index, ids.into_iter(), AHEAD);
                 while let Some(data) = stream.next().await {
-                    send(Event::Rows(data?)).await?;
+                    let data = data?;
+                    let rows = match merger.as_mut() {
+                        Some(m) => {
+                            let mut out = Vec::with_capacity(data.len());
+                            m.push(&data, &mut out).map_err(|e| merge_err(&name, e))?;
+                            out
+                        }
+                        None => data,
+                    };
+                    send(Event::Rows(rows)).await?;
+                }
+                if let Some(m) = merger {
+                    let mut tail = Vec::new();
+                    m.finish(&mut tail).map_err(|e| merge_err(&name, e))?;
+                    send(Event::Rows(tail)).await?;
                 }
                 send(Event::End).await?;
             }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Kind, OpenError};
+use crate::generation::delta::{Deltas, Merge, Merger};
 use crate::generation::{Entry, Manifest};
 use crate::keys::{BlobId, TenantKeys};
 use crate::store::{Body, Store, StoreError};
@@ -225,20 +226,70 @@ impl Repository {
     /// Download a generation's catalog into a temporary file under `tmp_dir`, verifying every
     /// blob, so it can be read line by line without holding it in memory.
     pub async fn fetch_catalog(&self, index: &Index, m: &Manifest, tmp_dir: &Path) -> Result<Catalog, RepoError> {
+        let file = self.fetch_to_file(index, &m.catalog, &self.generation_key(&m.id), tmp_dir).await?;
+        Ok(Catalog { file, key: self.generation_key(&m.id) })
+    }
+
+    /// Fetch and verify the blobs `list` (hex ids, from `whose` object) into a temporary file
+    /// under `tmp_dir`, removed when dropped.
+    pub async fn fetch_to_file(
+        &self,
+        index: &Index,
+        list: &[String],
+        whose: &str,
+        tmp_dir: &Path,
+    ) -> Result<tempfile::NamedTempFile, RepoError> {
         std::fs::create_dir_all(tmp_dir).map_err(|e| RepoError::Local { path: tmp_dir.into(), cause: e })?;
         let mut file = tempfile::NamedTempFile::new_in(tmp_dir)
             .map_err(|e| RepoError::Local { path: tmp_dir.into(), cause: e })?;
-        for b in &m.catalog {
-            let id = parse_id(b).ok_or_else(|| RepoError::Damaged {
-                what: "generation manifest",
-                key: self.generation_key(&m.id),
-                cause: format!("bad catalog blob id {b}"),
-            })?;
+        for id in parse_blob_list(list, whose)? {
             let data = self.read_blob(index, &id).await?;
             file.write_all(&data).map_err(|e| RepoError::Local { path: file.path().into(), cause: e })?;
         }
         file.flush().map_err(|e| RepoError::Local { path: file.path().into(), cause: e })?;
-        Ok(Catalog { file, key: self.generation_key(&m.id) })
+        Ok(file)
+    }
+
+    /// Fetch the deltas of a keyed table into temporary files, oldest first, opened for reading.
+    pub async fn fetch_deltas(
+        &self,
+        index: &Index,
+        keyed: &crate::generation::Keyed,
+        whose: &str,
+        tmp_dir: &Path,
+    ) -> Result<Vec<std::fs::File>, RepoError> {
+        let mut files = Vec::with_capacity(keyed.deltas.len());
+        for d in &keyed.deltas {
+            let f = self.fetch_to_file(index, &d.blobs, whose, tmp_dir).await?;
+            // Reopened, so the data outlives the temporary name (unlinked on drop).
+            let reopened = f.reopen().map_err(|e| RepoError::Local { path: f.path().into(), cause: e })?;
+            files.push(reopened);
+        }
+        Ok(files)
+    }
+
+    /// For a table stored as a base and deltas, the [`Merger`] that turns its base's row stream
+    /// into the table's rows at generation `whose` (the deltas are fetched into temporary files
+    /// under `tmp_dir`); `None` for any other entry, whose blobs are already what they hold.
+    pub async fn table_merger(
+        &self,
+        index: &Index,
+        entry: &Entry,
+        whose: &str,
+        tmp_dir: &Path,
+    ) -> Result<Option<Merger>, RepoError> {
+        let Entry::Table { name, columns, rowid, keyed: Some(k), .. } = entry else { return Ok(None) };
+        if k.deltas.is_empty() {
+            return Ok(None);
+        }
+        let files = self.fetch_deltas(index, k, whose, tmp_dir).await?;
+        let ncols = columns.len() + *rowid as usize;
+        let deltas = Deltas::open(files, ncols, &k.key).map_err(|e| RepoError::Damaged {
+            what: "table delta",
+            key: format!("{whose}, table {name}"),
+            cause: e.to_string(),
+        })?;
+        Ok(Some(Merger::new(deltas, Merge::Rows { ncols, key: k.key.clone() })))
     }
 
     /// The blobs `ids`, fetched and verified with up to `ahead` requests in flight, in order.

@@ -19,6 +19,10 @@ pub struct TableSpec {
     pub name: String,
     pub columns: Vec<String>,
     pub rowid: Option<&'static str>,
+    /// Positions, in a row as read, of the values that identify it (the rowid, or the primary
+    /// key of a WITHOUT ROWID table), in key order; empty when the table has no key. Rows are
+    /// read in this key's SQLite BINARY order (see `generation::delta`).
+    pub key: Vec<u32>,
     order_by: String,
 }
 
@@ -155,12 +159,17 @@ impl Snapshot {
             } else {
                 ["rowid", "_rowid_", "oid"].into_iter().find(|a| !lower.iter().any(|c| c == a))
             };
-            let order_by = match (rowid, pk.is_empty()) {
-                (Some(alias), _) => alias.to_string(),
-                (None, false) => pk.iter().map(|c| quote(&c.0)).collect::<Vec<_>>().join(", "),
-                (None, true) => (1..=columns.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+            let position = |c: &str| columns.iter().position(|n| n == c).map(|p| p as u32);
+            let pk_positions: Option<Vec<u32>> = pk.iter().map(|c| position(&c.0)).collect();
+            let (order_by, key) = match (rowid, pk_positions) {
+                (Some(alias), _) => (alias.to_string(), vec![0]),
+                // BINARY whatever the key's collation, so `generation::delta::compare` agrees.
+                (None, Some(key)) if !key.is_empty() => {
+                    (pk.iter().map(|c| format!("{} COLLATE BINARY", quote(&c.0))).collect::<Vec<_>>().join(", "), key)
+                }
+                _ => ((1..=columns.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", "), Vec::new()),
             };
-            specs.push(TableSpec { name, columns, rowid, order_by });
+            specs.push(TableSpec { name, columns, rowid, key, order_by });
         }
         Ok((specs, warnings))
     }

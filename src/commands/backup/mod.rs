@@ -27,11 +27,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use rusqlite::types::ValueRef;
+
+mod tables;
 
 use super::{Agent, Error, Result};
 use crate::chunker::Chunker;
-use crate::generation::{rows, Entry, EntryPath, Manifest, Summary, MANIFEST_FORMAT};
+use crate::generation::{Entry, EntryPath, Manifest, Summary, MANIFEST_FORMAT};
 use crate::keys::{BlobId, TenantKeys};
 use crate::progress::Progress;
 use crate::repository::lock::{hostname, TenantLock};
@@ -42,6 +43,7 @@ use crate::source::sqlite::Snapshot;
 use crate::source::DATABASE_FILE;
 use crate::store::Body;
 use crate::tenant::TenantId;
+use tables::{parent_tables, DigestMaps, Incremental};
 
 /// Write an index file every this many packs, so an interrupted backup keeps its progress.
 const INDEX_EVERY: usize = 64;
@@ -76,6 +78,7 @@ async fn run(
     let tenant = repo.tenant().clone();
     let index = Arc::new(repo.load_index().await?);
     let parent = repo.list_generations().await?.pop();
+    let generation = crate::time_sortable_id();
     let cache_path = agent.config.state.dir.join("cache").join(format!("{tenant}.files.sqlite"));
     let spool_dir = agent.config.state.dir.join("tmp");
     std::fs::create_dir_all(&spool_dir).map_err(|cause| Error::Io {
@@ -84,6 +87,20 @@ async fn run(
         cause,
     })?;
     progress.phase(&format!("backup {tenant}"), None);
+    let maps = DigestMaps::new(&agent.config.state.dir, &tenant)?;
+    let (parents, parent_warnings) = match &parent {
+        Some(p) => parent_tables(repo, &index, p, &maps, &spool_dir).await?,
+        None => (HashMap::new(), Vec::new()),
+    };
+    let incremental = Incremental {
+        keys: repo.keys.clone(),
+        digester: repo.keys.row_digester(),
+        generation: generation.clone(),
+        parents,
+        maps: maps.clone(),
+        max_chain: agent.config.backup.max_delta_chain,
+        max_ratio: agent.config.backup.max_delta_ratio,
+    };
 
     let (chunk_tx, chunk_rx) = sync_channel::<(u64, Vec<u8>)>(2);
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<Pack>(1);
@@ -118,7 +135,8 @@ async fn run(
     let reader_handle = {
         let seed = repo.keys.chunker_seed();
         // Two readers, each numbering its chunks in a range of its own.
-        let tables = Reader::new(seed, 0, shared.clone(), chunk_tx.clone(), progress_bytes.clone());
+        let mut tables = Reader::new(seed, 0, shared.clone(), chunk_tx.clone(), progress_bytes.clone());
+        tables.incremental = Some(incremental);
         let files = Reader::new(seed, 1 << 62, shared, chunk_tx, progress_bytes.clone());
         let tenant_dir = tenant_dir.to_path_buf();
         tokio::task::spawn_blocking(move || read_tenant(tables, files, &tenant_dir, &cache_path, &spool_dir))
@@ -148,13 +166,15 @@ async fn run(
     let read = reader_result?;
 
     let mut summary = read.summary;
+    let mut warnings = parent_warnings;
+    warnings.extend(read.warnings);
     summary.bytes_added = uploaded.bytes;
     summary.packs_added = uploaded.packs;
     summary.blobs_added = uploaded.blobs;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
-        id: crate::time_sortable_id(),
+        id: generation,
         tenant: tenant.to_string(),
         time: read.snapshot_time,
         parent,
@@ -163,14 +183,15 @@ async fn run(
         source: "sqlite".into(),
         catalog: read.catalog,
         summary,
-        warnings: read.warnings,
+        warnings,
     };
     repo.write_generation(&manifest).await?;
-    // The cache now describes this generation; committing it earlier could point at blobs that
-    // no generation references yet.
+    // The caches now describe this generation; committing them earlier could point at blobs
+    // that no generation references yet.
     if let Some(cache) = read.cache {
         cache.commit();
     }
+    maps.commit();
     progress.done();
     Ok(BackupReport { manifest })
 }
@@ -226,22 +247,31 @@ impl Shared {
         self.named.notify_all();
     }
 
-    /// The ids of chunks `seqs`, removed from the map. Without `wait`, `None` if some are not
-    /// named yet; with it, block until they are (or fail if every sealer has stopped).
-    fn take(&self, seqs: Range<u64>, wait: bool) -> Result<Option<Vec<String>>> {
+    /// Whether chunks `seqs` are all named (waiting for them with `wait`), leaving them in place.
+    fn named(&self, seqs: Range<u64>, wait: bool) -> Result<bool> {
         let mut st = self.ids.lock().expect("ids lock");
         loop {
             if seqs.clone().all(|s| st.ids.contains_key(&s)) {
-                return Ok(Some(seqs.map(|s| hex::encode(st.ids.remove(&s).expect("checked above"))).collect()));
+                return Ok(true);
             }
             if !wait {
-                return Ok(None);
+                return Ok(false);
             }
             if st.sealers_alive == 0 {
                 return Err(pipeline_stopped());
             }
             st = self.named.wait(st).expect("ids lock");
         }
+    }
+
+    /// The ids of chunks `seqs`, removed from the map. Without `wait`, `None` if some are not
+    /// named yet; with it, block until they are (or fail if every sealer has stopped).
+    fn take(&self, seqs: Range<u64>, wait: bool) -> Result<Option<Vec<String>>> {
+        if !self.named(seqs.clone(), wait)? {
+            return Ok(None);
+        }
+        let mut st = self.ids.lock().expect("ids lock");
+        Ok(Some(seqs.map(|s| hex::encode(st.ids.remove(&s).expect("named above"))).collect()))
     }
 }
 
@@ -379,6 +409,9 @@ fn read_tenant(
     summary.rows = t.rows;
     summary.table_bytes = t.table_bytes;
     summary.bytes_read += t.bytes_read;
+    summary.rows_inserted = t.rows_inserted;
+    summary.rows_updated = t.rows_updated;
+    summary.rows_deleted = t.rows_deleted;
     let mut warnings = tables.warnings;
     warnings.extend(files.warnings);
     Ok(ReadResult { catalog, summary, warnings, snapshot_time, cache: files.cache })
@@ -401,6 +434,8 @@ struct Reader {
     summary: Summary,
     warnings: Vec<String>,
     progress: ProgressBytes,
+    /// What the table reader needs to write keyed tables as deltas.
+    incremental: Option<Incremental>,
 }
 
 /// A catalog entry waiting for the ids of its chunks.
@@ -408,13 +443,33 @@ struct Pending {
     entry: Entry,
     /// Its chunks; empty when the entry already names its blobs.
     seqs: Range<u64>,
+    /// The chunks of a new base's digest map (keyed tables only).
+    digest_seqs: Range<u64>,
     /// Record the file in the cache under this path and metadata once it is named.
     cache_as: Option<(Vec<u8>, FileMeta)>,
 }
 
-fn set_blobs(entry: &mut Entry, ids: Vec<String>) {
+impl Pending {
+    fn new(entry: Entry, seqs: Range<u64>) -> Pending {
+        Pending { entry, seqs, digest_seqs: 0..0, cache_as: None }
+    }
+}
+
+/// Put the ids of an entry's chunks where they belong: a file's or a table's blobs, or, for a
+/// keyed table, its new base (and digest map) or its newest delta.
+fn set_blobs(entry: &mut Entry, ids: Vec<String>, digest_ids: Vec<String>) {
     match entry {
-        Entry::Table { blobs, .. } | Entry::File { blobs, .. } => *blobs = ids,
+        Entry::Table { keyed: Some(k), blobs, .. } if k.deltas.last().is_some_and(|d| d.blobs.is_empty()) => {
+            k.deltas.last_mut().expect("checked").blobs = ids;
+            debug_assert!(!blobs.is_empty() && digest_ids.is_empty(), "a delta keeps its base");
+        }
+        Entry::Table { keyed, blobs, .. } => {
+            *blobs = ids;
+            if let Some(k) = keyed {
+                k.digests = digest_ids;
+            }
+        }
+        Entry::File { blobs, .. } => *blobs = ids,
         _ => debug_assert!(ids.is_empty(), "only tables and files have blobs"),
     }
 }
@@ -438,6 +493,7 @@ impl Reader {
             summary: Summary::default(),
             warnings: Vec::new(),
             progress,
+            incremental: None,
         }
     }
 
@@ -464,7 +520,7 @@ impl Reader {
     /// Queue a catalog entry whose blobs are the chunks `seqs` (empty when the entry already
     /// names its blobs), and write out every entry that is complete.
     fn entry(&mut self, entry: Entry, seqs: Range<u64>) -> Result<()> {
-        self.queue(Pending { entry, seqs, cache_as: None })
+        self.queue(Pending::new(entry, seqs))
     }
 
     fn queue(&mut self, p: Pending) -> Result<()> {
@@ -488,10 +544,15 @@ impl Reader {
     /// Write the oldest pending entry if its chunks are named. Returns whether it was written.
     fn write_head(&mut self, wait: bool) -> Result<bool> {
         let Some(head) = self.pending.front() else { return Ok(false) };
+        // The digest map's chunks come after the rows', so once they are named all are.
+        if !self.shared.named(head.digest_seqs.clone(), wait)? {
+            return Ok(false);
+        }
         let Some(ids) = self.shared.take(head.seqs.clone(), wait)? else { return Ok(false) };
-        let Pending { mut entry, seqs, cache_as } = self.pending.pop_front().expect("checked above");
-        if !seqs.is_empty() {
-            set_blobs(&mut entry, ids);
+        let Pending { mut entry, seqs, digest_seqs, cache_as } = self.pending.pop_front().expect("checked above");
+        let digest_ids = self.shared.take(digest_seqs, true)?.expect("named above");
+        if !seqs.is_empty() || !digest_ids.is_empty() {
+            set_blobs(&mut entry, ids, digest_ids);
         }
         if let (Some((rel, meta)), Some(cache), Entry::File { blobs, .. }) = (cache_as, self.cache.as_mut(), &entry) {
             cache.record(&rel, &meta, blobs);
@@ -523,51 +584,6 @@ impl Reader {
         self.write_ready(true)?;
         let (writer, path) = self.catalog.take().expect("the catalog spool is open while reading");
         writer.into_inner().map_err(|e| Error::Io { what: "cannot write", path, cause: e.into_error() })?;
-        Ok(())
-    }
-
-    /// The schema and every table, under the snapshot's one read transaction.
-    fn read_tables(&mut self, db: Snapshot) -> Result<()> {
-        let phase = Instant::now();
-        let (objects, user_version, application_id) = db.schema()?;
-        let (tables, table_warnings) = db.tables(&objects)?;
-        for w in table_warnings {
-            self.warn(w);
-        }
-        self.entry(Entry::Schema { objects, user_version, application_id }, 0..0)?;
-        for spec in tables {
-            let first = self.seq;
-            let (mut n, mut bytes) = (0u64, 0u64);
-            db.for_each_row(&spec, |values: &[ValueRef<'_>]| -> Result<()> {
-                let buf = self.chunker.buffer();
-                let before = buf.len();
-                for v in values {
-                    rows::encode(*v, buf);
-                }
-                let added = (buf.len() - before) as u64;
-                bytes += added;
-                self.progress.add(added);
-                n += 1;
-                self.emit(false)
-            })?;
-            self.emit(true)?;
-            self.summary.tables += 1;
-            self.summary.rows += n;
-            self.summary.table_bytes += bytes;
-            self.summary.bytes_read += bytes;
-            let entry = Entry::Table {
-                name: spec.name,
-                columns: spec.columns,
-                rowid: spec.rowid.is_some(),
-                rows: n,
-                bytes,
-                blobs: Vec::new(),
-                keyed: None,
-            };
-            self.entry(entry, first..self.seq)?;
-        }
-        drop(db);
-        tracing::debug!(seconds = phase.elapsed().as_secs_f64(), bytes = self.summary.table_bytes, "tables read");
         Ok(())
     }
 
@@ -643,7 +659,7 @@ impl Reader {
                         blobs,
                         changed_during_read: false,
                     };
-                    return self.queue(Pending { entry, seqs: 0..0, cache_as: Some((rel.to_vec(), meta)) });
+                    return self.queue(Pending { cache_as: Some((rel.to_vec(), meta)), ..Pending::new(entry, 0..0) });
                 }
             }
         }
@@ -714,7 +730,7 @@ impl Reader {
                 };
                 // Only a file read consistently may be skipped by the cache next time.
                 let cache_as = consistent.then(|| (rel.to_vec(), before));
-                return self.queue(Pending { entry, seqs, cache_as });
+                return self.queue(Pending { cache_as, ..Pending::new(entry, seqs) });
             }
             // A torn read: its chunks are stored but referenced by nothing; forget their ids.
             self.shared.take(seqs, true)?;
