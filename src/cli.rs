@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{backup, check, demo, export, init, restore, Agent, Error};
+use crate::commands::{backup, check, demo, export, init, prune, restore, Agent, Error};
 use crate::config::Config;
 use crate::progress;
 use crate::tenant::TenantId;
@@ -78,6 +78,20 @@ pub enum Command {
         /// Abort the multipart uploads interrupted backups left behind (under the tenant lock).
         #[arg(long)]
         repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the packs no generation references and rewrite half-empty ones (under the tenant
+    /// lock; packs younger than [prune] grace_hours are left alone).
+    Prune {
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        tenant: Option<String>,
+        /// Every tenant with a repository in the store.
+        #[arg(long)]
+        all: bool,
+        /// Report what would be deleted and repacked, and the bytes freed, changing nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -329,13 +343,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Check { tenant, all, read_data, repair, json } => {
             let agent = Agent::open(load_config(&cli)?).await?;
-            let tenants: Vec<TenantId> = match (tenant, all) {
-                (Some(t), _) => vec![TenantId::parse(t)?],
-                _ => {
-                    let ks: Vec<String> = agent.keystore_tenants();
-                    ks.iter().map(|t| TenantId::parse(t)).collect::<Result<_, _>>()?
-                }
-            };
+            let tenants = agent.repository_tenants(if *all { None } else { tenant.as_deref() })?;
             let mut code = exit::OK;
             let mut reports = Vec::new();
             for t in &tenants {
@@ -381,6 +389,36 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 print_json(&reports);
             }
             Ok(code)
+        }
+        Command::Prune { tenant, all, dry_run, json } => {
+            let agent = Agent::open(load_config(&cli)?).await?;
+            let tenants = agent.repository_tenants(if *all { None } else { tenant.as_deref() })?;
+            let mut reports = Vec::new();
+            let mut failures = Vec::new();
+            for t in &tenants {
+                match prune::prune(&agent, t, *dry_run, &*progress).await {
+                    Ok(r) => {
+                        if !json {
+                            print_prune(&r);
+                        }
+                        reports.push(r);
+                    }
+                    // With --all one tenant's failure does not stop the others.
+                    Err(e) if tenants.len() > 1 => {
+                        eprintln!("error: {t}: {e}");
+                        failures.push(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if *json {
+                print_json(&reports);
+            }
+            Ok(match failures.first() {
+                Some(e) => e.exit_code(),
+                None if reports.iter().any(|r| !r.warnings.is_empty()) => exit::WARNINGS,
+                None => exit::OK,
+            })
         }
         Command::Export { tenant, generation, out, format, split_size, passphrase_file, upload } => {
             // Flags first, so that a typo is reported before the store is opened.
@@ -446,6 +484,32 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 }
             }
         }
+    }
+}
+
+fn print_prune(r: &prune::PruneReport) {
+    let (head, would) = if r.dry_run { ("dry run, nothing changed: ", "would be ") } else { ("", "") };
+    println!(
+        "{}: {head}{} generations read; packs: {} {would}deleted, {} {would}repacked into {}, {} left for the grace \
+         period ({} h), {} -> {}; blobs: {} kept, {} {would}removed ({} moved); {} {would}freed ({} -> {})",
+        r.tenant,
+        r.generations,
+        r.packs_deleted,
+        r.packs_repacked,
+        r.packs_written,
+        r.packs_kept_for_grace,
+        r.grace_hours,
+        r.packs_before,
+        r.packs_after,
+        r.blobs_kept,
+        r.blobs_removed,
+        r.blobs_moved,
+        mb(r.bytes_freed),
+        mb(r.bytes_before),
+        mb(r.bytes_after)
+    );
+    for w in &r.warnings {
+        println!("  warning: {w}");
     }
 }
 

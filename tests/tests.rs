@@ -8,5 +8,6 @@ mod dir_store;
 mod export;
 mod foundation;
 mod incremental;
+mod prune;
 mod s3_store;
 mod vectors;

@@ -61,15 +61,10 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read_data: bool, progress: 
     report.blobs = index.blobs.len();
 
     // Packs in the store, by id.
-    let mut stored: HashMap<[u8; 32], u64> = HashMap::new();
-    for obj in agent.store.list(&format!("tenants/{tenant}/data/")).await? {
-        let name = obj.key.rsplit('/').next().unwrap_or_default();
-        match parse_blob_id(name) {
-            Some(id) if obj.key == repo.pack_key(&id) => {
-                stored.insert(id, obj.size);
-            }
-            _ => report.problems.push(format!("{}: not a pack (unexpected object in the data folder)", obj.key)),
-        }
+    let (packs, strangers) = repo.list_packs().await?;
+    let stored: HashMap<[u8; 32], u64> = packs.into_iter().map(|(id, obj)| (id, obj.size)).collect();
+    for obj in strangers {
+        report.problems.push(format!("{}: not a pack (unexpected object in the data folder)", obj.key));
     }
     report.packs = stored.len();
     let indexed: HashSet<[u8; 32]> = index.packs.iter().copied().collect();

@@ -6,6 +6,7 @@ pub mod check;
 pub mod demo;
 pub mod export;
 pub mod init;
+pub mod prune;
 pub mod restore;
 
 use std::path::PathBuf;
@@ -40,6 +41,12 @@ pub enum Error {
     Io { what: &'static str, path: PathBuf, cause: std::io::Error },
     #[error("{0}")]
     Failed(String),
+    #[error(
+        "prune of tenant {tenant} refused, nothing was deleted: {what}: {cause}; prune never deletes on \
+         an incomplete view of the repository (`reversa check --tenant {tenant} --read-data` names every \
+         damaged object)"
+    )]
+    PruneRefused { tenant: String, what: String, cause: Box<RepoError> },
 }
 
 impl Error {
@@ -52,6 +59,11 @@ impl Error {
             Error::Lock(_) => 4,
             Error::Key(KeyError::WrongMasterKey { .. }) => 5,
             Error::Repo(RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) => 6,
+            Error::PruneRefused { cause, .. }
+                if matches!(**cause, RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) =>
+            {
+                6
+            }
             Error::Export(e) if e.is_bad_input() => 2,
             Error::Export(crate::export::ExportError::Repo(
                 RepoError::Damaged { .. } | RepoError::MissingBlob { .. },
@@ -179,6 +191,15 @@ impl Agent {
                 Ok(crate::source::list_tenants(root)?)
             }
             _ => Err(Error::Usage("give either --tenant ID or --all".into())),
+        }
+    }
+
+    /// The tenant asked for, or (`None`) every tenant with a repository in the store: those with
+    /// a key, i.e. backed up at least once. For the verbs that work on the store, not the source.
+    pub fn repository_tenants(&self, one: Option<&str>) -> Result<Vec<TenantId>> {
+        match one {
+            Some(t) => Ok(vec![TenantId::parse(t)?]),
+            None => Ok(self.keystore_tenants().iter().map(|t| TenantId::parse(t)).collect::<Result<_, _>>()?),
         }
     }
 

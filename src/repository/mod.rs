@@ -6,7 +6,7 @@
 pub mod lock;
 pub mod pack;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::crypto::{Kind, OpenError};
 use crate::generation::delta::{Deltas, Merge, Merger};
 use crate::generation::{Entry, Manifest};
 use crate::keys::{BlobId, TenantKeys};
-use crate::store::{Body, Store, StoreError};
+use crate::store::{Body, ObjectInfo, Store, StoreError};
 use crate::tenant::TenantId;
 use pack::PackBlob;
 
@@ -155,6 +155,16 @@ impl Repository {
         format!("tenants/{}/generations/{}", self.tenant(), id)
     }
 
+    /// The folder of the packs.
+    pub fn data_prefix(&self) -> String {
+        format!("tenants/{}/data/", self.tenant())
+    }
+
+    /// The folder of the index files.
+    pub fn index_prefix(&self) -> String {
+        format!("tenants/{}/index/", self.tenant())
+    }
+
     /// Read one blob through the index.
     pub async fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>, RepoError> {
         let loc = index
@@ -163,14 +173,19 @@ impl Repository {
             .ok_or_else(|| RepoError::MissingBlob { tenant: self.tenant().to_string(), blob: hex::encode(id) })?;
         let key = self.pack_key(&index.packs[loc.pack as usize]);
         let sealed = self.store.get_range(&key, loc.offset..loc.offset + loc.length as u64).await?;
+        self.open_sealed_blob(key, *id, sealed).await
+    }
+
+    /// Open and verify the sealed blob `id` read from the pack `pack_key`, off the async threads;
+    /// a damaged blob is named with its pack.
+    pub async fn open_sealed_blob(&self, pack_key: String, id: BlobId, sealed: Bytes) -> Result<Vec<u8>, RepoError> {
         let keys = self.keys.clone();
-        let id = *id;
         tokio::task::spawn_blocking(move || open_blob(&keys, &id, &sealed))
             .await
             .expect("blob decryption task panicked")
             .map_err(|cause| RepoError::Damaged {
                 what: "blob",
-                key: format!("{key} (blob {})", hex::encode(id)),
+                key: format!("{pack_key} (blob {})", hex::encode(id)),
                 cause,
             })
     }
@@ -188,7 +203,7 @@ impl Repository {
     pub async fn load_index_tolerant(&self) -> Result<(Index, Vec<RepoError>), RepoError> {
         let mut index = Index::default();
         let mut problems = Vec::new();
-        for obj in self.store.list(&format!("tenants/{}/index/", self.tenant())).await? {
+        for obj in self.store.list(&self.index_prefix()).await? {
             let id = obj.key.rsplit('/').next().unwrap_or_default().to_string();
             let sealed = self.store.get(&obj.key).await?;
             let damaged = |cause: String| RepoError::Damaged { what: "index file", key: obj.key.clone(), cause };
@@ -305,20 +320,27 @@ impl Repository {
 
     /// Write one index file for packs that are already in the store. Returns its size.
     pub async fn write_index(&self, packs: &[([u8; 32], Vec<PackBlob>)]) -> Result<u64, RepoError> {
-        let file = IndexFile {
-            packs: packs
-                .iter()
-                .map(|(id, blobs)| IndexPack {
-                    id: hex::encode(id),
-                    blobs: blobs.iter().map(|b| (hex::encode(b.id), b.offset, b.length)).collect(),
-                })
-                .collect(),
-        };
         let id = crate::time_sortable_id();
-        let sealed = self.keys.seal(Kind::Index, &id, &serde_json::to_vec(&file).expect("index serializes"));
+        let sealed = self.keys.seal(Kind::Index, &id, &index_plaintext(packs));
         let len = sealed.len() as u64;
-        self.store.put(&format!("tenants/{}/index/{id}", self.tenant()), Body::Bytes(Bytes::from(sealed))).await?;
+        self.store.put(&format!("{}{id}", self.index_prefix()), Body::Bytes(Bytes::from(sealed))).await?;
         Ok(len)
+    }
+
+    /// The packs in the store, by id, and the objects in the data folder that are not packs (a
+    /// pack's key is `data/<first 2 hex digits>/<64 hex digits>`).
+    pub async fn list_packs(&self) -> Result<(BTreeMap<[u8; 32], ObjectInfo>, Vec<ObjectInfo>), RepoError> {
+        let mut packs = BTreeMap::new();
+        let mut strangers = Vec::new();
+        for obj in self.store.list(&self.data_prefix()).await? {
+            match parse_id(obj.key.rsplit('/').next().unwrap_or_default()) {
+                Some(id) if obj.key == self.pack_key(&id) => {
+                    packs.insert(id, obj);
+                }
+                _ => strangers.push(obj),
+            }
+        }
+        Ok((packs, strangers))
     }
 
     /// Generation ids, oldest first.
@@ -367,6 +389,25 @@ impl Repository {
         }
         Ok(())
     }
+}
+
+fn index_plaintext(packs: &[([u8; 32], Vec<PackBlob>)]) -> Vec<u8> {
+    let file = IndexFile {
+        packs: packs
+            .iter()
+            .map(|(id, blobs)| IndexPack {
+                id: hex::encode(id),
+                blobs: blobs.iter().map(|b| (hex::encode(b.id), b.offset, b.length)).collect(),
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&file).expect("index serializes")
+}
+
+/// The size [`Repository::write_index`] gives the index file of `packs`, without sealing it
+/// (what `prune --dry-run` reports). Pack ids only matter by their length.
+pub fn index_file_len(packs: &[([u8; 32], Vec<PackBlob>)]) -> u64 {
+    crate::crypto::sealed_len(index_plaintext(packs).len()) as u64
 }
 
 /// Compresses blobs for one thread, reusing its zstd context and output buffer.

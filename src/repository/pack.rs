@@ -58,6 +58,22 @@ impl PackBuilder {
         self.blobs.push(PackBlob { id, offset: offset as u64, length: (self.buf.len() - offset) as u32 });
     }
 
+    /// Append a blob that is already sealed, as it is (prune moves used blobs out of half-empty
+    /// packs this way). This is sound because a sealed blob is bound to its tenant, kind, blob id
+    /// and key version (the header and the key derivation), never to its pack or its offset:
+    /// the bytes open the same wherever they sit. You MUST have verified them (`open_blob`)
+    /// first, so that a damaged blob is never given a new pack and a fresh index entry.
+    pub fn add_sealed(&mut self, id: BlobId, sealed: &[u8]) {
+        let offset = self.buf.len();
+        self.buf.extend_from_slice(sealed);
+        self.blobs.push(PackBlob { id, offset: offset as u64, length: sealed.len() as u32 });
+    }
+
+    /// Whether a sealed blob of `sealed_len` bytes still fits (see [`fits`]).
+    pub fn has_room(&self, sealed_len: usize) -> bool {
+        fits(self.buf.len(), sealed_len)
+    }
+
     pub fn len(&self) -> usize {
         self.buf.len()
     }
@@ -75,10 +91,24 @@ impl PackBuilder {
             header.extend_from_slice(&b.length.to_le_bytes());
         }
         let sealed = keys.seal(Kind::PackHeader, &hex::encode(self.id), &header);
+        let data_len = self.buf.len() as u64;
         self.buf.extend_from_slice(&sealed);
         self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        debug_assert_eq!(self.buf.len() as u64, packed_len(data_len, self.blobs.len()));
         (self.buf, self.blobs)
     }
+}
+
+/// Whether a sealed blob of `sealed_len` bytes may go into a pack that holds `pack_len` bytes:
+/// a pack ships before it would outgrow [`TARGET_SIZE`], so its buffer is never reallocated, but
+/// an empty pack takes any blob.
+pub fn fits(pack_len: usize, sealed_len: usize) -> bool {
+    pack_len == 0 || pack_len + sealed_len <= TARGET_SIZE
+}
+
+/// The size of a finished pack whose sealed blobs, `blobs` of them, take `data_len` bytes.
+pub fn packed_len(data_len: u64, blobs: usize) -> u64 {
+    data_len + crate::crypto::sealed_len(blobs * ENTRY_LEN) as u64 + 4
 }
 
 #[derive(Debug, thiserror::Error)]

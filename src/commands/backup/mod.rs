@@ -36,7 +36,7 @@ use crate::generation::{Entry, EntryPath, Manifest, Summary, MANIFEST_FORMAT};
 use crate::keys::{BlobId, TenantKeys};
 use crate::progress::Progress;
 use crate::repository::lock::{hostname, TenantLock};
-use crate::repository::pack::{PackBlob, PackBuilder, TARGET_SIZE};
+use crate::repository::pack::{PackBlob, PackBuilder};
 use crate::repository::{Index, Repository};
 use crate::source::files::{self, FileMeta, Item};
 use crate::source::sqlite::Snapshot;
@@ -303,7 +303,7 @@ fn seal_loop(keys: &TenantKeys, shared: &Shared, rx: ChunkRx, tx: tokio::sync::m
         if new {
             // Ship the pack before it would outgrow its buffer: packs stay within TARGET_SIZE
             // and their buffers are never reallocated.
-            if !pack.is_empty() && pack.len() + crate::crypto::sealed_len(plain.len() + 1) > TARGET_SIZE {
+            if !pack.has_room(crate::crypto::sealed_len(plain.len() + 1)) {
                 send(std::mem::take(&mut pack))?;
             }
             pack.add_blob(&mut sealer, keys, id, &plain);
@@ -648,6 +648,11 @@ impl Reader {
         if let Some(c) = self.cache.as_ref() {
             if let Some(blobs) = c.lookup(rel, &meta) {
                 let ids: Option<Vec<BlobId>> = blobs.iter().map(|b| crate::repository::parse_blob_id(b)).collect();
+                // The cache may name blobs that `prune` has removed since (the generation that
+                // held them was forgotten): trust it only for blobs the index still lists. That
+                // is enough, because prune runs under the tenant lock (never during this backup)
+                // and deletes a pack only after no index file lists it any more, so a blob in
+                // the index loaded at the start is in a pack that exists.
                 if ids.is_some_and(|ids| ids.iter().all(|id| self.shared.index.contains(id))) {
                     self.summary.files += 1;
                     self.summary.file_bytes += meta.size;
