@@ -41,6 +41,8 @@ pub enum Kind {
     Index = 3,
     Generation = 4,
     Keystore = 5,
+    /// A legal hold on a generation (its reason may name people, so it is sealed too).
+    Hold = 6,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             3 => Kind::Index,
             4 => Kind::Generation,
             5 => Kind::Keystore,
+            6 => Kind::Hold,
             _ => return None,
         })
     }
@@ -61,6 +64,7 @@ impl Kind {
             Kind::Index => "index",
             Kind::Generation => "generation",
             Kind::Keystore => "keystore",
+            Kind::Hold => "hold",
         }
     }
 }
