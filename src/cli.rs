@@ -598,7 +598,8 @@ fn print_forget(r: &forget::ForgetReport) {
             (false, true) => "would forget",
             (false, false) => "forgot",
         };
-        println!("  {verdict:<12} {:<34} {:<20} {}", d.id, d.time, d.reasons.join(", "));
+        let line = format!("  {verdict:<12} {:<34} {:<20} {}", d.id, d.time, d.reasons.join(", "));
+        println!("{}", line.trim_end());
     }
     for p in &r.problems {
         println!("  damaged: {p}");

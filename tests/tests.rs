@@ -7,5 +7,6 @@ mod cli;
 mod dir_store;
 mod export;
 mod foundation;
+mod retention;
 mod s3_store;
 mod vectors;
