@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{backup, check, demo, export, init, prune, restore, Agent, Error};
+use crate::commands::{backup, check, demo, export, forget, generations, init, prune, restore, Agent, Error};
 use crate::config::Config;
 use crate::progress;
 use crate::tenant::TenantId;
@@ -47,10 +47,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List a tenant's generations.
+    /// List a tenant's generations (with their holds), or place and release legal holds.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Generations {
+        #[arg(long, required = true)]
+        tenant: Option<String>,
         #[arg(long)]
-        tenant: String,
+        json: bool,
+        #[command(subcommand)]
+        command: Option<GenerationsCommand>,
+    },
+    /// Apply the retention policy ([retention] in the configuration): delete the manifests of the
+    /// generations it does not keep. Packs stay until prune.
+    Forget {
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        tenant: Option<String>,
+        /// Every tenant that has a key, i.e. a repository in the store.
+        #[arg(long)]
+        all: bool,
+        /// Show what would be kept and forgotten; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -75,6 +92,10 @@ pub enum Command {
         /// Also read, decrypt and verify every blob.
         #[arg(long)]
         read_data: bool,
+        /// Read and verify part of the packs: a share of the pack bytes (5%, the packs verified
+        /// longest ago first) or a fixed slice n/t (1/20).
+        #[arg(long, value_name = "N% | n/t", conflicts_with = "read_data")]
+        read_data_subset: Option<check::Subset>,
         /// Abort the multipart uploads interrupted backups left behind (under the tenant lock).
         #[arg(long)]
         repair: bool,
@@ -123,6 +144,31 @@ pub enum Command {
     Exports {
         #[command(subcommand)]
         command: ExportsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenerationsCommand {
+    /// Put a generation on legal hold: `forget` keeps it until it is released.
+    Hold {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        generation: String,
+        /// Why (a case number, a request); stored sealed, shown by `generations` and `forget`.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a legal hold: the generation falls under the retention policy again.
+    Release {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        generation: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -293,43 +339,88 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 None => code,
             })
         }
-        Command::Generations { tenant, json } => {
+        Command::Generations { tenant, json, command } => {
             let agent = Agent::open(load_config(&cli)?).await?;
-            let tenant = TenantId::parse(tenant)?;
-            let repo = agent.repository(&tenant, false).await?;
-            let mut list = Vec::new();
-            let mut code = exit::OK;
-            // One damaged manifest does not hide the others: it is named, and the exit code says so.
-            for id in repo.list_generations().await? {
-                match repo.load_generation(&id).await {
-                    Ok(m) => list.push(m),
-                    Err(e) => {
-                        eprintln!("damaged: {e}");
-                        code = exit::DAMAGED;
+            match command {
+                None => {
+                    let tenant = TenantId::parse(tenant.as_deref().unwrap_or_default())?;
+                    let listing = generations::list(&agent, &tenant).await?;
+                    print_generations(&listing, *json);
+                    // One damaged manifest does not hide the others: it is named, and the exit
+                    // code says so.
+                    Ok(if listing.damaged.is_empty() { exit::OK } else { exit::DAMAGED })
+                }
+                Some(GenerationsCommand::Hold { tenant, generation, reason, json }) => {
+                    let tenant = TenantId::parse(tenant)?;
+                    let r = generations::hold(&agent, &tenant, generation, reason.as_deref()).await?;
+                    if *json {
+                        print_json(&r);
+                    } else {
+                        let again =
+                            if r.replaced.is_some() { " (it was already held; the reason is replaced)" } else { "" };
+                        println!(
+                            "{tenant}: generation {} is on {}{again}; forget keeps it until it is released",
+                            generation,
+                            r.hold.describe()
+                        );
                     }
+                    Ok(exit::OK)
+                }
+                Some(GenerationsCommand::Release { tenant, generation, json }) => {
+                    let tenant = TenantId::parse(tenant)?;
+                    let r = generations::release(&agent, &tenant, generation).await?;
+                    if *json {
+                        print_json(&r);
+                    } else {
+                        println!(
+                            "{tenant}: generation {generation} released; the retention policy applies to it again"
+                        );
+                    }
+                    Ok(exit::OK)
+                }
+            }
+        }
+        Command::Forget { tenant, all, dry_run, json } => {
+            let agent = Agent::open(load_config(&cli)?).await?;
+            let tenants: Vec<TenantId> = match tenant {
+                Some(t) => vec![TenantId::parse(t)?],
+                None => agent.keystore_tenants().iter().map(|t| TenantId::parse(t)).collect::<Result<_, _>>()?,
+            };
+            let mut code = exit::OK;
+            let mut reports = Vec::new();
+            let mut failures = Vec::new();
+            for t in &tenants {
+                match forget::forget(&agent, t, *dry_run).await {
+                    Ok(r) => {
+                        if !r.problems.is_empty() {
+                            code = exit::DAMAGED;
+                        }
+                        if !json {
+                            print_forget(&r);
+                        }
+                        reports.push(r);
+                    }
+                    // A shredded tenant has nothing readable left to apply a policy to.
+                    Err(Error::Key(crate::keys::KeyError::Shredded { .. })) if *all => {
+                        if !json {
+                            println!("{t}: skipped, its key is shredded");
+                        }
+                    }
+                    // With --all one tenant's failure does not stop the others.
+                    Err(e) if *all => {
+                        eprintln!("error: {t}: {e}");
+                        failures.push(e);
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             if *json {
-                print_json(&list);
-            } else {
-                println!(
-                    "{:<34} {:<20} {:>10} {:>8} {:>12} {:>12}",
-                    "GENERATION", "TIME", "ROWS", "FILES", "BYTES", "ADDED"
-                );
-                for m in &list {
-                    let s = &m.summary;
-                    println!(
-                        "{:<34} {:<20} {:>10} {:>8} {:>12} {:>12}",
-                        m.id,
-                        m.time,
-                        s.rows,
-                        s.files,
-                        s.table_bytes + s.file_bytes,
-                        s.bytes_added
-                    );
-                }
+                print_json(&reports);
             }
-            Ok(code)
+            Ok(match failures.first() {
+                Some(e) => e.exit_code(),
+                None => code,
+            })
         }
         Command::Restore { tenant, generation, to, force } => {
             let agent = Agent::open(load_config(&cli)?).await?;
@@ -341,13 +432,18 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             );
             Ok(exit::OK)
         }
-        Command::Check { tenant, all, read_data, repair, json } => {
+        Command::Check { tenant, all, read_data, read_data_subset, repair, json } => {
+            let read = match (read_data, read_data_subset) {
+                (_, Some(s)) => check::ReadData::Subset(*s),
+                (true, None) => check::ReadData::All,
+                (false, None) => check::ReadData::None,
+            };
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenants = agent.repository_tenants(if *all { None } else { tenant.as_deref() })?;
             let mut code = exit::OK;
             let mut reports = Vec::new();
             for t in &tenants {
-                let mut r = check::check(&agent, t, *read_data, &*progress).await?;
+                let mut r = check::check(&agent, t, read, &*progress).await?;
                 r.leftover_uploads = check::leftover_uploads(&agent, t, *repair).await?;
                 if !r.is_clean() {
                     code = exit::DAMAGED;
@@ -359,16 +455,28 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                         r.index_files,
                         r.packs,
                         r.blobs,
-                        if *read_data {
-                            format!(", {} blobs read and verified ({})", r.blobs_read, mb(r.bytes_read))
-                        } else {
-                            String::new()
+                        match (&read, &r.subset) {
+                            (check::ReadData::None, _) => String::new(),
+                            (_, Some(subset)) => format!(
+                                ", subset {subset}: {} packs, {} blobs read and verified ({})",
+                                r.packs_read,
+                                r.blobs_read,
+                                mb(r.bytes_read)
+                            ),
+                            (_, None) => format!(", {} blobs read and verified ({})", r.blobs_read, mb(r.bytes_read)),
                         },
                         if r.is_clean() { "no problems".to_string() } else { format!("{} PROBLEMS", r.problems.len()) }
                     );
                     for p in &r.problems {
                         println!("  damaged: {p}");
                     }
+                    println!(
+                        "  verified in the last {} days: {:.1}% of the pack bytes ({} of {})",
+                        check::RECENT_DAYS,
+                        r.verified_recently_percent,
+                        mb(r.verified_recently_bytes),
+                        mb(r.pack_bytes)
+                    );
                     if !r.unreferenced_packs.is_empty() {
                         println!(
                             "  note: {} unreferenced packs (left by an interrupted backup; harmless, prune removes them)",
@@ -511,6 +619,62 @@ fn print_prune(r: &prune::PruneReport) {
     for w in &r.warnings {
         println!("  warning: {w}");
     }
+}
+
+fn print_generations(listing: &generations::Listing, json: bool) {
+    for d in &listing.damaged {
+        eprintln!("damaged: {d}");
+    }
+    if json {
+        print_json(&listing.generations);
+        return;
+    }
+    println!(
+        "{:<34} {:<20} {:>10} {:>8} {:>12} {:>12} {:>9} {:>9} {:>9}  HOLD",
+        "GENERATION", "TIME", "ROWS", "FILES", "BYTES", "ADDED", "INSERTED", "UPDATED", "DELETED"
+    );
+    for g in &listing.generations {
+        let (m, s) = (&g.manifest, &g.manifest.summary);
+        println!(
+            "{:<34} {:<20} {:>10} {:>8} {:>12} {:>12} {:>9} {:>9} {:>9}  {}",
+            m.id,
+            m.time,
+            s.rows,
+            s.files,
+            s.table_bytes + s.file_bytes,
+            s.bytes_added,
+            s.rows_inserted,
+            s.rows_updated,
+            s.rows_deleted,
+            g.hold.as_ref().map(|h| h.describe()).unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+fn print_forget(r: &forget::ForgetReport) {
+    println!("{}: policy {}{}", r.tenant, r.policy, if r.dry_run { " (dry run: nothing is deleted)" } else { "" });
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
+    for d in &r.generations {
+        let verdict = match (d.keep, r.dry_run) {
+            (true, _) => "keep",
+            (false, true) => "would forget",
+            (false, false) => "forgot",
+        };
+        let line = format!("  {verdict:<12} {:<34} {:<20} {}", d.id, d.time, d.reasons.join(", "));
+        println!("{}", line.trim_end());
+    }
+    for p in &r.problems {
+        println!("  damaged: {p}");
+    }
+    println!(
+        "{}: {} kept, {} {}",
+        r.tenant,
+        r.kept,
+        r.forgotten,
+        if r.dry_run { "would be forgotten" } else { "forgotten (their packs stay until prune)" }
+    );
 }
 
 fn print_export(r: &export::ExportReport) {

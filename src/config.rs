@@ -66,7 +66,8 @@ pub struct RetentionConfig {
     pub keep_within: String,
     /// The time zone days, weeks and months are counted in.
     pub time_zone: String,
-    /// A policy that may keep less than 28 days of generations is refused unless this is set.
+    /// A policy that may keep less than 28 days of history is refused unless this is set (see
+    /// `retention::Policy::keeps_minimum_history` for what counts); when set, `forget` warns.
     pub allow_short_retention: bool,
 }
 
@@ -327,6 +328,13 @@ impl Config {
         if !(self.backup.max_delta_ratio > 0.0 && self.backup.max_delta_ratio.is_finite()) {
             return Err(invalid("backup.max_delta_ratio", "must be a number above 0 (0.5 by default)"));
         }
+        // Bad durations, unknown time zones and policies shorter than the contracts' 4 weeks are
+        // refused here, so `forget` never runs a policy nobody checked.
+        crate::retention::Policy::from_config(&self.retention).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            key: e.key,
+            message: e.message,
+        })?;
         if self.prune.repack_unused_percent > 100 {
             return Err(invalid("prune.repack_unused_percent", "is a percentage: use 0 to 100 (50 by default)"));
         }
@@ -457,6 +465,23 @@ mod tests {
         let text = include_str!("../config/reversa.s3.example.toml");
         let c = parse(text).unwrap();
         assert!(matches!(c.store, StoreConfig::S3(_)));
+    }
+
+    #[test]
+    fn retention_is_validated_at_load() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.retention.keep_daily, c.retention.time_zone.as_str()), (28, "Europe/Rome"));
+        let with = |section: &str| parse(&format!("{GOOD}\n[retention]\n{section}\n"));
+        let e = with("keep_within = \"30 giorni\"").unwrap_err().to_string();
+        assert!(e.contains("retention.keep_within") && e.contains("30 giorni"), "{e}");
+        let e = with("time_zone = \"Europe/Roma\"").unwrap_err().to_string();
+        assert!(e.contains("retention.time_zone") && e.contains("Europe/Roma"), "{e}");
+        let e = with("keep_daily = 7").unwrap_err().to_string();
+        assert!(e.contains("less than 28 days") && e.contains("allow_short_retention = true"), "{e}");
+        with("keep_daily = 7\nallow_short_retention = true").unwrap();
+        with("keep_daily = 7\nkeep_weekly = 6").unwrap();
+        let e = with("keep_dayly = 28").unwrap_err().to_string();
+        assert!(e.contains("keep_dayly"), "{e}");
     }
 
     #[test]

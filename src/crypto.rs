@@ -43,6 +43,8 @@ pub enum Kind {
     Keystore = 5,
     /// A frame of a local cache file (the digest maps of `generation::delta`); never in a store.
     LocalCache = 7,
+    /// A legal hold on a generation (its reason may name people, so it is sealed too).
+    Hold = 6,
 }
 
 impl Kind {
@@ -54,6 +56,7 @@ impl Kind {
             4 => Kind::Generation,
             5 => Kind::Keystore,
             7 => Kind::LocalCache,
+            6 => Kind::Hold,
             _ => return None,
         })
     }
@@ -65,6 +68,7 @@ impl Kind {
             Kind::Generation => "generation",
             Kind::Keystore => "keystore",
             Kind::LocalCache => "local-cache",
+            Kind::Hold => "hold",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod generation;
 pub mod keys;
 pub mod progress;
 pub mod repository;
+pub mod retention;
 pub mod seed;
 pub mod source;
 pub mod store;

@@ -9,5 +9,6 @@ mod export;
 mod foundation;
 mod incremental;
 mod prune;
+mod retention;
 mod s3_store;
 mod vectors;

@@ -2,8 +2,14 @@
 //! every blob decrypt and match its id? Every damaged object is named; nothing is changed, except
 //! that `--repair` aborts the multipart uploads an interrupted backup or export left behind
 //! ([`leftover_uploads`]).
+//!
+//! Rolling checks (`--read-data-subset`) read part of the packs each run. The agent records
+//! which packs it verified and when ([`VerifyRecord`], local state), so a share (`5%`) reads the
+//! packs verified longest ago first and successive runs cover the whole repository; every report
+//! says how much of the repository was verified in the last [`RECENT_DAYS`] days.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 
@@ -14,6 +20,108 @@ use crate::repository::pack::read_header;
 use crate::repository::{open_blob, parse_blob_id, Index, RepoError, Repository};
 use crate::tenant::TenantId;
 
+/// A pack verified within this many days counts as recently verified.
+pub const RECENT_DAYS: i64 = 30;
+
+/// Which packs a check reads, decrypts and verifies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// None: only the references are checked.
+    None,
+    /// Every pack (`--read-data`).
+    All,
+    /// Part of them (`--read-data-subset`).
+    Subset(Subset),
+}
+
+/// `--read-data-subset`: a share of the pack bytes, or one fixed slice of the packs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    /// At least this percentage of the pack bytes, the packs verified longest ago first (those
+    /// never verified, or that failed, before all others).
+    Percent(f64),
+    /// The `n`-th of `of` slices (restic's meaning): the packs whose id, read as a number,
+    /// leaves `n - 1` divided by `of`. Fixed by pack id, so `1/7` to `7/7` on the days of a
+    /// week cover every pack.
+    Slice { n: u64, of: u64 },
+}
+
+impl std::str::FromStr for Subset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Subset, String> {
+        let usage = |why: &str| {
+            format!(
+                "{s:?} is not a subset ({why}); give a share of the pack bytes such as 5% (the packs \
+                 verified longest ago first) or a slice n/t such as 1/20 (the 1st of 20 fixed slices)"
+            )
+        };
+        if let Some(p) = s.trim().strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| usage("no number before %"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(usage("a share is above 0% and at most 100%"));
+            }
+            Ok(Subset::Percent(p))
+        } else if let Some((n, of)) = s.trim().split_once('/') {
+            let (n, of): (u64, u64) = match (n.trim().parse(), of.trim().parse()) {
+                (Ok(n), Ok(of)) => (n, of),
+                _ => return Err(usage("n and t are whole numbers")),
+            };
+            if n == 0 || n > of {
+                return Err(usage("a slice n/t needs 1 <= n <= t"));
+            }
+            Ok(Subset::Slice { n, of })
+        } else {
+            Err(usage("it is neither N% nor n/t"))
+        }
+    }
+}
+
+impl std::fmt::Display for Subset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subset::Percent(p) => write!(f, "{p}%"),
+            Subset::Slice { n, of } => write!(f, "{n}/{of}"),
+        }
+    }
+}
+
+impl Subset {
+    /// The packs to read, from the packs in the store and when each was last verified.
+    fn select(&self, stored: &HashMap<[u8; 32], u64>, verified: &HashMap<[u8; 32], i64>) -> Vec<[u8; 32]> {
+        match *self {
+            Subset::Slice { n, of } => {
+                let mut ids: Vec<[u8; 32]> = stored
+                    .keys()
+                    .filter(|id| u64::from_be_bytes(id[..8].try_into().expect("8 bytes")) % of == n - 1)
+                    .copied()
+                    .collect();
+                ids.sort();
+                ids
+            }
+            Subset::Percent(p) => {
+                let total: u64 = stored.values().sum();
+                let want = (total as f64 * p / 100.0).ceil() as u64;
+                // Never verified (None) sorts first, then the longest ago; ids break ties.
+                let mut order: Vec<(Option<i64>, [u8; 32])> =
+                    stored.keys().map(|id| (verified.get(id).copied(), *id)).collect();
+                order.sort();
+                let mut taken = 0u64;
+                let mut ids = Vec::new();
+                for (_, id) in order {
+                    if taken >= want && !ids.is_empty() {
+                        break;
+                    }
+                    taken += stored[&id];
+                    ids.push(id);
+                }
+                ids.sort();
+                ids
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CheckReport {
     pub tenant: String,
@@ -21,9 +129,18 @@ pub struct CheckReport {
     pub index_files: usize,
     pub packs: usize,
     pub blobs: usize,
-    /// Blobs decrypted and verified (only with --read-data).
+    /// The subset read with `--read-data-subset` (`5%`, `1/20`).
+    pub subset: Option<String>,
+    /// Packs read, blobs decrypted and verified, bytes read (with --read-data or a subset).
+    pub packs_read: usize,
     pub blobs_read: u64,
     pub bytes_read: u64,
+    /// Bytes of all the packs in the store.
+    pub pack_bytes: u64,
+    /// Bytes of the packs in the store that a check of this agent verified in the last
+    /// [`RECENT_DAYS`] days, and their share of `pack_bytes` in percent.
+    pub verified_recently_bytes: u64,
+    pub verified_recently_percent: f64,
     /// Packs no index file lists: left by an interrupted backup, harmless, removed by prune.
     pub unreferenced_packs: Vec<String>,
     /// Every damaged or missing object, named.
@@ -49,9 +166,12 @@ impl CheckReport {
     }
 }
 
-pub async fn check(agent: &Agent, tenant: &TenantId, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
+pub async fn check(agent: &Agent, tenant: &TenantId, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
     let repo = agent.repository(tenant, false).await?;
     let mut report = CheckReport { tenant: tenant.to_string(), ..Default::default() };
+    if let ReadData::Subset(s) = read {
+        report.subset = Some(s.to_string());
+    }
     // Generations first: a manifest is written after its index, so every generation listed now
     // has its blobs in the index read next, even while a backup runs.
     let generations = repo.list_generations().await?;
@@ -67,6 +187,7 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read_data: bool, progress: 
         report.problems.push(format!("{}: not a pack (unexpected object in the data folder)", obj.key));
     }
     report.packs = stored.len();
+    report.pack_bytes = stored.values().sum();
     let indexed: HashSet<[u8; 32]> = index.packs.iter().copied().collect();
     for (id, size) in &stored {
         if !indexed.contains(id) {
@@ -101,12 +222,38 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read_data: bool, progress: 
         }
     }
 
-    if read_data {
-        let total: u64 = stored.values().sum();
+    let mut record = VerifyRecord::open(&agent.config.state.dir, tenant);
+    let mut verified = record.load();
+    let now = crate::now().as_second();
+    let selected = match read {
+        ReadData::None => Vec::new(),
+        ReadData::All => {
+            let mut ids: Vec<[u8; 32]> = stored.keys().copied().collect();
+            ids.sort();
+            ids
+        }
+        ReadData::Subset(s) => s.select(&stored, &verified),
+    };
+    if read != ReadData::None {
+        let total: u64 = selected.iter().map(|id| stored[id]).sum();
         progress.phase(&format!("check {tenant}"), Some(total));
-        read_packs(&repo, &index, &stored, progress, &mut report).await;
+        let outcomes = read_packs(&repo, &index, selected, progress, &mut report).await;
+        record.save(&outcomes, &stored, now);
+        for (id, ok) in outcomes {
+            match ok {
+                true => verified.insert(id, now),
+                false => verified.remove(&id),
+            };
+        }
     }
     progress.done();
+    let since = now - RECENT_DAYS * 24 * 3600;
+    report.verified_recently_bytes =
+        stored.iter().filter(|(id, _)| verified.get(*id).is_some_and(|t| *t >= since)).map(|(_, size)| size).sum();
+    report.verified_recently_percent = match report.pack_bytes {
+        0 => 100.0,
+        total => report.verified_recently_bytes as f64 * 100.0 / total as f64,
+    };
     report.problems.dedup();
     Ok(report)
 }
@@ -134,21 +281,21 @@ async fn check_generation(
     Ok(())
 }
 
-/// Read every pack whole, open its header and every blob in it, and compare with the index.
+/// Read the packs `ids` whole, open each one's header and every blob in it, and compare with
+/// the index. Returns, per pack, whether it was verified without a problem.
 async fn read_packs(
     repo: &Repository,
     index: &Index,
-    stored: &HashMap<[u8; 32], u64>,
+    ids: Vec<[u8; 32]>,
     progress: &dyn Progress,
     report: &mut CheckReport,
-) {
+) -> Vec<([u8; 32], bool)> {
     // What the index says each pack holds, to compare with the pack's own header.
     let mut expected: HashMap<[u8; 32], Vec<([u8; 32], u64, u32)>> = HashMap::new();
     for (bid, loc) in &index.blobs {
         expected.entry(index.packs[loc.pack as usize]).or_default().push((*bid, loc.offset, loc.length));
     }
-    let mut ids: Vec<[u8; 32]> = stored.keys().copied().collect();
-    ids.sort();
+    let mut outcomes = Vec::with_capacity(ids.len());
     let mut packs = futures::stream::iter(ids)
         .map(|id| async move {
             let key = repo.pack_key(&id);
@@ -161,9 +308,11 @@ async fn read_packs(
             Ok(b) => b,
             Err(e) => {
                 report.problems.push(format!("{key}: {e}"));
+                outcomes.push((id, false));
                 continue;
             }
         };
+        report.packs_read += 1;
         progress.bytes(bytes.len() as u64);
         report.bytes_read += bytes.len() as u64;
         let keys = repo.keys.clone();
@@ -200,7 +349,108 @@ async fn read_packs(
         .await
         .expect("check task panicked");
         report.blobs_read += n;
+        outcomes.push((id, problems.is_empty()));
         report.problems.extend(problems);
+    }
+    outcomes
+}
+
+/// When each pack of one tenant was last verified: `<state>/checks/<tenant>.sqlite`, one row per
+/// pack (`id`, `verified` and `failed` in Unix seconds). A pack that fails has `verified`
+/// cleared, so the next rolling check reads it first. Each run's results are written in one
+/// transaction, so a killed check leaves the previous record whole. The record is only a
+/// schedule: one that cannot be read is set aside and started afresh, which means re-verifying.
+pub struct VerifyRecord {
+    path: PathBuf,
+    db: Option<rusqlite::Connection>,
+}
+
+impl VerifyRecord {
+    pub fn open(state_dir: &Path, tenant: &TenantId) -> VerifyRecord {
+        let dir = state_dir.join("checks");
+        let path = dir.join(format!("{tenant}.sqlite"));
+        let db = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| Self::connect(&path).map_err(|e| e.to_string()))
+            .or_else(|cause| {
+                tracing::warn!(record = %path.display(), %cause, "the record of verified packs is damaged; starting a new one (every pack counts as not verified)");
+                for suffix in ["", "-journal", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+                Self::connect(&path).map_err(|e| e.to_string())
+            });
+        match db {
+            Ok(db) => VerifyRecord { path, db: Some(db) },
+            Err(cause) => {
+                tracing::warn!(record = %path.display(), %cause, "cannot keep a record of verified packs; rolling checks will not know what was verified before");
+                VerifyRecord { path, db: None }
+            }
+        }
+    }
+
+    fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+        let db = rusqlite::Connection::open(path)?;
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS packs (id TEXT PRIMARY KEY, verified INTEGER, failed INTEGER) STRICT",
+        )?;
+        // Reading every row is what `load` does next; a file that is not a database fails here.
+        db.query_row("SELECT count(*) FROM packs", [], |r| r.get::<_, i64>(0))?;
+        Ok(db)
+    }
+
+    /// When each pack was last verified (packs never verified, or that failed since, are absent).
+    pub fn load(&self) -> HashMap<[u8; 32], i64> {
+        let Some(db) = &self.db else { return HashMap::new() };
+        let rows = db.prepare("SELECT id, verified FROM packs WHERE verified IS NOT NULL").and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        });
+        match rows {
+            Ok(rows) => rows.into_iter().filter_map(|(id, t)| parse_blob_id(&id).map(|id| (id, t))).collect(),
+            Err(cause) => {
+                tracing::warn!(record = %self.path.display(), %cause, "cannot read the record of verified packs; every pack counts as not verified");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Record this run's outcomes at `now`, and forget packs no longer in the store.
+    pub fn save(&mut self, outcomes: &[([u8; 32], bool)], stored: &HashMap<[u8; 32], u64>, now: i64) {
+        let Some(db) = &mut self.db else { return };
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = db.transaction()?;
+            {
+                let mut ok = tx.prepare(
+                    "INSERT INTO packs (id, verified, failed) VALUES (?1, ?2, NULL) \
+                     ON CONFLICT (id) DO UPDATE SET verified = excluded.verified",
+                )?;
+                let mut failed = tx.prepare(
+                    "INSERT INTO packs (id, verified, failed) VALUES (?1, NULL, ?2) \
+                     ON CONFLICT (id) DO UPDATE SET verified = NULL, failed = excluded.failed",
+                )?;
+                for (id, good) in outcomes {
+                    let st = if *good { &mut ok } else { &mut failed };
+                    st.execute(rusqlite::params![hex::encode(id), now])?;
+                }
+                let known: Vec<String> = tx
+                    .prepare("SELECT id FROM packs")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut gone = tx.prepare("DELETE FROM packs WHERE id = ?1")?;
+                for id in known {
+                    if !parse_blob_id(&id).is_some_and(|p| stored.contains_key(&p)) {
+                        gone.execute([&id])?;
+                    }
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(cause) = result {
+            tracing::warn!(record = %self.path.display(), %cause, "cannot update the record of verified packs; the next rolling check may read these packs again");
+        }
     }
 }
 
@@ -275,4 +525,81 @@ pub async fn leftover_uploads(agent: &Agent, tenant: &TenantId, repair: bool) ->
         Err(e) => return Err(e.into()),
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_parse_or_say_how_to_write_them() {
+        assert_eq!("5%".parse::<Subset>().unwrap(), Subset::Percent(5.0));
+        assert_eq!("2.5%".parse::<Subset>().unwrap(), Subset::Percent(2.5));
+        assert_eq!("100%".parse::<Subset>().unwrap(), Subset::Percent(100.0));
+        assert_eq!("3/7".parse::<Subset>().unwrap(), Subset::Slice { n: 3, of: 7 });
+        for bad in ["0%", "150%", "-5%", "NaN%", "3/2", "0/4", "1/0", "abc", "5", "a/b", ""] {
+            let e = bad.parse::<Subset>().unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains("5%") && e.contains("1/20"), "{bad}: {e}");
+        }
+    }
+
+    fn pack(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
+    #[test]
+    fn a_share_reads_the_packs_verified_longest_ago_first() {
+        let stored: HashMap<[u8; 32], u64> = (1..=10).map(|n| (pack(n), 100)).collect();
+        // Packs 1 to 4 verified (1 the longest ago), the others never.
+        let mut verified: HashMap<[u8; 32], i64> = (1..=4).map(|n| (pack(n), 1000 + n as i64)).collect();
+        let first = Subset::Percent(34.0).select(&stored, &verified);
+        assert_eq!(first, (5..=8).map(pack).collect::<Vec<_>>(), "never verified first, 340 bytes of 1000");
+        for id in &first {
+            verified.insert(*id, 2000);
+        }
+        let second = Subset::Percent(34.0).select(&stored, &verified);
+        assert_eq!(second, [1, 2, 9, 10].map(pack));
+        // The smallest share still reads one pack.
+        assert_eq!(Subset::Percent(0.01).select(&stored, &verified).len(), 1);
+        assert_eq!(Subset::Percent(100.0).select(&stored, &verified).len(), 10);
+    }
+
+    #[test]
+    fn slices_split_the_packs_by_id_and_cover_them_all() {
+        let stored: HashMap<[u8; 32], u64> = (0..=255).map(|n| (pack(n), 1)).collect();
+        let verified = HashMap::new();
+        let mut seen = Vec::new();
+        for n in 1..=7 {
+            let slice = Subset::Slice { n, of: 7 }.select(&stored, &verified);
+            assert!(!slice.is_empty());
+            seen.extend(slice);
+        }
+        seen.sort();
+        assert_eq!(seen, (0..=255).map(pack).collect::<Vec<_>>(), "every pack in exactly one slice");
+        assert_eq!(
+            Subset::Slice { n: 2, of: 7 }.select(&stored, &verified),
+            Subset::Slice { n: 2, of: 7 }.select(&stored, &verified)
+        );
+    }
+
+    #[test]
+    fn a_damaged_record_is_started_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = TenantId::parse("t1").unwrap();
+        let stored: HashMap<[u8; 32], u64> = [(pack(1), 10), (pack(2), 10)].into();
+        let mut record = VerifyRecord::open(dir.path(), &tenant);
+        record.save(&[(pack(1), true), (pack(2), false)], &stored, 500);
+        drop(record);
+        assert_eq!(VerifyRecord::open(dir.path(), &tenant).load(), HashMap::from([(pack(1), 500)]));
+        // A pack that fails loses its verification; a pack gone from the store leaves the record.
+        let mut record = VerifyRecord::open(dir.path(), &tenant);
+        record.save(&[(pack(1), false)], &HashMap::from([(pack(1), 10)]), 600);
+        assert!(record.load().is_empty());
+        drop(record);
+        std::fs::write(dir.path().join("checks/t1.sqlite"), b"not a database, not at all; garbage").unwrap();
+        let mut record = VerifyRecord::open(dir.path(), &tenant);
+        assert!(record.load().is_empty());
+        record.save(&[(pack(2), true)], &stored, 700);
+        assert_eq!(VerifyRecord::open(dir.path(), &tenant).load(), HashMap::from([(pack(2), 700)]));
+    }
 }

@@ -5,6 +5,8 @@ pub mod backup;
 pub mod check;
 pub mod demo;
 pub mod export;
+pub mod forget;
+pub mod generations;
 pub mod init;
 pub mod prune;
 pub mod restore;

@@ -10,6 +10,14 @@ use serde::{Deserialize, Serialize};
 
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// Whether `id` can be a generation id: ids are `YYYYMMDDTHHMMSS.ffffffZ-xxxxxxxx`, and whatever
+/// names one on the command line becomes one segment of an object key, so no separator, no `..`.
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().next().is_some_and(|b| b.is_ascii_digit())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
 /// The sealed manifest. Small and bounded: the per-item detail is in the catalog.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

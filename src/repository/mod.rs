@@ -18,6 +18,7 @@ use crate::crypto::{Kind, OpenError};
 use crate::generation::delta::{Deltas, Merge, Merger};
 use crate::generation::{Entry, Manifest};
 use crate::keys::{BlobId, TenantKeys};
+use crate::retention::Hold;
 use crate::store::{Body, ObjectInfo, Store, StoreError};
 use crate::tenant::TenantId;
 use pack::PackBlob;
@@ -377,6 +378,59 @@ impl Repository {
                 self.load_generation(last).await
             }
         }
+    }
+
+    pub fn hold_key(&self, generation: &str) -> String {
+        format!("tenants/{}/holds/{}", self.tenant(), generation)
+    }
+
+    /// The legal holds, by generation id. A hold that does not open is returned as its error:
+    /// the caller must still treat its generation as held.
+    pub async fn list_holds(&self) -> Result<Vec<(String, Result<Hold, RepoError>)>, RepoError> {
+        let prefix = format!("tenants/{}/holds/", self.tenant());
+        let mut out = Vec::new();
+        for obj in self.store.list(&prefix).await? {
+            let id = obj.key[prefix.len()..].to_string();
+            let hold = self.open_hold(&id, &self.store.get(&obj.key).await?);
+            out.push((id, hold));
+        }
+        Ok(out)
+    }
+
+    /// The hold on `generation`, if there is one.
+    pub async fn load_hold(&self, generation: &str) -> Result<Option<Hold>, RepoError> {
+        match self.store.get(&self.hold_key(generation)).await {
+            Ok(sealed) => self.open_hold(generation, &sealed).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn open_hold(&self, generation: &str, sealed: &[u8]) -> Result<Hold, RepoError> {
+        let damaged = |cause: String| RepoError::Damaged { what: "legal hold", key: self.hold_key(generation), cause };
+        let plain = self.keys.open(Kind::Hold, generation, sealed).map_err(|e| damaged(e.to_string()))?;
+        let hold: Hold = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
+        if hold.generation != generation {
+            return Err(damaged("the hold names another generation".into()));
+        }
+        Ok(hold)
+    }
+
+    /// Place (or replace) the hold on its generation.
+    pub async fn write_hold(&self, hold: &Hold) -> Result<(), RepoError> {
+        let sealed = self.keys.seal(Kind::Hold, &hold.generation, &serde_json::to_vec(hold).expect("hold serializes"));
+        self.store.put(&self.hold_key(&hold.generation), Body::Bytes(Bytes::from(sealed))).await?;
+        Ok(())
+    }
+
+    pub async fn delete_hold(&self, generation: &str) -> Result<(), RepoError> {
+        Ok(self.store.delete(&self.hold_key(generation)).await?)
+    }
+
+    /// Remove a generation's manifest, which makes it invisible (`forget`). Its packs stay
+    /// until prune finds nothing else references them.
+    pub async fn delete_generation(&self, id: &str) -> Result<(), RepoError> {
+        Ok(self.store.delete(&self.generation_key(id)).await?)
     }
 
     /// Write the manifest: the last write of a backup, which makes the generation visible.
