@@ -16,40 +16,9 @@ use std::path::{Path, PathBuf};
 #[path = "measure.rs"]
 mod measure;
 
-use measure::measure;
+use measure::{du, measure, openssl_speed, tenant_of};
 use std::process::Command;
 use std::time::Instant;
-
-use reversa::seed::{seed_tenant, Scale};
-
-/// `openssl speed` for one EVP cipher or digest at 16 KiB blocks, in MB/s.
-fn openssl_speed(alg: &str) -> Option<f64> {
-    let out = Command::new("openssl").args(["speed", "-seconds", "2", "-bytes", "16384", "-evp", alg]).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last()?;
-    let kbs: f64 = last.split_whitespace().last()?.trim_end_matches('k').parse().ok()?;
-    Some(kbs * 1000.0 / 1e6)
-}
-
-fn du(p: &Path) -> u64 {
-    reversa::commands::demo::du(p)
-}
-
-fn tenant_of(root: &Path, mb: u64) -> PathBuf {
-    let dir = root.join(format!("source-{mb}"));
-    let tenant = dir.join("bench");
-    if !tenant.join("database.sqlite").exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        let started = Instant::now();
-        // About 1 KB of SQLite per case row (with its related rows); 30 % of the bytes in the
-        // database, 70 % in files of which 90 % are incompressible.
-        let rows = (mb as usize * 1_000_000 * 3 / 10) / 1_050;
-        let scale = Scale { rows, file_bytes: mb * 1_000_000 * 7 / 10, incompressible: 0.9 };
-        seed_tenant(&dir, "bench", scale, 42).expect("generate the bench tenant");
-        eprintln!("generated {} MB in {:.1} s", du(&tenant) / 1_000_000, started.elapsed().as_secs_f64());
-    }
-    dir
-}
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing we need.

@@ -1,12 +1,16 @@
-//! Wall time and peak RSS of a child process, shared by the benchmarks.
+//! Shared by the benchmarks: wall time and peak RSS of a child process, the generated bench
+//! tenant, and `openssl speed` as the physical limit.
 //!
 //! Peak RSS is read by GNU time (`/usr/bin/time -f %M`), not by our own wait4: on Linux a child
 //! inherits the parent's RSS high-water mark through fork, so wait4's ru_maxrss reports the
 //! benchmark process's own peak (inflated by in-process work) whenever that is the larger one.
 //! `time` is small, so the process it forks starts from nothing.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+use reversa::seed::{seed_tenant, Scale};
 
 pub struct Measured {
     pub secs: f64,
@@ -35,4 +39,36 @@ pub fn measure(cmd: &mut Command) -> Measured {
     let report = std::fs::read_to_string(out.path()).unwrap_or_default();
     let kib: f64 = report.lines().last().and_then(|l| l.trim().parse().ok()).expect("time reports the peak RSS in KiB");
     Measured { secs, max_rss_mib: kib / 1024.0 }
+}
+
+/// `openssl speed` for one EVP cipher or digest at 16 KiB blocks, in MB/s.
+#[allow(dead_code)]
+pub fn openssl_speed(alg: &str) -> Option<f64> {
+    let out = Command::new("openssl").args(["speed", "-seconds", "2", "-bytes", "16384", "-evp", alg]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last()?;
+    let kbs: f64 = last.split_whitespace().last()?.trim_end_matches('k').parse().ok()?;
+    Some(kbs * 1000.0 / 1e6)
+}
+
+#[allow(dead_code)]
+pub fn du(p: &Path) -> u64 {
+    reversa::commands::demo::du(p)
+}
+
+#[allow(dead_code)]
+pub fn tenant_of(root: &Path, mb: u64) -> PathBuf {
+    let dir = root.join(format!("source-{mb}"));
+    let tenant = dir.join("bench");
+    if !tenant.join("database.sqlite").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let started = Instant::now();
+        // About 1 KB of SQLite per case row (with its related rows); 30 % of the bytes in the
+        // database, 70 % in files of which 90 % are incompressible.
+        let rows = (mb as usize * 1_000_000 * 3 / 10) / 1_050;
+        let scale = Scale { rows, file_bytes: mb * 1_000_000 * 7 / 10, incompressible: 0.9 };
+        seed_tenant(&dir, "bench", scale, 42).expect("generate the bench tenant");
+        eprintln!("generated {} MB in {:.1} s", du(&tenant) / 1_000_000, started.elapsed().as_secs_f64());
+    }
+    dir
 }

@@ -91,6 +91,36 @@ fn fourteen_days_restore_exactly_and_store_about_what_changed() {
         std::fs::remove_dir_all(&restored).unwrap();
     }
     env.run(&["check", "--tenant", TENANT, "--read-data"]).ok();
+
+    // Keep four days: days 10 and 11 are deltas whose base (day 6) is forgotten. Prune must keep
+    // what they reference, and they still restore exactly.
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!("{cfg}\n[retention]\nkeep_daily = 4\nallow_short_retention = true\n\n[prune]\ngrace_hours = 0\n"),
+    )
+    .unwrap();
+    for verb in ["forget", "prune"] {
+        let r: crate::common::Run =
+            env.cmd(&[verb, "--tenant", TENANT]).env(reversa::NOW_ENV, night_of(14)).output().unwrap().into();
+        r.ok();
+    }
+    let listing = env.run(&["generations", "--tenant", TENANT, "--json"]).ok();
+    let left: Vec<String> = serde_json::from_str::<serde_json::Value>(&listing.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .collect();
+    let kept: Vec<String> = days[10..].iter().map(|d| d.0.clone()).collect();
+    assert_eq!(left, kept, "forget keeps the last four days");
+    for (day, (id, copy, _, _)) in days.iter().enumerate().skip(10) {
+        let restored = restore_generation(&env, id, day as u64);
+        assert_eq!(differences(copy, &restored), Vec::<String>::new(), "day {day} after prune");
+        std::fs::remove_dir_all(&restored).unwrap();
+    }
+    env.run(&["check", "--tenant", TENANT, "--read-data"]).ok();
 }
 
 /// Restore keeps rowids too (compare_tenant compares values); check the keyed tables' rowids.

@@ -18,7 +18,7 @@ use crate::commands::{Error, Result};
 use crate::generation::delta::{self, DigestMapReader, Merge, Merger, SealedFileReader, SealedFileWriter};
 use crate::generation::{rows, Delta, Entry, Keyed};
 use crate::keys::{RowDigester, TenantKeys};
-use crate::repository::{parse_blob_list, Index, Repository};
+use crate::repository::{parse_blob_id, parse_blob_list, Index, Repository};
 use crate::source::sqlite::{Snapshot, TableSpec};
 use crate::source::SourceError;
 use crate::tenant::TenantId;
@@ -127,6 +127,18 @@ pub(super) async fn parent_tables(
             // The database comes first in a catalog.
             _ => break,
         };
+        // A delta reuses the base and the earlier deltas by reference: only if every one of
+        // their blobs is still in the index (a damaged or pruned repository gets a new base).
+        let entry_blobs = std::iter::once(&blobs)
+            .chain(std::iter::once(&keyed.digests))
+            .chain(keyed.deltas.iter().map(|d| &d.blobs))
+            .flatten();
+        if !entry_blobs.into_iter().all(|b| parse_blob_id(b).is_some_and(|id| index.contains(&id))) {
+            let w = format!("table {name}: generation {parent} references blobs that are not in the index; the table is written whole");
+            tracing::warn!("{w}");
+            warnings.push(w);
+            continue;
+        }
         let ncols = columns.len() + rowid as usize;
         let map = match parent_map(repo, index, &name, ncols, &keyed, maps, tmp).await {
             Ok(path) => Some(path),
