@@ -248,6 +248,9 @@ impl DeltaReader {
 pub struct Deltas {
     readers: Vec<DeltaReader>,
     key_len: usize,
+    /// The smallest key the heads hold, kept until a head moves: most base rows have no change,
+    /// and this way they cost one comparison, not one per delta.
+    min: Option<Vec<u8>>,
 }
 
 impl Deltas {
@@ -259,18 +262,23 @@ impl Deltas {
             r.advance()?;
             readers.push(r);
         }
-        Ok(Deltas { readers, key_len: key.len() })
+        let mut d = Deltas { readers, key_len: key.len(), min: None };
+        d.find_min();
+        Ok(d)
     }
 
-    fn smallest(&self) -> Option<&[u8]> {
-        self.readers
+    fn find_min(&mut self) {
+        let n = self.key_len;
+        self.min = self
+            .readers
             .iter()
             .filter_map(|r| r.head.as_ref().map(|c| c.key.as_slice()))
-            .min_by(|a, b| compare_keys(&borrowed(a, self.key_len), &borrowed(b, self.key_len)))
+            .min_by(|a, b| compare_keys(&borrowed(a, n), &borrowed(b, n)))
+            .map(<[u8]>::to_vec);
     }
 
-    /// The newest change of `key`, skipping the older ones; `None` if no delta changes it.
-    fn take_key(&mut self, key: &[ValueRef<'_>]) -> Result<Option<Change>> {
+    /// The newest change of `key`, which is the smallest key of the heads, skipping the older ones.
+    fn take_min(&mut self, key: &[ValueRef<'_>]) -> Result<Option<Change>> {
         let mut newest = None;
         for r in &mut self.readers {
             if r.head.as_ref().is_some_and(|c| compare_keys(&borrowed(&c.key, key.len()), key).is_eq()) {
@@ -278,23 +286,27 @@ impl Deltas {
                 r.advance()?;
             }
         }
+        self.find_min();
         Ok(newest)
     }
 
     /// The newest change of the smallest key the deltas hold, if that key is below `bound` (any
     /// key when `bound` is `None`).
     pub fn next_below(&mut self, bound: Option<&[ValueRef<'_>]>) -> Result<Option<Change>> {
-        let Some(min) = self.smallest().map(<[u8]>::to_vec) else { return Ok(None) };
+        let Some(min) = self.min.clone() else { return Ok(None) };
         let min = borrowed(&min, self.key_len);
         if bound.is_some_and(|b| compare_keys(&min, b).is_ge()) {
             return Ok(None);
         }
-        self.take_key(&min)
+        self.take_min(&min)
     }
 
-    /// The newest change of exactly `key`, if a delta has one.
+    /// The newest change of exactly `key`, if a delta has one (call after `next_below(key)`).
     pub fn take(&mut self, key: &[ValueRef<'_>]) -> Result<Option<Change>> {
-        self.take_key(key)
+        match &self.min {
+            Some(min) if compare_keys(&borrowed(min, self.key_len), key).is_eq() => self.take_min(key),
+            _ => Ok(None),
+        }
     }
 }
 
