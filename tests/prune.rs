@@ -349,15 +349,21 @@ fn catalog_blob_location(env: &Env, tenant: &str) -> (String, u64) {
     })
 }
 
-/// Backups and prunes started together, again and again, with prune at its most eager (no grace
-/// period): the tenant lock lets one of them through at a time, and nothing is ever lost.
+/// Backups, forgets and prunes started together, again and again, with prune at its most eager
+/// (no grace period): the tenant lock lets one of them through at a time, and nothing is lost.
 #[test]
-fn a_backup_racing_a_prune_loses_nothing() {
+fn a_backup_racing_forget_and_prune_loses_nothing() {
     let env = Env::new();
-    configure(&env, "\n[prune]\ngrace_hours = 0\nrepack_unused_percent = 0\n");
+    // All backups fall on one day: forget keeps only the newest, so every prune has work to do.
+    configure(
+        &env,
+        "\n[prune]\ngrace_hours = 0\nrepack_unused_percent = 0\n\n[retention]\nkeep_daily = 1\nallow_short_retention = true\n",
+    );
     env.seed("t1", SMALL, 5);
     env.backup("t1");
     let mut busy = Vec::new();
+    let verbs: [&[&str]; 3] =
+        [&["backup", "--tenant", "t1"], &["forget", "--tenant", "t1"], &["prune", "--tenant", "t1"]];
     for round in 0..6 {
         write_random(&env.tenant_dir("t1").join(format!("attachments/giro-{round}.bin")), 256 << 10);
         if round % 2 == 1 {
@@ -369,31 +375,21 @@ fn a_backup_racing_a_prune_loses_nothing() {
             cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
             cmd.spawn().unwrap()
         };
-        // Either starts first, so that each gets to win the lock.
-        let (backup, prune) = if round % 2 == 0 {
-            let b = start(&["backup", "--tenant", "t1"]);
-            (b, start(&["prune", "--tenant", "t1"]))
-        } else {
-            let p = start(&["prune", "--tenant", "t1"]);
-            (start(&["backup", "--tenant", "t1"]), p)
-        };
-        let backup: Run = backup.wait_with_output().unwrap().into();
-        let prune: Run = prune.wait_with_output().unwrap().into();
-        for (what, r) in [("backup", &backup), ("prune", &prune)] {
+        // Started in a different order each round, so that each gets to win the lock.
+        let mut children: Vec<(usize, std::process::Child)> =
+            (0..3).map(|k| (round + k) % 3).map(|v| (v, start(verbs[v]))).collect();
+        children.sort_by_key(|c| c.0);
+        let runs: Vec<Run> = children.into_iter().map(|(_, c)| c.wait_with_output().unwrap().into()).collect();
+        for (v, r) in runs.iter().enumerate() {
+            let what = verbs[v][0];
             assert!(r.code == 0 || r.code == 4, "round {round}: {what} failed:\n{}", r.all());
             if r.code == 4 {
                 assert!(r.stderr.contains("is locked by"), "round {round}: {what}:\n{}", r.stderr);
                 busy.push(format!("round {round}: {what}"));
             }
         }
-        if backup.code == 4 {
+        if runs[0].code == 4 {
             env.backup("t1");
-        }
-        // Forget all but the two newest generations, so every prune has work to do.
-        let mut gens = env.store_files("tenants/t1/generations");
-        gens.truncate(gens.len().saturating_sub(2));
-        for g in gens {
-            std::fs::remove_file(g).unwrap();
         }
     }
     println!("found the tenant locked: {busy:?}");

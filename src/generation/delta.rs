@@ -97,6 +97,20 @@ pub fn compare_keys(a: &[ValueRef<'_>], b: &[ValueRef<'_>]) -> Ordering {
     a.iter().zip(b).map(|(x, y)| compare(*x, *y)).find(|o| o.is_ne()).unwrap_or_else(|| a.len().cmp(&b.len()))
 }
 
+/// [`compare_keys`] of an encoded key against decoded values, without allocating: the merge
+/// pass of a backup does this once or twice per row.
+pub fn compare_encoded(a: &[u8], b: &[ValueRef<'_>]) -> Result<Ordering, DecodeError> {
+    let mut pos = 0;
+    for v in b {
+        let (x, len) = rows::decode(&a[pos..])?.ok_or(DecodeError { offset: pos, what: "value is cut short" })?;
+        match compare(x, *v) {
+            Ordering::Equal => pos += len,
+            o => return Ok(o),
+        }
+    }
+    Ok(Ordering::Equal)
+}
+
 /// The length of the first `n` values at the start of `buf`, or `None` if it holds fewer.
 pub fn values_len(buf: &[u8], n: usize) -> Result<Option<usize>, DecodeError> {
     let mut pos = 0;

@@ -423,8 +423,10 @@ impl Reader {
                 return Ok(self.emit(false)?);
             };
             let key = delta::key_of(values, &spec.key);
-            let key_bytes = delta::owned(&key);
-            if prev_key.as_ref().is_some_and(|p| delta::compare_keys(&delta::borrowed(p, klen), &key).is_ge()) {
+            let decode = |e: rows::DecodeError| Stop::Fallback(format!("a key does not decode: {e}"));
+            if prev_key.is_some()
+                && delta::compare_encoded(prev_key.as_deref().unwrap_or_default(), &key).map_err(decode)?.is_ge()
+            {
                 return Err(Stop::Fallback("its keys are not in SQLite's BINARY order".into()));
             }
             let digest = digester.digest(&row);
@@ -439,7 +441,7 @@ impl Reader {
                     c.inserted += 1;
                     break true;
                 };
-                match delta::compare_keys(&delta::borrowed(pk, klen), &key) {
+                match delta::compare_encoded(pk, &key).map_err(decode)? {
                     std::cmp::Ordering::Less => {
                         c.deleted += 1;
                         if mode == Mode::Delta {
@@ -472,7 +474,12 @@ impl Reader {
                 Mode::Delta => {}
                 _ => self.chunker.buffer().extend_from_slice(&row),
             }
-            prev_key = Some(key_bytes);
+            // The previous key, in a buffer reused from row to row.
+            let prev = prev_key.get_or_insert_with(Vec::new);
+            prev.clear();
+            for v in &key {
+                rows::encode(*v, prev);
+            }
             Ok(self.emit(false)?)
         })?;
         // What is left of the parent's map was deleted.
