@@ -18,7 +18,6 @@ mod measure;
 
 use measure::{du, measure, openssl_speed, tenant_of};
 use std::process::Command;
-use std::time::Instant;
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing we need.

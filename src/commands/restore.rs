@@ -38,7 +38,7 @@ pub struct RestoreReport {
 
 enum Event {
     /// An entry, with the merger of its deltas for a table stored as a base and deltas.
-    Start(Entry, Option<Merger>),
+    Start(Entry, Option<Box<Merger>>),
     Data(Vec<u8>),
     End,
 }
@@ -146,7 +146,7 @@ async fn restore_part(
                 Ok::<Event, Error>(match step? {
                     Step::Start(e) => {
                         let merger = repo.table_merger(index, &e, generation, tmp).await?;
-                        Event::Start(e, merger)
+                        Event::Start(e, merger.map(Box::new))
                     }
                     Step::Blob(id) => Event::Data(repo.read_blob(index, &id).await?),
                     Step::End => Event::End,
@@ -263,7 +263,7 @@ enum Current {
         rows: u64,
         carry: Vec<u8>,
         /// Applies the table's deltas to its base as the base streams in.
-        merger: Option<Merger>,
+        merger: Option<Box<Merger>>,
     },
     File {
         path: PathBuf,
@@ -320,7 +320,7 @@ impl Writer {
         }
     }
 
-    fn start(&mut self, e: Entry, merger: Option<Merger>) -> Result<()> {
+    fn start(&mut self, e: Entry, merger: Option<Box<Merger>>) -> Result<()> {
         match e {
             Entry::Schema { objects, user_version, application_id } => {
                 let path = self.staging.join(DATABASE_FILE);

@@ -141,7 +141,7 @@ pub fn key_of<'a>(values: &[ValueRef<'a>], key: &[u32]) -> Vec<ValueRef<'a>> {
 }
 
 /// A key kept beyond the buffer it was read from: its values, encoded (text stays bytes).
-pub fn owned(values: &[ValueRef<'_>]) -> Vec<u8> {
+fn owned(values: &[ValueRef<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for v in values {
         rows::encode(*v, &mut out);
@@ -149,7 +149,7 @@ pub fn owned(values: &[ValueRef<'_>]) -> Vec<u8> {
     out
 }
 
-pub fn borrowed(key: &[u8], n: usize) -> Vec<ValueRef<'_>> {
+fn borrowed(key: &[u8], n: usize) -> Vec<ValueRef<'_>> {
     decode_values(key, n).expect("keys are kept only after they decoded")
 }
 
@@ -420,7 +420,7 @@ impl<R: Read> DigestMapReader<R> {
     }
 
     /// The next record: the key's values (encoded) and the row digest.
-    pub fn next(&mut self) -> Result<Option<(Vec<u8>, RowDigest)>> {
+    pub fn next_record(&mut self) -> Result<Option<(Vec<u8>, RowDigest)>> {
         let Some(rec) = self.values.next(self.key_len + 1)? else { return Ok(None) };
         let values = decode_values(rec, self.key_len + 1)?;
         match values[self.key_len] {
@@ -594,7 +594,7 @@ mod tests {
     #[test]
     fn integers_and_reals_compare_exactly() {
         use ValueRef::{Integer, Real};
-        assert_eq!(compare(Integer(i64::MAX), Real(9.223372036854775807e18)), Ordering::Less);
+        assert_eq!(compare(Integer(i64::MAX), Real(9_223_372_036_854_775_808.0)), Ordering::Less);
         assert_eq!(compare(Integer(3), Real(3.0)), Ordering::Equal);
         assert_eq!(compare(Integer(3), Real(3.5)), Ordering::Less);
         assert_eq!(compare(Integer(-3), Real(-3.5)), Ordering::Greater);

@@ -403,7 +403,7 @@ impl Reader {
         };
         let map_err = |e: delta::DeltaError| Stop::Fallback(format!("the parent's digest map is damaged: {e}"));
         let mut head = match parent_map.as_mut() {
-            Some(m) => m.next().map_err(map_err)?,
+            Some(m) => m.next_record().map_err(map_err)?,
             None => None,
         };
         let mut c = Counts::default();
@@ -450,12 +450,12 @@ impl Reader {
                             delta::encode_delete(pk, buf);
                             c.delta_bytes += (buf.len() - before) as u64;
                         }
-                        head = parent_map.as_mut().expect("a head comes from a map").next().map_err(map_err)?;
+                        head = parent_map.as_mut().expect("a head comes from a map").next_record().map_err(map_err)?;
                     }
                     std::cmp::Ordering::Equal => {
                         let changed = pd != &digest;
                         c.updated += changed as u64;
-                        head = parent_map.as_mut().expect("a head comes from a map").next().map_err(map_err)?;
+                        head = parent_map.as_mut().expect("a head comes from a map").next_record().map_err(map_err)?;
                         break changed;
                     }
                     std::cmp::Ordering::Greater => {
@@ -492,7 +492,7 @@ impl Reader {
                 c.delta_bytes += (buf.len() - before) as u64;
                 self.emit(false)?;
             }
-            head = parent_map.as_mut().expect("a head comes from a map").next().map_err(map_err)?;
+            head = parent_map.as_mut().expect("a head comes from a map").next_record().map_err(map_err)?;
         }
         self.emit(true)?;
         let map = match map {
