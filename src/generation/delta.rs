@@ -97,18 +97,32 @@ pub fn compare_keys(a: &[ValueRef<'_>], b: &[ValueRef<'_>]) -> Ordering {
     a.iter().zip(b).map(|(x, y)| compare(*x, *y)).find(|o| o.is_ne()).unwrap_or_else(|| a.len().cmp(&b.len()))
 }
 
-/// [`compare_keys`] of an encoded key against decoded values, without allocating: the merge
-/// pass of a backup does this once or twice per row.
-pub fn compare_encoded(a: &[u8], b: &[ValueRef<'_>]) -> Result<Ordering, DecodeError> {
-    let mut pos = 0;
-    for v in b {
-        let (x, len) = rows::decode(&a[pos..])?.ok_or(DecodeError { offset: pos, what: "value is cut short" })?;
-        match compare(x, *v) {
-            Ordering::Equal => pos += len,
+/// [`compare_keys`] of two encoded keys, without allocating: the merge pass of a backup does
+/// this once or twice per row.
+pub fn compare_encoded(a: &[u8], b: &[u8]) -> Result<Ordering, DecodeError> {
+    let (mut i, mut j) = (0, 0);
+    let cut = |offset| DecodeError { offset, what: "value is cut short" };
+    loop {
+        match (i < a.len(), j < b.len()) {
+            (false, false) => return Ok(Ordering::Equal),
+            (false, true) => return Ok(Ordering::Less),
+            (true, false) => return Ok(Ordering::Greater),
+            (true, true) => {}
+        }
+        let (x, xl) = rows::decode(&a[i..])?.ok_or(cut(i))?;
+        let (y, yl) = rows::decode(&b[j..])?.ok_or(cut(j))?;
+        match compare(x, y) {
+            Ordering::Equal => (i, j) = (i + xl, j + yl),
             o => return Ok(o),
         }
     }
-    Ok(Ordering::Equal)
+}
+
+/// Append the key's values (at `positions` in a row's `values`), encoded.
+pub fn encode_key(values: &[ValueRef<'_>], positions: &[u32], out: &mut Vec<u8>) {
+    for &p in positions {
+        rows::encode(values[p as usize], out);
+    }
 }
 
 /// The length of the first `n` values at the start of `buf`, or `None` if it holds fewer.
@@ -138,15 +152,6 @@ pub fn decode_values(buf: &[u8], n: usize) -> Result<Vec<ValueRef<'_>>, DecodeEr
 
 pub fn key_of<'a>(values: &[ValueRef<'a>], key: &[u32]) -> Vec<ValueRef<'a>> {
     key.iter().map(|&p| values[p as usize]).collect()
-}
-
-/// A key kept beyond the buffer it was read from: its values, encoded (text stays bytes).
-fn owned(values: &[ValueRef<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for v in values {
-        rows::encode(*v, &mut out);
-    }
-    out
 }
 
 fn borrowed(key: &[u8], n: usize) -> Vec<ValueRef<'_>> {
@@ -243,7 +248,8 @@ impl DeltaReader {
         self.head = Some(match op {
             UPSERT => {
                 let row = self.values.next(self.ncols)?.ok_or_else(missing)?;
-                let key = owned(&key_of(&decode_values(row, self.ncols)?, &self.key));
+                let mut key = Vec::new();
+                encode_key(&decode_values(row, self.ncols)?, &self.key, &mut key);
                 Change { key, row: Some(row.to_vec()) }
             }
             DELETE => {
@@ -330,7 +336,7 @@ pub enum Merge {
     Rows { ncols: usize, key: Vec<u32> },
     /// A base digest map in, the current digest map out (rebuilding a lost local copy). Delta
     /// rows are hashed with the digester.
-    Digests { ncols: usize, key: Vec<u32>, digester: RowDigester },
+    Digests { key: Vec<u32>, digester: RowDigester },
 }
 
 /// Applies a chain of deltas to a base pushed through it piece by piece, in one pass: the base
@@ -358,10 +364,8 @@ impl Merger {
         let Some(row) = change.row else { return Ok(()) };
         match merge {
             Merge::Rows { .. } => out.extend_from_slice(&row),
-            Merge::Digests { ncols, key, digester } => {
-                let values = decode_values(&row, *ncols)?;
-                push_digest_record(&key_of(&values, key), &digester.digest(&row), out);
-            }
+            // The change's key is already encoded, and the digest map's record begins with it.
+            Merge::Digests { digester, .. } => push_digest_record(&change.key, &digester.digest(&row), out),
         }
         Ok(())
     }
@@ -400,11 +404,9 @@ impl Merger {
     }
 }
 
-/// Append one digest-map record: the key's values and the row digest.
-pub fn push_digest_record(key: &[ValueRef<'_>], digest: &RowDigest, out: &mut Vec<u8>) {
-    for v in key {
-        rows::encode(*v, out);
-    }
+/// Append one digest-map record: the key's values (encoded) and the row digest.
+pub fn push_digest_record(key: &[u8], digest: &RowDigest, out: &mut Vec<u8>) {
+    out.extend_from_slice(key);
     rows::encode(ValueRef::Blob(digest), out);
 }
 
@@ -419,13 +421,16 @@ impl<R: Read> DigestMapReader<R> {
         DigestMapReader { values: ValueReader::new(src), key_len }
     }
 
-    /// The next record: the key's values (encoded) and the row digest.
-    pub fn next_record(&mut self) -> Result<Option<(Vec<u8>, RowDigest)>> {
+    /// The next record's digest, with its key's values (encoded) put in `key`; `None` at the end.
+    /// The caller's buffer is reused from record to record: this runs once per row of a table.
+    pub fn next_record(&mut self, key: &mut Vec<u8>) -> Result<Option<RowDigest>> {
         let Some(rec) = self.values.next(self.key_len + 1)? else { return Ok(None) };
-        let values = decode_values(rec, self.key_len + 1)?;
-        match values[self.key_len] {
-            ValueRef::Blob(d) if d.len() == 16 => {
-                Ok(Some((owned(&values[..self.key_len]), d.try_into().expect("16 bytes"))))
+        let key_end = values_len(rec, self.key_len)?.expect("a record holds its key");
+        match rows::decode(&rec[key_end..])? {
+            Some((ValueRef::Blob(d), _)) if d.len() == 16 => {
+                key.clear();
+                key.extend_from_slice(&rec[..key_end]);
+                Ok(Some(d.try_into().expect("16 bytes")))
             }
             _ => Err(DeltaError::Format("a digest-map record does not end with a 16-byte digest".into())),
         }
@@ -591,6 +596,22 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Encoded keys compare as their values do.
+        #[test]
+        fn encoded_keys_compare_like_values(pairs in proptest::collection::vec((value(), value()), 1..4)) {
+            let (a, b): (Vec<Value>, Vec<Value>) = pairs.into_iter().unzip();
+            let a: Vec<ValueRef<'_>> = a.iter().map(ValueRef::from).collect();
+            let b: Vec<ValueRef<'_>> = b.iter().map(ValueRef::from).collect();
+            let all: Vec<u32> = (0..a.len() as u32).collect();
+            let (mut ea, mut eb) = (Vec::new(), Vec::new());
+            encode_key(&a, &all, &mut ea);
+            encode_key(&b, &all, &mut eb);
+            prop_assert_eq!(compare_encoded(&ea, &eb).unwrap(), compare_keys(&a, &b));
+            prop_assert_eq!(compare_encoded(&ea, &ea).unwrap(), Ordering::Equal);
+        }
+    }
+
     #[test]
     fn integers_and_reals_compare_exactly() {
         use ValueRef::{Integer, Real};
@@ -613,7 +634,11 @@ mod tests {
         for (id, text) in records {
             match text {
                 Some(t) => encode_upsert(&row(*id, t), &mut buf),
-                None => encode_delete(&owned(&[ValueRef::Integer(*id)]), &mut buf),
+                None => {
+                    let mut key = Vec::new();
+                    rows::encode(ValueRef::Integer(*id), &mut key);
+                    encode_delete(&key, &mut buf)
+                }
             }
         }
         let mut f = tempfile::tempfile().unwrap();

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use super::Reader;
 use crate::commands::{Error, Result};
 use crate::generation::delta::{self, DigestMapReader, Merge, Merger, SealedFileReader, SealedFileWriter};
 use crate::generation::{rows, Delta, Entry, Keyed};
-use crate::keys::{RowDigester, TenantKeys};
+use crate::keys::{RowDigest, RowDigester, TenantKeys};
 use crate::repository::{parse_blob_id, parse_blob_list, Index, Repository};
 use crate::source::sqlite::{Snapshot, TableSpec};
 use crate::source::SourceError;
@@ -176,7 +177,7 @@ async fn parent_map(
     let whose = format!("table {table} of {}", keyed.base_generation);
     let files = repo.fetch_deltas(index, keyed, &whose, tmp).await.map_err(|e| e.to_string())?;
     let deltas = delta::Deltas::open(files, ncols, &keyed.key).map_err(|e| e.to_string())?;
-    let mut merger = Merger::new(deltas, Merge::Digests { ncols, key: keyed.key.clone(), digester: digester.clone() });
+    let mut merger = Merger::new(deltas, Merge::Digests { key: keyed.key.clone(), digester: digester.clone() });
     let mut w = SealedFileWriter::create(&path, keys.clone(), &name).map_err(|e| e.to_string())?;
     let mut mac = digester.stream();
     let ids = parse_blob_list(&keyed.digests, &whose).map_err(|e| e.to_string())?;
@@ -231,6 +232,20 @@ impl From<Error> for Stop {
         Stop::Failed(e)
     }
 }
+
+/// Rows on their way from the SQLite thread to the one that digests and cuts them. Each row is
+/// its key's values (none in `Mode::Plain`), then all its values, encoded; `ends` holds where
+/// each key and each row ends in `data`.
+#[derive(Default)]
+struct Batch {
+    data: Vec<u8>,
+    ends: Vec<(usize, usize)>,
+}
+
+/// A batch is handed over once it holds this many bytes (or the table ends).
+const BATCH_BYTES: usize = 256 << 10;
+/// Full batches waiting for the taking thread.
+const BATCHES: usize = 4;
 
 #[derive(Default)]
 struct Counts {
@@ -374,6 +389,11 @@ impl Reader {
 
     /// Read every row of a table once: cut the rows (or, for a delta, the changes) into chunks,
     /// and write the table's new digest map. Returns the counts and the map with its MAC.
+    ///
+    /// Two threads share the work, so a daily backup, which mostly steps through unchanged
+    /// rows, uses both cores: this one reads SQLite and encodes rows in batches; the other
+    /// digests them, merges them with the parent's map and cuts chunks. At most `BATCHES`
+    /// batches are in flight.
     fn read_rows(
         &mut self,
         db: &Snapshot,
@@ -381,6 +401,51 @@ impl Reader {
         inc: Option<&Incremental>,
         parent: Option<&ParentTable>,
         mode: Mode,
+    ) -> std::result::Result<(Counts, Option<(PathBuf, String)>), Stop> {
+        // Only the digest map needs the key apart from the row.
+        let key: &[u32] = if mode == Mode::Plain { &[] } else { &spec.key };
+        let (full_tx, full_rx) = sync_channel::<Batch>(BATCHES);
+        let (free_tx, free_rx) = channel::<Batch>();
+        std::thread::scope(|scope| {
+            let taker = scope.spawn(move || self.take_rows(spec, inc, parent, mode, full_rx, free_tx));
+            let mut batch = Batch::default();
+            let stopped = || Stop::Failed(super::pipeline_stopped());
+            let read = db
+                .for_each_row(spec, |values: &[ValueRef<'_>]| -> std::result::Result<(), Stop> {
+                    delta::encode_key(values, key, &mut batch.data);
+                    let key_end = batch.data.len();
+                    for v in values {
+                        rows::encode(*v, &mut batch.data);
+                    }
+                    batch.ends.push((key_end, batch.data.len()));
+                    if batch.data.len() >= BATCH_BYTES {
+                        let next = free_rx.try_recv().unwrap_or_default();
+                        full_tx.send(std::mem::replace(&mut batch, next)).map_err(|_| stopped())?;
+                    }
+                    Ok(())
+                })
+                .and_then(|()| full_tx.send(batch).map_err(|_| stopped()));
+            drop(full_tx);
+            let taken = taker.join().expect("row taker panicked");
+            // When the taking side fails, this side only sees its channel close: the taker's
+            // error is the cause. When reading fails, the taker sees a short table: the read
+            // error is.
+            match (read, taken) {
+                (Err(e), Ok(_)) => Err(e),
+                (_, taken) => taken,
+            }
+        })
+    }
+
+    /// The taking side of [`Self::read_rows`].
+    fn take_rows(
+        &mut self,
+        spec: &TableSpec,
+        inc: Option<&Incremental>,
+        parent: Option<&ParentTable>,
+        mode: Mode,
+        batches: Receiver<Batch>,
+        free: Sender<Batch>,
     ) -> std::result::Result<(Counts, Option<(PathBuf, String)>), Stop> {
         let klen = spec.key.len();
         let mut map = match (inc, mode) {
@@ -402,97 +467,95 @@ impl Reader {
             _ => None,
         };
         let map_err = |e: delta::DeltaError| Stop::Fallback(format!("the parent's digest map is damaged: {e}"));
+        let decode = |e: rows::DecodeError| Stop::Fallback(format!("a key does not decode: {e}"));
+        // The parent's next record: its key (encoded) in a buffer reused from row to row, and
+        // its digest, `None` once the map is exhausted.
+        let mut head_key = Vec::new();
         let mut head = match parent_map.as_mut() {
-            Some(m) => m.next_record().map_err(map_err)?,
+            Some(m) => m.next_record(&mut head_key).map_err(map_err)?,
             None => None,
         };
+        let mut advance = |head_key: &mut Vec<u8>| -> std::result::Result<Option<RowDigest>, Stop> {
+            parent_map.as_mut().expect("a head comes from a map").next_record(head_key).map_err(map_err)
+        };
         let mut c = Counts::default();
-        let mut row = Vec::new();
         let mut record = Vec::new();
         let mut prev_key: Option<Vec<u8>> = None;
-        db.for_each_row(spec, |values: &[ValueRef<'_>]| -> std::result::Result<(), Stop> {
-            row.clear();
-            for v in values {
-                rows::encode(*v, &mut row);
-            }
-            c.rows += 1;
-            c.bytes += row.len() as u64;
-            self.progress.add(row.len() as u64);
-            let Some((w, mac, digester)) = map.as_mut() else {
-                self.chunker.buffer().extend_from_slice(&row);
-                return Ok(self.emit(false)?);
-            };
-            let key = delta::key_of(values, &spec.key);
-            let decode = |e: rows::DecodeError| Stop::Fallback(format!("a key does not decode: {e}"));
-            if prev_key.is_some()
-                && delta::compare_encoded(prev_key.as_deref().unwrap_or_default(), &key).map_err(decode)?.is_ge()
-            {
-                return Err(Stop::Fallback("its keys are not in SQLite's BINARY order".into()));
-            }
-            let digest = digester.digest(&row);
-            record.clear();
-            delta::push_digest_record(&key, &digest, &mut record);
-            mac.update(&record);
-            w.write_all(&record)
-                .map_err(|e| Stop::Failed(Error::Io { what: "cannot write", path: w.path().into(), cause: e }))?;
-            // Keys of the parent's map below this one are rows deleted since.
-            let changed = loop {
-                let Some((pk, pd)) = head.as_ref() else {
-                    c.inserted += 1;
-                    break true;
+        for batch in batches {
+            let mut start = 0;
+            for &(key_end, row_end) in &batch.ends {
+                let (key, row) = (&batch.data[start..key_end], &batch.data[key_end..row_end]);
+                start = row_end;
+                c.rows += 1;
+                c.bytes += row.len() as u64;
+                self.progress.add(row.len() as u64);
+                let Some((w, mac, digester)) = map.as_mut() else {
+                    self.chunker.buffer().extend_from_slice(row);
+                    self.emit(false)?;
+                    continue;
                 };
-                match delta::compare_encoded(pk, &key).map_err(decode)? {
-                    std::cmp::Ordering::Less => {
-                        c.deleted += 1;
-                        if mode == Mode::Delta {
-                            let buf = self.chunker.buffer();
-                            let before = buf.len();
-                            delta::encode_delete(pk, buf);
-                            c.delta_bytes += (buf.len() - before) as u64;
-                        }
-                        head = parent_map.as_mut().expect("a head comes from a map").next_record().map_err(map_err)?;
+                if let Some(prev) = &prev_key {
+                    if delta::compare_encoded(prev, key).map_err(decode)?.is_ge() {
+                        return Err(Stop::Fallback("its keys are not in SQLite's BINARY order".into()));
                     }
-                    std::cmp::Ordering::Equal => {
-                        let changed = pd != &digest;
-                        c.updated += changed as u64;
-                        head = parent_map.as_mut().expect("a head comes from a map").next_record().map_err(map_err)?;
-                        break changed;
-                    }
-                    std::cmp::Ordering::Greater => {
+                }
+                let digest = digester.digest(row);
+                record.clear();
+                delta::push_digest_record(key, &digest, &mut record);
+                mac.update(&record);
+                w.write_all(&record)
+                    .map_err(|e| Stop::Failed(Error::Io { what: "cannot write", path: w.path().into(), cause: e }))?;
+                // Keys of the parent's map below this one are rows deleted since.
+                let changed = loop {
+                    let Some(pd) = head else {
                         c.inserted += 1;
                         break true;
+                    };
+                    match delta::compare_encoded(&head_key, key).map_err(decode)? {
+                        std::cmp::Ordering::Less => {
+                            c.deleted += 1;
+                            if mode == Mode::Delta {
+                                c.delta_bytes += self.push_change(|buf| delta::encode_delete(&head_key, buf));
+                            }
+                            head = advance(&mut head_key)?;
+                        }
+                        std::cmp::Ordering::Equal => {
+                            let changed = pd != digest;
+                            c.updated += changed as u64;
+                            head = advance(&mut head_key)?;
+                            break changed;
+                        }
+                        std::cmp::Ordering::Greater => {
+                            c.inserted += 1;
+                            break true;
+                        }
                     }
+                };
+                match mode {
+                    Mode::Delta if changed => c.delta_bytes += self.push_change(|buf| delta::encode_upsert(row, buf)),
+                    Mode::Delta => {}
+                    _ => self.chunker.buffer().extend_from_slice(row),
                 }
-            };
-            match mode {
-                Mode::Delta if changed => {
-                    let buf = self.chunker.buffer();
-                    let before = buf.len();
-                    delta::encode_upsert(&row, buf);
-                    c.delta_bytes += (buf.len() - before) as u64;
-                }
-                Mode::Delta => {}
-                _ => self.chunker.buffer().extend_from_slice(&row),
-            }
-            // The previous key, in a buffer reused from row to row.
-            let prev = prev_key.get_or_insert_with(Vec::new);
-            prev.clear();
-            for v in &key {
-                rows::encode(*v, prev);
-            }
-            Ok(self.emit(false)?)
-        })?;
-        // What is left of the parent's map was deleted.
-        while let Some((pk, _)) = head {
-            c.deleted += 1;
-            if mode == Mode::Delta {
-                let buf = self.chunker.buffer();
-                let before = buf.len();
-                delta::encode_delete(&pk, buf);
-                c.delta_bytes += (buf.len() - before) as u64;
+                // The previous key, in a buffer reused from row to row.
+                let prev = prev_key.get_or_insert_with(Vec::new);
+                prev.clear();
+                prev.extend_from_slice(key);
                 self.emit(false)?;
             }
-            head = parent_map.as_mut().expect("a head comes from a map").next_record().map_err(map_err)?;
+            let mut batch = batch;
+            batch.data.clear();
+            batch.ends.clear();
+            // The reading side may have finished and gone; the batch is simply dropped then.
+            let _ = free.send(batch);
+        }
+        // What is left of the parent's map was deleted.
+        while head.is_some() {
+            c.deleted += 1;
+            if mode == Mode::Delta {
+                c.delta_bytes += self.push_change(|buf| delta::encode_delete(&head_key, buf));
+                self.emit(false)?;
+            }
+            head = advance(&mut head_key)?;
         }
         self.emit(true)?;
         let map = match map {
@@ -504,5 +567,13 @@ impl Reader {
             None => None,
         };
         Ok((c, map))
+    }
+
+    /// Append a delta record to the chunker's buffer; returns its size.
+    fn push_change(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        let buf = self.chunker.buffer();
+        let before = buf.len();
+        encode(buf);
+        (buf.len() - before) as u64
     }
 }
