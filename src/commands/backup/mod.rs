@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! 2 readers       SQLite rows | files -> chunker -> numbered chunks; catalog lines in order
+//!                 (the rows reader is itself two threads: SQLite + encoding, then digests,
+//!                 the merge with the parent's digest map and the chunker; batches of 256 KiB)
 //!   | bounded channel (raw chunks, <= 4 MiB each)          ^ blob ids by chunk number
 //! sealer threads  one per core: blob id (HMAC); new blobs only: zstd + AES-256-GCM straight
 //!                 into a pack of their own
