@@ -35,7 +35,6 @@ use aws_sdk_s3::types::{
 use base64::Engine;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 
 use super::{Body, ObjectInfo, PendingUpload, Store, StoreError, StoreFacts};
 use crate::config::S3StoreConfig;
@@ -385,12 +384,24 @@ fn b64(digest: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
-/// SHA-256 of `len` bytes of `path` from `offset`, read in small buffers (never whole in memory).
-fn sha256_of_file_range(path: &Path, offset: u64, len: u64) -> io::Result<[u8; 32]> {
+/// The CRC32C of `data`, as `x-amz-checksum-crc32c` wants it (base64 of the big-endian value).
+/// CRC32C rather than SHA-256: it runs at memory speed, where SHA-256 cost the client (and a
+/// verifying server) a full hash pass over every byte uploaded. It guards the transfer only;
+/// integrity against tampering is the sealing's job.
+fn crc32c(data: &[u8]) -> String {
+    crc32c_b64(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data))
+}
+
+fn crc32c_b64(crc: u64) -> String {
+    b64(&(crc as u32).to_be_bytes())
+}
+
+/// [`crc32c`] of `len` bytes of `path` from `offset`, read in small buffers (never whole in memory).
+fn crc32c_of_file_range(path: &Path, offset: u64, len: u64) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut f = f.take(len);
-    let mut h = Sha256::new();
+    let mut h = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
     let mut buf = vec![0u8; 256 << 10];
     let mut read = 0u64;
     loop {
@@ -411,11 +422,11 @@ fn sha256_of_file_range(path: &Path, offset: u64, len: u64) -> io::Result<[u8; 3
             ),
         ));
     }
-    Ok(h.finalize().into())
+    Ok(crc32c_b64(h.finalize()))
 }
 
-async fn sha256_of_file_range_async(path: PathBuf, offset: u64, len: u64) -> io::Result<[u8; 32]> {
-    tokio::task::spawn_blocking(move || sha256_of_file_range(&path, offset, len))
+async fn crc32c_of_file_range_async(path: PathBuf, offset: u64, len: u64) -> io::Result<String> {
+    tokio::task::spawn_blocking(move || crc32c_of_file_range(&path, offset, len))
         .await
         .unwrap_or_else(|e| Err(io::Error::other(format!("checksum task failed: {e}"))))
 }
@@ -733,22 +744,16 @@ impl S3Store {
     }
 
     async fn put_bytes(&self, key: &str, full: &str, data: Bytes) -> Result<(), StoreError> {
-        let digest: [u8; 32] = if data.len() > (1 << 20) {
-            let d = data.clone();
-            tokio::task::spawn_blocking(move || Sha256::digest(&d).into())
-                .await
-                .map_err(|e| self.failed("put", key, format!("checksum task failed: {e}")))?
-        } else {
-            Sha256::digest(&data).into()
-        };
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(full)
             .content_length(data.len() as i64)
-            .checksum_sha256(b64(&digest))
+            .checksum_crc32_c(crc32c(&data))
             .set_storage_class(self.storage_class.clone())
             .body(ByteStream::from(data))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.sdk_failed("put", key, &e))?;
@@ -758,7 +763,7 @@ impl S3Store {
     /// A file no larger than a part: one PutObject, streamed from the file (the SDK re-opens the
     /// file for a retry, so a retry sends the same bytes).
     async fn put_small_file(&self, key: &str, full: &str, path: &Path, len: u64) -> Result<(), StoreError> {
-        let digest = sha256_of_file_range_async(path.to_path_buf(), 0, len)
+        let digest = crc32c_of_file_range_async(path.to_path_buf(), 0, len)
             .await
             .map_err(|e| self.failed("put", key, e.to_string()))?;
         let body = ByteStream::read_from()
@@ -772,9 +777,11 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(full)
             .content_length(len as i64)
-            .checksum_sha256(b64(&digest))
+            .checksum_crc32_c(digest)
             .set_storage_class(self.storage_class.clone())
             .body(body)
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.sdk_failed("put", key, &e))?;
@@ -791,7 +798,7 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(full)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .set_storage_class(self.storage_class.clone())
             .send()
             .await
@@ -871,9 +878,9 @@ impl S3Store {
         size: u64,
     ) -> Result<CompletedPart, StoreError> {
         let op = "put (upload part)";
-        let digest = b64(&sha256_of_file_range_async(path.to_path_buf(), offset, size)
+        let digest = crc32c_of_file_range_async(path.to_path_buf(), offset, size)
             .await
-            .map_err(|e| self.failed(op, key, format!("part {number}: {e}")))?);
+            .map_err(|e| self.failed(op, key, format!("part {number}: {e}")))?;
         let body = ByteStream::read_from()
             .path(path)
             .offset(offset)
@@ -889,15 +896,17 @@ impl S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .content_length(size as i64)
-            .checksum_sha256(&digest)
+            .checksum_crc32_c(&digest)
             .body(body)
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.failed(op, key, format!("part {number}: {}", self.explain(&Fault::of(&e)))))?;
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(out.e_tag().map(String::from))
-            .checksum_sha256(out.checksum_sha256().unwrap_or(&digest))
+            .checksum_crc32_c(out.checksum_crc32_c().unwrap_or(&digest))
             .build())
     }
 
@@ -1090,7 +1099,7 @@ impl Store for S3Store {
             // list-and-oldest-wins protocol instead of relying on this.
             return Ok(false);
         }
-        let digest = b64(&Sha256::digest(&data));
+        let digest = crc32c(&data);
         // reversa retries this request itself: a 412 after an attempt whose outcome is unknown
         // (a timeout, a reset, a 5xx) may be our own first write, and only then is it right to
         // look at what is there. A 412 on a clean first attempt is simply "exists".
@@ -1106,10 +1115,11 @@ impl Store for S3Store {
                 .key(&full)
                 .if_none_match("*")
                 .content_length(data.len() as i64)
-                .checksum_sha256(&digest)
+                .checksum_crc32_c(&digest)
                 .set_storage_class(self.storage_class.clone())
                 .body(ByteStream::from(data.clone()))
                 .customize()
+                .disable_payload_signing()
                 .config_override(no_sdk_retry.clone())
                 .send()
                 .await;
