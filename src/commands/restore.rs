@@ -22,10 +22,9 @@ use crate::source::sqlite::quote;
 use crate::source::{DATABASE_FILE, FILE_FOLDERS};
 use crate::tenant::TenantId;
 
-/// Blob requests in flight while restoring, per unit of the store's concurrency: 8 on a local
-/// disk, 16 on S3 with its default concurrency of 4. With chunks of 1 MiB on average (4 MiB at
-/// most) this bounds the memory of a restore to tens of MiB.
-const AHEAD_PER_REQUEST: usize = 4;
+/// Events queued for the writer (each at most a chunk, 4 MiB): the fetching runs ahead in
+/// `Repository::blob_stream`, this only keeps the writer from waiting on the feed.
+const QUEUED: usize = 4;
 
 pub struct RestoreReport {
     pub generation: String,
@@ -43,12 +42,6 @@ enum Event {
     End,
 }
 
-/// What the feed does next, before the blob is fetched.
-enum Step {
-    Start(Entry),
-    Blob(BlobId),
-    End,
-}
 
 pub async fn restore(
     agent: &Agent,
@@ -72,9 +65,8 @@ pub async fn restore(
 
     // The database and the files are restored at the same time, each from its own pass over the
     // catalog: rebuilding tables is CPU work in SQLite, writing files is I/O, and they overlap.
-    let ahead = (AHEAD_PER_REQUEST * agent.store.concurrency().min(4) / 2).max(4);
     let part = |database: bool| {
-        restore_part(&repo, &index, &catalog, &manifest.id, &staging, &tmp, ahead, progress, move |e: &Entry| {
+        restore_part(&repo, &index, &catalog, &manifest.id, &staging, &tmp, progress, move |e: &Entry| {
             matches!(e, Entry::Schema { .. } | Entry::Table { .. }) == database
         })
     };
@@ -99,9 +91,9 @@ pub async fn restore(
     })
 }
 
-/// Restore the catalog entries `wanted` selects into `staging`: their blobs are fetched `ahead`
-/// at a time (across entry boundaries, so many small files do not serialize on latency) and
-/// applied in catalog order by one writer thread.
+/// Restore the catalog entries `wanted` selects into `staging`: their blobs are fetched ahead
+/// (across entry boundaries, so many small files do not serialize on latency) and applied in
+/// catalog order by one writer thread.
 #[allow(clippy::too_many_arguments)]
 async fn restore_part(
     repo: &crate::repository::Repository,
@@ -110,11 +102,10 @@ async fn restore_part(
     generation: &str,
     staging: &Path,
     tmp: &Path,
-    ahead: usize,
     progress: &dyn Progress,
     wanted: impl Fn(&Entry) -> bool,
 ) -> Result<Stats> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(ahead);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(QUEUED);
     let writer = {
         let staging = staging.to_path_buf();
         tokio::task::spawn_blocking(move || {
@@ -126,42 +117,42 @@ async fn restore_part(
         })
     };
     let feed = async {
-        let entries = catalog.entries()?;
-        let steps = entries.flat_map(|entry| -> Vec<Result<Step>> {
-            let entry = match entry {
-                Ok(e) if !wanted(&e) => return Vec::new(),
-                Ok(e) => e,
-                Err(e) => return vec![Err(e.into())],
+        // Two passes over the catalog: one lists every wanted blob for the fetcher, which runs
+        // ahead; the other walks the entries and takes their blobs from it. A damaged entry
+        // ends the first pass quietly, and the second reports it when it gets there.
+        let ids = catalog
+            .entries()?
+            .map_while(|e| e.ok())
+            .filter(|e| wanted(e))
+            .map_while(|e| entry_blobs(&e, generation).ok())
+            .flatten();
+        let mut blobs = std::pin::pin!(repo.blob_stream(index, ids));
+        // A closed channel means the writer stopped; its error is reported below.
+        macro_rules! send {
+            ($ev:expr) => {
+                if tx.send($ev).await.is_err() {
+                    return Ok(());
+                }
             };
-            match entry_blobs(&entry, generation) {
-                Ok(ids) => std::iter::once(Ok(Step::Start(entry)))
-                    .chain(ids.into_iter().map(|id| Ok(Step::Blob(id))))
-                    .chain(std::iter::once(Ok(Step::End)))
-                    .collect(),
-                Err(e) => vec![Err(e)],
+        }
+        for entry in catalog.entries()? {
+            let entry = entry?;
+            if !wanted(&entry) {
+                continue;
             }
-        });
-        let mut events = futures::stream::iter(steps)
-            .map(|step| async {
-                Ok::<Event, Error>(match step? {
-                    Step::Start(e) => {
-                        let merger = repo.table_merger(index, &e, generation, tmp).await?;
-                        Event::Start(e, merger.map(Box::new))
-                    }
-                    Step::Blob(id) => Event::Data(repo.read_blob(index, &id).await?),
-                    Step::End => Event::End,
-                })
-            })
-            .buffered(ahead);
-        while let Some(ev) = events.next().await {
-            let ev: Event = ev?;
-            if let Event::Data(d) = &ev {
-                progress.bytes(d.len() as u64);
+            let n = entry_blobs(&entry, generation)?.len();
+            let merger = repo.table_merger(index, &entry, generation, tmp).await?;
+            send!(Event::Start(entry, merger.map(Box::new)));
+            for _ in 0..n {
+                let data = blobs.next().await.ok_or_else(|| RepoError::Damaged {
+                    what: "generation catalog",
+                    key: generation.into(),
+                    cause: "it read differently on its second pass".into(),
+                })??;
+                progress.bytes(data.len() as u64);
+                send!(Event::Data(data));
             }
-            if tx.send(ev).await.is_err() {
-                // The writer stopped; its error is reported below.
-                break;
-            }
+            send!(Event::End);
         }
         Ok::<(), Error>(())
     };

@@ -19,8 +19,6 @@ use crate::source::DATABASE_FILE;
 
 /// Row bytes and file bytes travel in pieces of about this size.
 pub const PIECE: usize = 1 << 20;
-/// Blob requests in flight while reading a generation (as `restore` does).
-const AHEAD: usize = 8;
 
 /// What reading the live source found out besides the data.
 pub struct LiveRead {
@@ -157,7 +155,7 @@ pub async fn read_generation(
             Entry::Table { name, columns, rowid, rows, blobs, .. } => {
                 let ids = blob_ids(&blobs, generation)?;
                 send(Event::Table { name: name.clone(), columns, rowid, rows: Some(rows) }).await?;
-                let mut stream = repo.blob_stream(index, ids.into_iter(), AHEAD);
+                let mut stream = repo.blob_stream(index, ids.into_iter());
                 while let Some(data) = stream.next().await {
                     let data = data?;
                     let rows = match merger.as_mut() {
@@ -183,7 +181,7 @@ pub async fn read_generation(
                 let shown = path.display();
                 send(Event::File { path: path.to_bytes(), size, mtime_ns }).await?;
                 let mut got = 0u64;
-                let mut stream = repo.blob_stream(index, ids.into_iter(), AHEAD);
+                let mut stream = repo.blob_stream(index, ids.into_iter());
                 while let Some(data) = stream.next().await {
                     let data = data?;
                     got += data.len() as u64;

@@ -3,6 +3,7 @@
 //! packs first, then the index that points into them, then the generation manifest last. A crash
 //! at any point therefore leaves at most packs that nothing references, never a half generation.
 
+mod fetch;
 pub mod lock;
 pub mod pack;
 
@@ -166,17 +167,6 @@ impl Repository {
         format!("tenants/{}/index/", self.tenant())
     }
 
-    /// Read one blob through the index.
-    pub async fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>, RepoError> {
-        let loc = index
-            .blobs
-            .get(id)
-            .ok_or_else(|| RepoError::MissingBlob { tenant: self.tenant().to_string(), blob: hex::encode(id) })?;
-        let key = self.pack_key(&index.packs[loc.pack as usize]);
-        let sealed = self.store.get_range(&key, loc.offset..loc.offset + loc.length as u64).await?;
-        self.open_sealed_blob(key, *id, sealed).await
-    }
-
     /// Open and verify the sealed blob `id` read from the pack `pack_key`, off the async threads;
     /// a damaged blob is named with its pack.
     pub async fn open_sealed_blob(&self, pack_key: String, id: BlobId, sealed: Bytes) -> Result<Vec<u8>, RepoError> {
@@ -184,11 +174,7 @@ impl Repository {
         tokio::task::spawn_blocking(move || open_blob(&keys, &id, &sealed))
             .await
             .expect("blob decryption task panicked")
-            .map_err(|cause| RepoError::Damaged {
-                what: "blob",
-                key: format!("{pack_key} (blob {})", hex::encode(id)),
-                cause,
-            })
+            .map_err(|cause| damaged_blob(&pack_key, &id, cause))
     }
 
     /// Load and merge every index file; a damaged one is an error.
@@ -258,9 +244,9 @@ impl Repository {
         std::fs::create_dir_all(tmp_dir).map_err(|e| RepoError::Local { path: tmp_dir.into(), cause: e })?;
         let mut file = tempfile::NamedTempFile::new_in(tmp_dir)
             .map_err(|e| RepoError::Local { path: tmp_dir.into(), cause: e })?;
-        for id in parse_blob_list(list, whose)? {
-            let data = self.read_blob(index, &id).await?;
-            file.write_all(&data).map_err(|e| RepoError::Local { path: file.path().into(), cause: e })?;
+        let mut blobs = std::pin::pin!(self.blob_stream(index, parse_blob_list(list, whose)?.into_iter()));
+        while let Some(data) = futures::StreamExt::next(&mut blobs).await {
+            file.write_all(&data?).map_err(|e| RepoError::Local { path: file.path().into(), cause: e })?;
         }
         file.flush().map_err(|e| RepoError::Local { path: file.path().into(), cause: e })?;
         Ok(file)
@@ -306,17 +292,6 @@ impl Repository {
             cause: e.to_string(),
         })?;
         Ok(Some(Merger::new(deltas, Merge::Rows { ncols, key: k.key.clone() })))
-    }
-
-    /// The blobs `ids`, fetched and verified with up to `ahead` requests in flight, in order.
-    pub fn blob_stream<'a>(
-        &'a self,
-        index: &'a Index,
-        ids: impl Iterator<Item = BlobId> + 'a,
-        ahead: usize,
-    ) -> impl futures::Stream<Item = Result<Vec<u8>, RepoError>> + 'a {
-        use futures::StreamExt;
-        futures::stream::iter(ids).map(move |id| async move { self.read_blob(index, &id).await }).buffered(ahead)
     }
 
     /// Write one index file for packs that are already in the store. Returns its size.
@@ -502,6 +477,11 @@ impl BlobSealer {
 }
 
 /// Open a sealed blob and check that its content is the blob the id names.
+/// A blob of the pack `pack_key` that does not open, named with its pack.
+fn damaged_blob(pack_key: &str, id: &BlobId, cause: String) -> RepoError {
+    RepoError::Damaged { what: "blob", key: format!("{pack_key} (blob {})", hex::encode(id)), cause }
+}
+
 pub fn open_blob(keys: &TenantKeys, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>, String> {
     let payload = keys.open(Kind::Blob, &hex::encode(id), sealed).map_err(|e: OpenError| e.to_string())?;
     let plain = match payload.split_first() {

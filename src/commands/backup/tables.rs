@@ -181,7 +181,7 @@ async fn parent_map(
     let mut w = SealedFileWriter::create(&path, keys.clone(), &name).map_err(|e| e.to_string())?;
     let mut mac = digester.stream();
     let ids = parse_blob_list(&keyed.digests, &whose).map_err(|e| e.to_string())?;
-    let mut stream = repo.blob_stream(index, ids.into_iter(), 8);
+    let mut stream = repo.blob_stream(index, ids.into_iter());
     let mut out = Vec::new();
     let mut put = |out: &mut Vec<u8>| -> std::result::Result<(), String> {
         mac.update(out);
