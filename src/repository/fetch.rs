@@ -6,13 +6,15 @@
 //! taken in windows: the blobs of a window that sit next to each other in one pack (or with a
 //! small gap) are read with one ranged GET, then split and verified one by one. Windows are
 //! fetched in background tasks, [`AHEAD`] of the one being consumed, so requests keep flowing
-//! while the consumer writes or waits; memory stays about `AHEAD + 1` windows.
+//! while the consumer writes or waits. Blobs are opened just ahead of the consumer, so what
+//! waits is sealed bytes: memory stays about `AHEAD + 1` windows plus [`OPENING`] blobs.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use super::{damaged_blob, open_blob, Index, Location, RepoError, Repository};
@@ -25,6 +27,8 @@ use crate::store::Store;
 const WINDOW_BYTES: u64 = 4 << 20;
 /// Windows fetched ahead of the one being consumed.
 const AHEAD: usize = 2;
+/// Blobs being opened at once, ahead of the consumer.
+const OPENING: usize = 2;
 /// Blobs planned together at most (a window of many tiny files).
 const WINDOW_BLOBS: usize = 256;
 /// Two blobs of a pack at most this far apart are read with one request, the gap included:
@@ -68,24 +72,30 @@ fn plan(repo: &Repository, index: &Index, window: &[(BlobId, Location)]) -> Vec<
     ranges.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Read one range and open its blobs (off the async threads); returns them with their
-/// positions in the window.
-async fn fetch_range(
-    store: Arc<dyn Store>,
-    keys: Arc<TenantKeys>,
-    r: Range,
-) -> Result<Vec<(usize, Vec<u8>)>, RepoError> {
-    let sealed = store.get_range(&r.pack_key, r.start..r.end).await?;
+/// A blob read but not opened yet: its sealed bytes (a slice of its range) and where it is.
+struct Sealed {
+    id: BlobId,
+    pack_key: Arc<str>,
+    bytes: Bytes,
+}
+
+/// Read one range; returns its blobs' sealed bytes with their positions in the window.
+async fn fetch_range(store: Arc<dyn Store>, r: Range) -> Result<Vec<(usize, Sealed)>, RepoError> {
+    let range = store.get_range(&r.pack_key, r.start..r.end).await?;
+    let pack_key: Arc<str> = r.pack_key.into();
+    Ok(r.blobs
+        .iter()
+        .map(|&(slot, id, offset, length)| {
+            let at = (offset - r.start) as usize;
+            (slot, Sealed { id, pack_key: pack_key.clone(), bytes: range.slice(at..at + length as usize) })
+        })
+        .collect())
+}
+
+/// Open and verify a blob, off the async threads.
+async fn open(keys: Arc<TenantKeys>, b: Sealed) -> Result<Vec<u8>, RepoError> {
     tokio::task::spawn_blocking(move || {
-        r.blobs
-            .iter()
-            .map(|&(slot, id, offset, length)| {
-                let at = (offset - r.start) as usize;
-                open_blob(&keys, &id, &sealed[at..at + length as usize])
-                    .map(|plain| (slot, plain))
-                    .map_err(|cause| damaged_blob(&r.pack_key, &id, cause))
-            })
-            .collect()
+        open_blob(&keys, &b.id, &b.bytes).map_err(|cause| damaged_blob(&b.pack_key, &b.id, cause))
     })
     .await
     .expect("blob decryption task panicked")
@@ -108,22 +118,24 @@ impl<T> Drop for Task<T> {
 }
 
 impl Repository {
-    /// Fetch a window's blobs, every range at once, in a background task.
-    fn spawn_window(&self, index: &Index, window: Vec<(BlobId, Location)>) -> Task<Result<Vec<Vec<u8>>, RepoError>> {
+    /// Fetch a window's blobs, every range at once, in a background task; they come back
+    /// sealed, in the window's order.
+    fn spawn_window(&self, index: &Index, window: Vec<(BlobId, Location)>) -> Task<Result<Vec<Sealed>, RepoError>> {
         let ranges = plan(self, index, &window);
-        let (store, keys) = (self.store.clone(), self.keys.clone());
+        let store = self.store.clone();
         Task(tokio::spawn(async move {
-            let reads = ranges.into_iter().map(|r| fetch_range(store.clone(), keys.clone(), r));
-            let mut out: Vec<Vec<u8>> = vec![Vec::new(); window.len()];
-            for (slot, plain) in futures::future::try_join_all(reads).await?.into_iter().flatten() {
-                out[slot] = plain;
+            let reads = ranges.into_iter().map(|r| fetch_range(store.clone(), r));
+            let mut out: Vec<Option<Sealed>> = (0..window.len()).map(|_| None).collect();
+            for (slot, sealed) in futures::future::try_join_all(reads).await?.into_iter().flatten() {
+                out[slot] = Some(sealed);
             }
-            Ok(out)
+            Ok(out.into_iter().map(|b| b.expect("every blob of a window is in one of its ranges")).collect())
         }))
     }
 
-    /// The blobs `ids`, fetched and verified in windows, in order. A blob missing from the
-    /// index is an error at its place in the order.
+    /// The blobs `ids`, fetched in windows and opened (verified) [`OPENING`] at a time just
+    /// ahead of the consumer, in order: what waits is sealed bytes, not the larger plaintext. A
+    /// blob missing from the index is an error at its place in the order.
     pub fn blob_stream<'a>(
         &'a self,
         index: &'a Index,
@@ -160,6 +172,7 @@ impl Repository {
                 false => Some(Ok(window)),
             }
         });
+        let keys = self.keys.clone();
         futures::stream::iter(windows)
             .map(move |w| {
                 let task = w.map(|w| self.spawn_window(index, w));
@@ -172,6 +185,11 @@ impl Repository {
                     Err(e) => vec![Err(e)],
                 })
             })
+            .map(move |b| {
+                let keys = keys.clone();
+                async move { open(keys, b?).await }
+            })
+            .buffered(OPENING)
     }
 }
 

@@ -476,12 +476,12 @@ impl BlobSealer {
     }
 }
 
-/// Open a sealed blob and check that its content is the blob the id names.
 /// A blob of the pack `pack_key` that does not open, named with its pack.
 fn damaged_blob(pack_key: &str, id: &BlobId, cause: String) -> RepoError {
     RepoError::Damaged { what: "blob", key: format!("{pack_key} (blob {})", hex::encode(id)), cause }
 }
 
+/// Open a sealed blob and check that its content is the blob the id names.
 pub fn open_blob(keys: &TenantKeys, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>, String> {
     let payload = keys.open(Kind::Blob, &hex::encode(id), sealed).map_err(|e: OpenError| e.to_string())?;
     let plain = match payload.split_first() {
