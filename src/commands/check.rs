@@ -283,6 +283,9 @@ async fn check_generation(
 
 /// Read the packs `ids` whole, open each one's header and every blob in it, and compare with
 /// the index. Returns, per pack, whether it was verified without a problem.
+/// A blob as the index places it in a pack: id, offset, length.
+type PackBlobEntry = ([u8; 32], u64, u32);
+
 async fn read_packs(
     repo: &Repository,
     index: &Index,
@@ -291,7 +294,7 @@ async fn read_packs(
     report: &mut CheckReport,
 ) -> Vec<([u8; 32], bool)> {
     // What the index says each pack holds, to compare with the pack's own header.
-    let mut expected: HashMap<[u8; 32], Vec<([u8; 32], u64, u32)>> = HashMap::new();
+    let mut expected: HashMap<[u8; 32], Vec<PackBlobEntry>> = HashMap::new();
     for (bid, loc) in &index.blobs {
         expected.entry(index.packs[loc.pack as usize]).or_default().push((*bid, loc.offset, loc.length));
     }

@@ -37,7 +37,7 @@ pub struct RestoreReport {
 
 enum Event {
     /// An entry, with the merger of its deltas for a table stored as a base and deltas.
-    Start(Entry, Option<Box<Merger>>),
+    Start(Box<Entry>, Option<Box<Merger>>),
     Data(Vec<u8>),
     End,
 }
@@ -142,7 +142,7 @@ async fn restore_part(
             }
             let n = entry_blobs(&entry, generation)?.len();
             let merger = repo.table_merger(index, &entry, generation, tmp).await?;
-            send!(Event::Start(entry, merger.map(Box::new)));
+            send!(Event::Start(Box::new(entry), merger.map(Box::new)));
             for _ in 0..n {
                 let data = blobs.next().await.ok_or_else(|| RepoError::Damaged {
                     what: "generation catalog",
@@ -305,7 +305,7 @@ impl Writer {
 
     fn apply(&mut self, ev: Event) -> Result<()> {
         match ev {
-            Event::Start(e, merger) => self.start(e, merger),
+            Event::Start(e, merger) => self.start(*e, merger),
             Event::Data(d) => self.data(d),
             Event::End => self.end(),
         }

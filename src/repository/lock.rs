@@ -113,14 +113,12 @@ impl TenantLock {
                     Some(h) if !h.is_stale() => {
                         return Err(LockError::Held { tenant: tenant.to_string(), key, info: Box::new(h) })
                     }
-                    Some(h) => {
-                        // Re-read just before deleting, so a lock renewed meanwhile is kept.
-                        if read(&*store, &key).await?.as_ref() == Some(&h) {
-                            tracing::warn!(tenant = %tenant, lock = %key, holder = %h.host, pid = h.pid, "removing a stale lock");
-                            store.delete(&key).await?;
-                        }
+                    // Re-read just before deleting, so a lock renewed meanwhile is kept.
+                    Some(h) if read(&*store, &key).await?.as_ref() == Some(&h) => {
+                        tracing::warn!(tenant = %tenant, lock = %key, holder = %h.host, pid = h.pid, "removing a stale lock");
+                        store.delete(&key).await?;
                     }
-                    None => {}
+                    Some(_) | None => {}
                 }
             }
             if !taken {

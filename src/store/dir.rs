@@ -78,8 +78,8 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     File::open(path.parent().expect("object path has a parent"))?.sync_all()
 }
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> impl std::future::Future<Output = T> {
-    async move { tokio::task::spawn_blocking(f).await.expect("dir store worker panicked") }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("dir store worker panicked")
 }
 
 #[async_trait]
