@@ -9,15 +9,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
-use futures::StreamExt;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
 use super::{Agent, Error, Result};
 use crate::generation::delta::Merger;
 use crate::generation::{rows, Entry, EntryPath, SchemaObject};
-use crate::keys::BlobId;
 use crate::progress::Progress;
-use crate::repository::RepoError;
+use crate::repository::{entry_blobs, RepoError};
 use crate::source::sqlite::quote;
 use crate::source::{DATABASE_FILE, FILE_FOLDERS};
 use crate::tenant::TenantId;
@@ -103,7 +101,7 @@ async fn restore_part(
     staging: &Path,
     tmp: &Path,
     progress: &dyn Progress,
-    wanted: impl Fn(&Entry) -> bool,
+    wanted: impl Fn(&Entry) -> bool + Sync,
 ) -> Result<Stats> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(QUEUED);
     let writer = {
@@ -117,16 +115,7 @@ async fn restore_part(
         })
     };
     let feed = async {
-        // Two passes over the catalog: one lists every wanted blob for the fetcher, which runs
-        // ahead; the other walks the entries and takes their blobs from it. A damaged entry
-        // ends the first pass quietly, and the second reports it when it gets there.
-        let ids = catalog
-            .entries()?
-            .map_while(|e| e.ok())
-            .filter(|e| wanted(e))
-            .map_while(|e| entry_blobs(&e, generation).ok())
-            .flatten();
-        let mut blobs = std::pin::pin!(repo.blob_stream(index, ids));
+        let mut blobs = repo.catalog_blobs(index, catalog, generation, &wanted)?;
         // A closed channel means the writer stopped; its error is reported below.
         macro_rules! send {
             ($ev:expr) => {
@@ -144,11 +133,7 @@ async fn restore_part(
             let merger = repo.table_merger(index, &entry, generation, tmp).await?;
             send!(Event::Start(Box::new(entry), merger.map(Box::new)));
             for _ in 0..n {
-                let data = blobs.next().await.ok_or_else(|| RepoError::Damaged {
-                    what: "generation catalog",
-                    key: generation.into(),
-                    cause: "it read differently on its second pass".into(),
-                })??;
+                let data = blobs.next().await?;
                 progress.bytes(data.len() as u64);
                 send!(Event::Data(data));
             }
@@ -163,14 +148,6 @@ async fn restore_part(
     let stats = written?;
     fed?;
     Ok(stats)
-}
-
-fn entry_blobs(entry: &Entry, generation: &str) -> Result<Vec<BlobId>> {
-    let list: &[String] = match entry {
-        Entry::Table { blobs, .. } | Entry::File { blobs, .. } => blobs,
-        _ => &[],
-    };
-    Ok(crate::repository::parse_blob_list(list, generation)?)
 }
 
 fn prepare_target(to: &Path, force: bool) -> Result<()> {

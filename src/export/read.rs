@@ -5,14 +5,12 @@
 use std::io::Read;
 use std::path::Path;
 
-use futures::StreamExt;
 use rusqlite::types::ValueRef;
 use tokio::sync::mpsc::Sender;
 
 use super::{Event, ExportError};
 use crate::generation::{rows, Entry};
-use crate::keys::BlobId;
-use crate::repository::{Catalog, Index, RepoError, Repository};
+use crate::repository::{entry_blobs, Catalog, Index, RepoError, Repository};
 use crate::source::files::{self, FileMeta, Item};
 use crate::source::sqlite::Snapshot;
 use crate::source::DATABASE_FILE;
@@ -123,13 +121,9 @@ fn read_file(
     Ok(())
 }
 
-fn blob_ids(list: &[String], generation: &str) -> Result<Vec<BlobId>, ExportError> {
-    Ok(crate::repository::parse_blob_list(list, generation)?)
-}
-
-/// Read a generation: its catalog in order, each table's and file's blobs fetched ahead,
-/// decrypted and verified (`Repository::blob_stream`). A file whose blobs do not add up to its
-/// recorded size is damage, and stops the export.
+/// Read a generation: its catalog in order, the blobs of its tables and files fetched ahead
+/// across entries, decrypted and verified (`Repository::catalog_blobs`). A file whose blobs do
+/// not add up to its recorded size is damage, and stops the export.
 pub async fn read_generation(
     repo: &Repository,
     index: &Index,
@@ -139,8 +133,10 @@ pub async fn read_generation(
     tx: &Sender<Event>,
 ) -> Result<(), ExportError> {
     let send = |ev| async move { tx.send(ev).await.map_err(|_| ExportError::Stopped) };
+    let mut blobs = repo.catalog_blobs(index, catalog, generation, |_| true)?;
     for entry in catalog.entries()? {
         let entry = entry?;
+        let n = entry_blobs(&entry, generation)?.len();
         // A table stored as a base and deltas: its rows at this generation, merged as they stream.
         let mut merger = repo.table_merger(index, &entry, generation, tmp_dir).await?;
         let merge_err = |name: &str, e: crate::generation::delta::DeltaError| {
@@ -152,12 +148,10 @@ pub async fn read_generation(
         };
         match entry {
             Entry::Schema { objects, .. } => send(Event::Schema(objects)).await?,
-            Entry::Table { name, columns, rowid, rows, blobs, .. } => {
-                let ids = blob_ids(&blobs, generation)?;
+            Entry::Table { name, columns, rowid, rows, .. } => {
                 send(Event::Table { name: name.clone(), columns, rowid, rows: Some(rows) }).await?;
-                let mut stream = repo.blob_stream(index, ids.into_iter());
-                while let Some(data) = stream.next().await {
-                    let data = data?;
+                for _ in 0..n {
+                    let data = blobs.next().await?;
                     let rows = match merger.as_mut() {
                         Some(m) => {
                             let mut out = Vec::with_capacity(data.len());
@@ -176,14 +170,12 @@ pub async fn read_generation(
                 send(Event::End).await?;
             }
             Entry::Dir { path, mtime_ns, .. } => send(Event::Dir { path: path.to_bytes(), mtime_ns }).await?,
-            Entry::File { path, size, mtime_ns, blobs, .. } => {
-                let ids = blob_ids(&blobs, generation)?;
+            Entry::File { path, size, mtime_ns, .. } => {
                 let shown = path.display();
                 send(Event::File { path: path.to_bytes(), size, mtime_ns }).await?;
                 let mut got = 0u64;
-                let mut stream = repo.blob_stream(index, ids.into_iter());
-                while let Some(data) = stream.next().await {
-                    let data = data?;
+                for _ in 0..n {
+                    let data = blobs.next().await?;
                     got += data.len() as u64;
                     send(Event::Data(data)).await?;
                 }

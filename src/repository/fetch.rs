@@ -17,7 +17,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use super::{damaged_blob, open_blob, Index, Location, RepoError, Repository};
+use super::{damaged_blob, open_blob, parse_blob_list, Catalog, Index, Location, RepoError, Repository};
+use crate::generation::Entry;
 use crate::keys::{BlobId, TenantKeys};
 use crate::store::Store;
 
@@ -190,6 +191,56 @@ impl Repository {
                 async move { open(keys, b?).await }
             })
             .buffered(OPENING)
+    }
+}
+
+/// The content blobs a catalog entry lists (a table's rows, a file's bytes), parsed.
+pub fn entry_blobs(entry: &Entry, generation: &str) -> Result<Vec<BlobId>, RepoError> {
+    let list: &[String] = match entry {
+        Entry::Table { blobs, .. } | Entry::File { blobs, .. } => blobs,
+        _ => &[],
+    };
+    parse_blob_list(list, generation)
+}
+
+/// The blobs of a generation's wanted entries, in catalog order, as one stream fetched ahead
+/// across entries (so many small files do not each wait for a round trip). The reader walks
+/// the catalog a second time and takes each entry's blobs with [`CatalogBlobs::next`]. A
+/// damaged entry ends this stream quietly; the second walk reports it when it gets there.
+pub struct CatalogBlobs<'a> {
+    blobs: Pin<Box<dyn Stream<Item = Result<Vec<u8>, RepoError>> + Send + 'a>>,
+    generation: String,
+}
+
+impl CatalogBlobs<'_> {
+    /// The next blob of the walk.
+    pub async fn next(&mut self) -> Result<Vec<u8>, RepoError> {
+        self.blobs.next().await.unwrap_or_else(|| {
+            Err(RepoError::Damaged {
+                what: "generation catalog",
+                key: self.generation.clone(),
+                cause: "it read differently on its second pass".into(),
+            })
+        })
+    }
+}
+
+impl Repository {
+    pub fn catalog_blobs<'a>(
+        &'a self,
+        index: &'a Index,
+        catalog: &'a Catalog,
+        generation: &str,
+        wanted: impl Fn(&Entry) -> bool + Send + 'a,
+    ) -> Result<CatalogBlobs<'a>, RepoError> {
+        let g = generation.to_string();
+        let ids = catalog
+            .entries()?
+            .map_while(|e| e.ok())
+            .filter(move |e| wanted(e))
+            .map_while(move |e| entry_blobs(&e, &g).ok())
+            .flatten();
+        Ok(CatalogBlobs { blobs: Box::pin(self.blob_stream(index, ids)), generation: generation.to_string() })
     }
 }
 

@@ -4,6 +4,7 @@
 //! at any point therefore leaves at most packs that nothing references, never a half generation.
 
 mod fetch;
+pub use fetch::{entry_blobs, CatalogBlobs};
 pub mod lock;
 pub mod pack;
 
