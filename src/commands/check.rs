@@ -281,11 +281,11 @@ async fn check_generation(
     Ok(())
 }
 
-/// Read the packs `ids` whole, open each one's header and every blob in it, and compare with
-/// the index. Returns, per pack, whether it was verified without a problem.
 /// A blob as the index places it in a pack: id, offset, length.
 type PackBlobEntry = ([u8; 32], u64, u32);
 
+/// Read the packs `ids` whole, open each one's header and every blob in it, and compare with
+/// the index. Returns, per pack, whether it was verified without a problem.
 async fn read_packs(
     repo: &Repository,
     index: &Index,

@@ -5,9 +5,10 @@
 //! alternate between packs, but within each pack they lie next to each other. So the blobs are
 //! taken in windows: the blobs of a window that sit next to each other in one pack (or with a
 //! small gap) are read with one ranged GET, then split and verified one by one. Windows are
-//! fetched in background tasks, [`AHEAD`] of the one being consumed, so requests keep flowing
-//! while the consumer writes or waits. Blobs are opened just ahead of the consumer, so what
-//! waits is sealed bytes: memory stays about `AHEAD + 1` windows plus [`OPENING`] blobs.
+//! fetched in background tasks, the next while one is consumed, so requests keep flowing
+//! while the consumer writes or waits (each window's ranges at most the store's concurrency at
+//! once). Blobs are opened just ahead of the consumer, so what
+//! waits is sealed bytes: memory stays about [`AHEAD`] windows plus [`OPENING`] blobs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::{damaged_blob, open_blob, parse_blob_list, Catalog, Index, Location, RepoError, Repository};
 use crate::generation::Entry;
@@ -26,7 +27,7 @@ use crate::store::Store;
 /// the windows in flight, opened (rows decompress to about twice their size), stay a few tens
 /// of MiB; large enough to span a few blobs of each pack being read.
 const WINDOW_BYTES: u64 = 4 << 20;
-/// Windows fetched ahead of the one being consumed.
+/// Windows in flight: the one being consumed and the next, being fetched meanwhile.
 const AHEAD: usize = 2;
 /// Blobs being opened at once, ahead of the consumer.
 const OPENING: usize = 2;
@@ -124,10 +125,14 @@ impl Repository {
     fn spawn_window(&self, index: &Index, window: Vec<(BlobId, Location)>) -> Task<Result<Vec<Sealed>, RepoError>> {
         let ranges = plan(self, index, &window);
         let store = self.store.clone();
+        // Scattered blobs (small files spread over old packs) make many ranges: no more than
+        // the store's concurrency of them at once.
+        let at_once = store.concurrency().max(1);
         Task(tokio::spawn(async move {
             let reads = ranges.into_iter().map(|r| fetch_range(store.clone(), r));
+            let read: Vec<_> = futures::stream::iter(reads).buffer_unordered(at_once).try_collect().await?;
             let mut out: Vec<Option<Sealed>> = (0..window.len()).map(|_| None).collect();
-            for (slot, sealed) in futures::future::try_join_all(reads).await?.into_iter().flatten() {
+            for (slot, sealed) in read.into_iter().flatten() {
                 out[slot] = Some(sealed);
             }
             Ok(out.into_iter().map(|b| b.expect("every blob of a window is in one of its ranges")).collect())
@@ -191,6 +196,13 @@ impl Repository {
                 async move { open(keys, b?).await }
             })
             .buffered(OPENING)
+            // The first error ends the stream: a failed window stands for all its blobs, so
+            // nothing after it could be matched to its place.
+            .scan(false, |failed, r| {
+                let go = !*failed;
+                *failed |= r.is_err();
+                futures::future::ready(go.then_some(r))
+            })
     }
 }
 

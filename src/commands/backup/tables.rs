@@ -235,17 +235,26 @@ impl From<Error> for Stop {
 
 /// Rows on their way from the SQLite thread to the one that digests and cuts them. Each row is
 /// its key's values (none in `Mode::Plain`), then all its values, encoded; `ends` holds where
-/// each key and each row ends in `data`.
+/// each key and each row ends in `data`. `last` marks the end of the table: a channel that
+/// closes without it means the reading side stopped.
 #[derive(Default)]
 struct Batch {
     data: Vec<u8>,
     ends: Vec<(usize, usize)>,
+    last: bool,
 }
 
 /// A batch is handed over once it holds this many bytes (or the table ends).
 const BATCH_BYTES: usize = 256 << 10;
 /// Full batches waiting for the taking thread.
 const BATCHES: usize = 4;
+/// A batch this large holds a large row (a BLOB of many MiB): the reading side then waits
+/// until it is taken, so about one such row is in flight rather than [`BATCHES`] of them; and
+/// a batch whose buffer grew past twice this is not reused.
+const LARGE_BATCH: usize = 2 * BATCH_BYTES;
+
+/// What reading a table's rows gives: the counts, and the new digest map (its file and MAC).
+type TableRead = (Counts, Option<(PathBuf, String)>);
 
 #[derive(Default)]
 struct Counts {
@@ -401,7 +410,7 @@ impl Reader {
         inc: Option<&Incremental>,
         parent: Option<&ParentTable>,
         mode: Mode,
-    ) -> std::result::Result<(Counts, Option<(PathBuf, String)>), Stop> {
+    ) -> std::result::Result<TableRead, Stop> {
         // Only the digest map needs the key apart from the row.
         let key: &[u32] = if mode == Mode::Plain { &[] } else { &spec.key };
         let (full_tx, full_rx) = sync_channel::<Batch>(BATCHES);
@@ -410,6 +419,8 @@ impl Reader {
             let taker = scope.spawn(move || self.take_rows(spec, inc, parent, mode, full_rx, free_tx));
             let mut batch = Batch::default();
             let stopped = || Stop::Failed(super::pipeline_stopped());
+            // Batches handed over and not yet given back.
+            let mut out = 0usize;
             let read = db
                 .for_each_row(spec, |values: &[ValueRef<'_>]| -> std::result::Result<(), Stop> {
                     delta::encode_key(values, key, &mut batch.data);
@@ -419,20 +430,38 @@ impl Reader {
                     }
                     batch.ends.push((key_end, batch.data.len()));
                     if batch.data.len() >= BATCH_BYTES {
-                        let next = free_rx.try_recv().unwrap_or_default();
-                        full_tx.send(std::mem::replace(&mut batch, next)).map_err(|_| stopped())?;
+                        let large = batch.data.len() >= LARGE_BATCH;
+                        let mut next = match free_rx.try_recv() {
+                            Ok(b) => {
+                                out -= 1;
+                                b
+                            }
+                            Err(_) => Batch::default(),
+                        };
+                        full_tx.send(std::mem::take(&mut batch)).map_err(|_| stopped())?;
+                        out += 1;
+                        while large && out > 0 {
+                            // A closed channel: the taker stopped, and says why.
+                            next = free_rx.recv().map_err(|_| stopped())?;
+                            out -= 1;
+                        }
+                        batch = next;
                     }
                     Ok(())
                 })
-                .and_then(|()| full_tx.send(batch).map_err(|_| stopped()));
+                .and_then(|()| {
+                    batch.last = true;
+                    full_tx.send(batch).map_err(|_| stopped())
+                });
             drop(full_tx);
-            let taken = taker.join().expect("row taker panicked");
-            // When the taking side fails, this side only sees its channel close: the taker's
-            // error is the cause. When reading fails, the taker sees a short table: the read
-            // error is.
-            match (read, taken) {
+            // Each side's error is the cause unless it only reports that the other stopped:
+            // the taker returns `None` when the table did not end, and a reader whose channel
+            // closed reports `stopped`, so the side with a real error wins.
+            match (read, taker.join().expect("row taker panicked")) {
+                (Ok(()), Ok(Some(done))) => Ok(done),
                 (Err(e), Ok(_)) => Err(e),
-                (_, taken) => taken,
+                (Ok(()), Ok(None)) => Err(stopped()),
+                (_, Err(e)) => Err(e),
             }
         })
     }
@@ -446,7 +475,7 @@ impl Reader {
         mode: Mode,
         batches: Receiver<Batch>,
         free: Sender<Batch>,
-    ) -> std::result::Result<(Counts, Option<(PathBuf, String)>), Stop> {
+    ) -> std::result::Result<Option<TableRead>, Stop> {
         let klen = spec.key.len();
         let mut map = match (inc, mode) {
             (Some(inc), Mode::Base | Mode::Delta) => {
@@ -481,7 +510,9 @@ impl Reader {
         let mut c = Counts::default();
         let mut record = Vec::new();
         let mut prev_key: Option<Vec<u8>> = None;
+        let mut ended = false;
         for batch in batches {
+            ended = batch.last;
             let mut start = 0;
             for &(key_end, row_end) in &batch.ends {
                 let (key, row) = (&batch.data[start..key_end], &batch.data[key_end..row_end]);
@@ -543,10 +574,17 @@ impl Reader {
                 self.emit(false)?;
             }
             let mut batch = batch;
+            if batch.data.capacity() > 2 * LARGE_BATCH {
+                batch = Batch::default();
+            }
             batch.data.clear();
             batch.ends.clear();
             // The reading side may have finished and gone; the batch is simply dropped then.
             let _ = free.send(batch);
+        }
+        if !ended {
+            // The reading side stopped (its error is the cause): nothing more is written.
+            return Ok(None);
         }
         // What is left of the parent's map was deleted.
         while head.is_some() {
@@ -566,7 +604,7 @@ impl Reader {
             }
             None => None,
         };
-        Ok((c, map))
+        Ok(Some((c, map)))
     }
 
     /// Append a delta record to the chunker's buffer; returns its size.
