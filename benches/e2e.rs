@@ -2,13 +2,15 @@
 //! 70 % incompressible) backed up and restored by the release `reversa` binary, against the
 //! physical limit (`openssl speed`) and against restic on the same data in the same run.
 //!
-//! Run: `cargo bench --bench e2e` (or `scripts/bench.sh`). Environment:
+//! Run: `cargo bench --bench e2e`. Environment:
 //! - `BENCH_DIR`: where data and repositories go (default `target/bench`); needs about 4 GB free.
 //! - `BENCH_SIZES_MB`: tenant sizes to run, comma-separated (default `250,1000`): two sizes show
 //!   whether peak memory grows with the tenant.
 //! - `BENCH_NO_RESTIC=1`: skip restic.
 //! - `BENCH_S3=1`: also back up to a Ceph radosgw on loopback (started with scripts/s3-up.sh, or
-//!   the one `REVERSA_TEST_S3_ENDPOINT` names), with restic to the same server.
+//!   the one `REVERSA_TEST_S3_ENDPOINT` names), with restic to the same server. Each backup
+//!   also prints its CPU time and, for a server started here, the server's: on one machine the
+//!   two share the cores, so the server's cost bounds both tools' speed.
 //!
 //! Figures are printed, never asserted: speed is measured here, not in tests.
 
@@ -186,6 +188,28 @@ impl S3 {
         S3 { endpoint, region, dir: Some(dir) }
     }
 
+    /// CPU seconds used so far by the server's daemons (radosgw, ceph-osd, ceph-mon), from their
+    /// pid files and /proc; `None` for a server this bench did not start. The server shares the
+    /// machine's cores with the client, so its CPU is part of what a backup costs here.
+    fn server_cpu(&self) -> Option<f64> {
+        let run = self.dir.as_ref()?.join("run");
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let mut total = 0.0;
+        for e in std::fs::read_dir(run).ok()?.flatten() {
+            if e.path().extension().is_some_and(|x| x == "pid") {
+                let pid = std::fs::read_to_string(e.path()).ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+                // Fields after the command name (which may hold spaces): utime and stime are
+                // the 12th and 13th.
+                let after = &stat[stat.rfind(')')? + 2..];
+                let f: Vec<&str> = after.split_whitespace().collect();
+                total += (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+            }
+        }
+        Some(total)
+    }
+
     fn stop(&self) {
         if let Some(dir) = &self.dir {
             let _ = Command::new("bash").arg("scripts/s3-down.sh").arg(dir).output();
@@ -213,17 +237,24 @@ fn s3_run(s3: &S3, bin: &str, src: &Path, run: &Path, bytes: u64, restic: bool) 
         c
     };
     measure(&mut reversa(&["init", "--create-bucket"]));
+    let server_before = s3.server_cpu();
     let backup = measure(&mut reversa(&["backup", "--tenant", "bench"]));
+    let server = |before: Option<f64>| match (before, s3.server_cpu()) {
+        (Some(a), Some(b)) => format!(", server CPU {:.1} s", b - a),
+        _ => String::new(),
+    };
+    let backup_server = server(server_before);
     let restore =
         measure(&mut reversa(&["restore", "--tenant", "bench", "--to", run.join("restored-s3").to_str().unwrap()]));
     let _ = std::fs::remove_dir_all(run.join("restored-s3"));
     let mbps = |secs: f64| bytes as f64 / 1e6 / secs;
     println!("-- to radosgw on loopback ({})", s3.endpoint);
     println!(
-        "reversa backup   {:>8.1} MB/s  {:>6.2} s  peak RSS {:>6.1} MiB",
+        "reversa backup   {:>8.1} MB/s  {:>6.2} s  peak RSS {:>6.1} MiB  CPU {:.1} s{backup_server}",
         mbps(backup.secs),
         backup.secs,
-        backup.max_rss_mib
+        backup.max_rss_mib,
+        backup.cpu_secs
     );
     println!(
         "reversa restore  {:>8.1} MB/s  {:>6.2} s  peak RSS {:>6.1} MiB",
@@ -243,12 +274,15 @@ fn s3_run(s3: &S3, bin: &str, src: &Path, run: &Path, bytes: u64, restic: bool) 
             c
         };
         measure(&mut restic(&["init", "--repository-version", "2"]));
+        let server_before = s3.server_cpu();
         let rb = measure(&mut restic(&["backup", src.join("bench").to_str().unwrap()]));
         println!(
-            "restic backup    {:>8.1} MB/s  {:>6.2} s  peak RSS {:>6.1} MiB",
+            "restic backup    {:>8.1} MB/s  {:>6.2} s  peak RSS {:>6.1} MiB  CPU {:.1} s{}",
             mbps(rb.secs),
             rb.secs,
-            rb.max_rss_mib
+            rb.max_rss_mib,
+            rb.cpu_secs,
+            server(server_before)
         );
         println!("reversa / restic backup throughput to radosgw: {:.2}x (target >= 3x)", rb.secs / backup.secs);
     }

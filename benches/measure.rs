@@ -15,13 +15,16 @@ use reversa::seed::{seed_tenant, Scale};
 pub struct Measured {
     pub secs: f64,
     pub max_rss_mib: f64,
+    /// User plus system CPU time of the process and its children.
+    #[allow(dead_code)]
+    pub cpu_secs: f64,
 }
 
 /// Run `cmd` to completion; panics if it fails (a benchmark of a failed run means nothing).
 pub fn measure(cmd: &mut Command) -> Measured {
     let out = tempfile::NamedTempFile::new().expect("a temporary file for time's report");
     let mut timed = Command::new("/usr/bin/time");
-    timed.args(["-f", "%M", "-o"]).arg(out.path()).arg(cmd.get_program()).args(cmd.get_args());
+    timed.args(["-f", "%U %S %M", "-o"]).arg(out.path()).arg(cmd.get_program()).args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => timed.env(k, v),
@@ -37,8 +40,9 @@ pub fn measure(cmd: &mut Command) -> Measured {
     let secs = started.elapsed().as_secs_f64();
     assert!(status.success(), "{cmd:?} failed with {status}");
     let report = std::fs::read_to_string(out.path()).unwrap_or_default();
-    let kib: f64 = report.lines().last().and_then(|l| l.trim().parse().ok()).expect("time reports the peak RSS in KiB");
-    Measured { secs, max_rss_mib: kib / 1024.0 }
+    let fields: Vec<f64> = report.lines().last().unwrap_or_default().split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let [user, sys, kib] = fields[..] else { panic!("time reports user and system seconds and peak RSS in KiB: {report}") };
+    Measured { secs, max_rss_mib: kib / 1024.0, cpu_secs: user + sys }
 }
 
 /// `openssl speed` for one EVP cipher or digest at 16 KiB blocks, in MB/s.
