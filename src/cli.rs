@@ -216,6 +216,40 @@ fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("report serializes"));
 }
 
+/// What a verb run over tenants gave: the reports, and the exit code of the first tenant that
+/// failed, if one did.
+struct PerTenant<R> {
+    reports: Vec<R>,
+    failed: Option<i32>,
+}
+
+/// Run `verb` for each tenant in turn (it prints its own lines; `None` is a tenant it skipped),
+/// then print the reports as JSON if asked. With `keep_going` (`--all`), a tenant's failure is
+/// reported and the others still run; otherwise it is the command's error.
+async fn per_tenant<R: serde::Serialize>(
+    tenants: &[TenantId],
+    keep_going: bool,
+    json: bool,
+    mut verb: impl AsyncFnMut(&TenantId) -> Result<Option<R>, Error>,
+) -> Result<PerTenant<R>, Error> {
+    let mut done = PerTenant { reports: Vec::new(), failed: None };
+    for t in tenants {
+        match verb(t).await {
+            Ok(Some(r)) => done.reports.push(r),
+            Ok(None) => {}
+            Err(e) if keep_going => {
+                eprintln!("error: {t}: {e}");
+                done.failed.get_or_insert(e.exit_code());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if json {
+        print_json(&done.reports);
+    }
+    Ok(done)
+}
+
 pub async fn run(cli: Cli) -> Result<i32, Error> {
     if let Ok(s) = std::env::var(crate::NOW_ENV) {
         if let Err(e) = s.parse::<jiff::Timestamp>() {
@@ -302,42 +336,27 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 eprintln!("warning: {w}");
             }
             let mut code = if warnings.is_empty() { exit::OK } else { exit::WARNINGS };
-            let mut reports = Vec::new();
-            let mut failures = Vec::new();
-            for t in &tenants {
-                match backup::backup(&agent, t, &*progress).await {
-                    Ok(r) => {
-                        if !r.manifest.warnings.is_empty() {
-                            code = code.max(exit::WARNINGS);
-                        }
-                        if !json {
-                            let s = &r.manifest.summary;
-                            println!(
-                                "{}: generation {}: {} tables, {} rows, {} files ({}); read {}, added {} in {} packs, {} ({})",
-                                t, r.manifest.id, s.tables, s.rows, s.files, mb(s.file_bytes), mb(s.bytes_read), mb(s.bytes_added),
-                                s.packs_added, format_ms(s.duration_ms), rate(s.bytes_read, s.duration_ms)
-                            );
-                            for w in &r.manifest.warnings {
-                                println!("  warning: {w}");
-                            }
-                        }
-                        reports.push(r.manifest);
-                    }
-                    // With --all one tenant's failure does not stop the others.
-                    Err(e) if tenants.len() > 1 => {
-                        eprintln!("error: {t}: {e}");
-                        failures.push(e);
-                    }
-                    Err(e) => return Err(e),
+            let failed = per_tenant(&tenants, tenants.len() > 1, *json, async |t| {
+                let r = backup::backup(&agent, t, &*progress).await?;
+                if !r.manifest.warnings.is_empty() {
+                    code = code.max(exit::WARNINGS);
                 }
-            }
-            if *json {
-                print_json(&reports);
-            }
-            Ok(match failures.first() {
-                Some(e) => e.exit_code(),
-                None => code,
+                if !json {
+                    let s = &r.manifest.summary;
+                    println!(
+                        "{}: generation {}: {} tables, {} rows, {} files ({}); read {}, added {} in {} packs, {} ({})",
+                        t, r.manifest.id, s.tables, s.rows, s.files, mb(s.file_bytes), mb(s.bytes_read), mb(s.bytes_added),
+                        s.packs_added, format_ms(s.duration_ms), rate(s.bytes_read, s.duration_ms)
+                    );
+                    for w in &r.manifest.warnings {
+                        println!("  warning: {w}");
+                    }
+                }
+                Ok(Some(r.manifest))
             })
+            .await?
+            .failed;
+            Ok(failed.unwrap_or(code))
         }
         Command::Generations { tenant, json, command } => {
             let agent = Agent::open(load_config(&cli)?).await?;
@@ -387,40 +406,28 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 None => agent.keystore_tenants().iter().map(|t| TenantId::parse(t)).collect::<Result<_, _>>()?,
             };
             let mut code = exit::OK;
-            let mut reports = Vec::new();
-            let mut failures = Vec::new();
-            for t in &tenants {
-                match forget::forget(&agent, t, *dry_run).await {
-                    Ok(r) => {
-                        if !r.problems.is_empty() {
-                            code = exit::DAMAGED;
-                        }
-                        if !json {
-                            print_forget(&r);
-                        }
-                        reports.push(r);
+            let failed = per_tenant(&tenants, *all, *json, async |t| match forget::forget(&agent, t, *dry_run).await {
+                Ok(r) => {
+                    if !r.problems.is_empty() {
+                        code = exit::DAMAGED;
                     }
-                    // A shredded tenant has nothing readable left to apply a policy to.
-                    Err(Error::Key(crate::keys::KeyError::Shredded { .. })) if *all => {
-                        if !json {
-                            println!("{t}: skipped, its key is shredded");
-                        }
+                    if !json {
+                        print_forget(&r);
                     }
-                    // With --all one tenant's failure does not stop the others.
-                    Err(e) if *all => {
-                        eprintln!("error: {t}: {e}");
-                        failures.push(e);
-                    }
-                    Err(e) => return Err(e),
+                    Ok(Some(r))
                 }
-            }
-            if *json {
-                print_json(&reports);
-            }
-            Ok(match failures.first() {
-                Some(e) => e.exit_code(),
-                None => code,
+                // A shredded tenant has nothing readable left to apply a policy to.
+                Err(Error::Key(crate::keys::KeyError::Shredded { .. })) if *all => {
+                    if !json {
+                        println!("{t}: skipped, its key is shredded");
+                    }
+                    Ok(None)
+                }
+                Err(e) => Err(e),
             })
+            .await?
+            .failed;
+            Ok(failed.unwrap_or(code))
         }
         Command::Restore { tenant, generation, to, force } => {
             let agent = Agent::open(load_config(&cli)?).await?;
@@ -441,8 +448,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenants = agent.repository_tenants(if *all { None } else { tenant.as_deref() })?;
             let mut code = exit::OK;
-            let mut reports = Vec::new();
-            for t in &tenants {
+            per_tenant(&tenants, false, *json, async |t| {
                 let mut r = check::check(&agent, t, read, &*progress).await?;
                 r.leftover_uploads = check::leftover_uploads(&agent, t, *repair).await?;
                 if !r.is_clean() {
@@ -491,40 +497,25 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                         );
                     }
                 }
-                reports.push(r);
-            }
-            if *json {
-                print_json(&reports);
-            }
+                Ok(Some(r))
+            })
+            .await?;
             Ok(code)
         }
         Command::Prune { tenant, all, dry_run, json } => {
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenants = agent.repository_tenants(if *all { None } else { tenant.as_deref() })?;
-            let mut reports = Vec::new();
-            let mut failures = Vec::new();
-            for t in &tenants {
-                match prune::prune(&agent, t, *dry_run, &*progress).await {
-                    Ok(r) => {
-                        if !json {
-                            print_prune(&r);
-                        }
-                        reports.push(r);
-                    }
-                    // With --all one tenant's failure does not stop the others.
-                    Err(e) if tenants.len() > 1 => {
-                        eprintln!("error: {t}: {e}");
-                        failures.push(e);
-                    }
-                    Err(e) => return Err(e),
+            let done = per_tenant(&tenants, tenants.len() > 1, *json, async |t| {
+                let r = prune::prune(&agent, t, *dry_run, &*progress).await?;
+                if !json {
+                    print_prune(&r);
                 }
-            }
-            if *json {
-                print_json(&reports);
-            }
-            Ok(match failures.first() {
-                Some(e) => e.exit_code(),
-                None if reports.iter().any(|r| !r.warnings.is_empty()) => exit::WARNINGS,
+                Ok(Some(r))
+            })
+            .await?;
+            Ok(match done.failed {
+                Some(code) => code,
+                None if done.reports.iter().any(|r| !r.warnings.is_empty()) => exit::WARNINGS,
                 None => exit::OK,
             })
         }
