@@ -448,7 +448,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenants = agent.repository_tenants(if *all { None } else { tenant.as_deref() })?;
             let mut code = exit::OK;
-            per_tenant(&tenants, false, *json, async |t| {
+            let failed = per_tenant(&tenants, tenants.len() > 1, *json, async |t| {
                 let mut r = check::check(&agent, t, read, &*progress).await?;
                 r.leftover_uploads = check::leftover_uploads(&agent, t, *repair).await?;
                 if !r.is_clean() {
@@ -499,8 +499,9 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 }
                 Ok(Some(r))
             })
-            .await?;
-            Ok(code)
+            .await?
+            .failed;
+            Ok(failed.unwrap_or(code))
         }
         Command::Prune { tenant, all, dry_run, json } => {
             let agent = Agent::open(load_config(&cli)?).await?;

@@ -106,3 +106,24 @@ fn commands_need_an_initialized_store() {
     assert!(r.stderr.contains("init"), "{}", r.stderr);
     assert!(!dir.path().join("store").exists());
 }
+
+/// With `--all`, a tenant whose repository cannot be read is named on stderr and the others are
+/// still backed up, checked and pruned; the exit code says that one failed.
+#[test]
+fn all_goes_on_past_a_tenant_that_fails() {
+    let env = Env::new();
+    env.seed("comune-a", SMALL, 1);
+    env.seed("comune-b", SMALL, 2);
+    env.run(&["backup", "--all"]).ok();
+    // comune-a's index folder becomes a file: listing it fails.
+    let index = env.path("store/tenants/comune-a/index");
+    std::fs::remove_dir_all(&index).unwrap();
+    std::fs::write(&index, "not a folder").unwrap();
+    for verb in [&["backup", "--all"][..], &["check", "--all"], &["prune", "--all"]] {
+        let r = env.run(verb);
+        assert_ne!(r.code, 0, "{verb:?}: {}", r.all());
+        assert!(r.stderr.contains("error: comune-a:"), "{verb:?} names the tenant that failed: {}", r.all());
+        assert!(r.stdout.contains("comune-b:"), "{verb:?} went on to comune-b: {}", r.all());
+        assert!(!r.stdout.contains("comune-a:"), "{verb:?} reports nothing done for comune-a: {}", r.all());
+    }
+}
