@@ -501,7 +501,9 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             })
             .await?
             .failed;
-            Ok(failed.unwrap_or(code))
+            // Damage found in one tenant is what check exists to say: it outranks another
+            // tenant's failure to be checked (which is named on stderr).
+            Ok(if code == exit::DAMAGED { code } else { failed.unwrap_or(code) })
         }
         Command::Prune { tenant, all, dry_run, json } => {
             let agent = Agent::open(load_config(&cli)?).await?;

@@ -126,4 +126,12 @@ fn all_goes_on_past_a_tenant_that_fails() {
         assert!(r.stdout.contains("comune-b:"), "{verb:?} went on to comune-b: {}", r.all());
         assert!(!r.stdout.contains("comune-a:"), "{verb:?} reports nothing done for comune-a: {}", r.all());
     }
+    // Damage in the tenant that could be checked outranks the other's failure in the exit code.
+    let pack = env.store_files("tenants/comune-b/data").into_iter().next().expect("comune-b has packs");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&pack, bytes).unwrap();
+    let r = env.run(&["check", "--all", "--read-data"]);
+    assert_eq!(r.code, 6, "{}", r.all());
+    assert!(r.stderr.contains("error: comune-a:") && r.stdout.contains("comune-b:"), "{}", r.all());
 }

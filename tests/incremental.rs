@@ -197,7 +197,8 @@ fn large_rows_go_through_a_base_and_a_delta_exactly() {
         (Some(2), Some(1), Some(1)),
         "{s}"
     );
-    // A delta: about the 8 MiB of changed rows (random, so incompressible), not the 27 MB table.
+    // A delta: about the 8 MiB of changed rows (random, so incompressible), not the whole table
+    // (about 18 MB).
     let added = s["bytes_added"].as_u64().unwrap();
     assert!(added < (9 << 20), "{added} bytes added for 8 MiB of changed rows: {s}");
     let restored = env.restore(TENANT, None);
