@@ -40,8 +40,11 @@ pub fn measure(cmd: &mut Command) -> Measured {
     let secs = started.elapsed().as_secs_f64();
     assert!(status.success(), "{cmd:?} failed with {status}");
     let report = std::fs::read_to_string(out.path()).unwrap_or_default();
-    let fields: Vec<f64> = report.lines().last().unwrap_or_default().split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    let [user, sys, kib] = fields[..] else { panic!("time reports user and system seconds and peak RSS in KiB: {report}") };
+    let fields: Vec<f64> =
+        report.lines().last().unwrap_or_default().split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let [user, sys, kib] = fields[..] else {
+        panic!("time reports user and system seconds and peak RSS in KiB: {report}")
+    };
     Measured { secs, max_rss_mib: kib / 1024.0, cpu_secs: user + sys }
 }
 

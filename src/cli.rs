@@ -345,8 +345,17 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     let s = &r.manifest.summary;
                     println!(
                         "{}: generation {}: {} tables, {} rows, {} files ({}); read {}, added {} in {} packs, {} ({})",
-                        t, r.manifest.id, s.tables, s.rows, s.files, mb(s.file_bytes), mb(s.bytes_read), mb(s.bytes_added),
-                        s.packs_added, format_ms(s.duration_ms), rate(s.bytes_read, s.duration_ms)
+                        t,
+                        r.manifest.id,
+                        s.tables,
+                        s.rows,
+                        s.files,
+                        mb(s.file_bytes),
+                        mb(s.bytes_read),
+                        mb(s.bytes_added),
+                        s.packs_added,
+                        format_ms(s.duration_ms),
+                        rate(s.bytes_read, s.duration_ms)
                     );
                     for w in &r.manifest.warnings {
                         println!("  warning: {w}");

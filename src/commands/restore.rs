@@ -40,7 +40,6 @@ enum Event {
     End,
 }
 
-
 pub async fn restore(
     agent: &Agent,
     tenant: &TenantId,

@@ -165,10 +165,8 @@ impl Repository {
                     None => {
                         // The blobs before it are still delivered; the error comes next, and
                         // nothing after it.
-                        missing = Some(RepoError::MissingBlob {
-                            tenant: self.tenant().to_string(),
-                            blob: hex::encode(id),
-                        });
+                        missing =
+                            Some(RepoError::MissingBlob { tenant: self.tenant().to_string(), blob: hex::encode(id) });
                         stopped = true;
                     }
                 }
