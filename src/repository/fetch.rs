@@ -7,8 +7,8 @@
 //! small gap) are read with one ranged GET, then split and verified one by one. Windows are
 //! fetched in background tasks, the next while one is consumed, so requests keep flowing
 //! while the consumer writes or waits (each window's ranges at most the store's concurrency at
-//! once). Blobs are opened just ahead of the consumer, so what
-//! waits is sealed bytes: memory stays about [`AHEAD`] windows plus [`OPENING`] blobs.
+//! once). Blobs are opened just ahead of the consumer, so what waits is sealed bytes: memory
+//! stays about [`AHEAD`] windows plus [`OPENING`] blobs.
 
 use std::future::Future;
 use std::pin::Pin;
