@@ -150,7 +150,7 @@ pub fn decode_values(buf: &[u8], n: usize) -> Result<Vec<ValueRef<'_>>, DecodeEr
     Ok(out)
 }
 
-pub fn key_of<'a>(values: &[ValueRef<'a>], key: &[u32]) -> Vec<ValueRef<'a>> {
+fn key_of<'a>(values: &[ValueRef<'a>], key: &[u32]) -> Vec<ValueRef<'a>> {
     key.iter().map(|&p| values[p as usize]).collect()
 }
 
