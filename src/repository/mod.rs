@@ -440,10 +440,21 @@ pub fn index_file_len(packs: &[([u8; 32], Vec<PackBlob>)]) -> u64 {
     crate::crypto::sealed_len(index_plaintext(packs).len()) as u64
 }
 
+/// zstd's level for blobs. Level -1 compresses the sample tenant's rows 1.5 times faster than
+/// level 1 (630 against 410 MB/s here) for 0.6% more bytes; compression is most of a sealer's
+/// work on a database, and the bytes stored barely move.
+const ZSTD_LEVEL: i32 = -1;
+/// Chunks at least this long are probed before they are compressed (see [`BlobSealer::seal_into`]).
+const PROBE_FROM: usize = 256 * 1024;
+/// The probe: this many bytes from each of [`PROBE_SLICES`] places spread over the chunk.
+const PROBE_SLICE: usize = 16 * 1024;
+const PROBE_SLICES: usize = 4;
+
 /// Compresses blobs for one thread, reusing its zstd context and output buffer.
 pub struct BlobSealer {
     zstd: zstd::bulk::Compressor<'static>,
     buf: Vec<u8>,
+    probe: Vec<u8>,
 }
 
 impl Default for BlobSealer {
@@ -454,25 +465,53 @@ impl Default for BlobSealer {
 
 impl BlobSealer {
     pub fn new() -> BlobSealer {
-        BlobSealer { zstd: zstd::bulk::Compressor::new(1).expect("zstd level 1 is valid"), buf: Vec::new() }
+        let zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("the zstd level is valid");
+        BlobSealer { zstd, buf: Vec::new(), probe: Vec::new() }
     }
 
     /// Seal a blob and append it to `out`: a one-byte codec flag (0 raw, 1 zstd) and the payload.
     /// Compression is kept only when it saves at least 1/32 of the bytes; incompressible data is
     /// stored raw so that restore does not pay for a useless decompression.
     pub fn seal_into(&mut self, keys: &TenantKeys, id: &BlobId, plain: &[u8], out: &mut Vec<u8>) {
-        let limit = plain.len() - plain.len() / 32;
-        self.buf.clear();
-        self.buf.reserve(zstd::zstd_safe::compress_bound(plain.len()));
-        let compressed = match self.zstd.compress_to_buffer(plain, &mut self.buf) {
-            Ok(n) => n < limit,
-            Err(_) => false,
-        };
         let id = hex::encode(id);
-        if compressed {
+        if self.compresses(plain) {
             keys.seal_into(Kind::Blob, &id, &[&[1u8], &self.buf], out);
         } else {
             keys.seal_into(Kind::Blob, &id, &[&[0u8], plain], out);
+        }
+    }
+
+    /// Whether `plain` is worth compressing; if so, `self.buf` holds it compressed.
+    ///
+    /// A large chunk is first probed: a few slices of it, compressed together, must save 1/32.
+    /// Why: scans, photos and PDFs are most of a tenant's bytes and do not compress, and zstd
+    /// still spends a third of a second per 600 MB finding that out. A chunk that fails the
+    /// probe but would have compressed elsewhere is only stored larger, never wrongly.
+    fn compresses(&mut self, plain: &[u8]) -> bool {
+        if plain.len() >= PROBE_FROM {
+            self.probe.clear();
+            let step = (plain.len() - PROBE_SLICE) / (PROBE_SLICES - 1);
+            for i in 0..PROBE_SLICES {
+                self.probe.extend_from_slice(&plain[i * step..i * step + PROBE_SLICE]);
+            }
+            let probe = std::mem::take(&mut self.probe);
+            let promising = self.shrinks(&probe);
+            self.probe = probe;
+            if !promising {
+                return false;
+            }
+        }
+        self.shrinks(plain)
+    }
+
+    /// Compress `data` into `self.buf`; whether that saved at least 1/32 of it.
+    fn shrinks(&mut self, data: &[u8]) -> bool {
+        let limit = data.len() - data.len() / 32;
+        self.buf.clear();
+        self.buf.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        match self.zstd.compress_to_buffer(data, &mut self.buf) {
+            Ok(n) => n < limit,
+            Err(_) => false,
         }
     }
 }
@@ -533,5 +572,52 @@ impl Catalog {
                 cause: format!("entry {}: {e}", n + 1),
             })
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// The codec flag of a sealed blob, after checking that it opens to `plain`.
+    fn codec(keys: &TenantKeys, plain: &[u8]) -> u8 {
+        let id = keys.blob_id(plain);
+        let mut sealed = Vec::new();
+        BlobSealer::new().seal_into(keys, &id, plain, &mut sealed);
+        assert_eq!(open_blob(keys, &id, &sealed).expect("the blob opens"), plain);
+        keys.open(Kind::Blob, &hex::encode(id), &sealed).expect("opens")[0]
+    }
+
+    fn random(n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        rand::rng().fill(&mut v[..]);
+        v
+    }
+
+    fn text(n: usize) -> Vec<u8> {
+        b"il comune di richiesta del cittadino protocollo ufficio tributi\n".iter().copied().cycle().take(n).collect()
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored_raw_and_compressible_ones_compressed() {
+        let keys = TenantKeys::for_tests("t1");
+        for len in [1, 100 << 10, PROBE_FROM, 1 << 20, (4 << 20) - 7] {
+            assert_eq!(codec(&keys, &random(len)), 0, "random, {len} bytes");
+            assert_eq!(codec(&keys, &text(len)), if len < 64 { 0 } else { 1 }, "text, {len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_chunk_compressible_in_places_passes_the_probe() {
+        let keys = TenantKeys::for_tests("t1");
+        // Random but for its last quarter: the probe's last slice finds the text, and the
+        // whole chunk saves more than 1/32.
+        let mut mixed = random(3 << 18);
+        mixed.extend(text(1 << 18));
+        assert_eq!(codec(&keys, &mixed), 1);
+        // Text with random rows through it, like a table of signatures and notes.
+        let rows: Vec<u8> = (0..8192).flat_map(|_| [random(48), text(80)].concat()).collect();
+        assert_eq!(codec(&keys, &rows), 1);
     }
 }

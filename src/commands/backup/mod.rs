@@ -38,7 +38,7 @@ use crate::generation::{Entry, EntryPath, Manifest, Summary, MANIFEST_FORMAT};
 use crate::keys::{BlobId, TenantKeys};
 use crate::progress::Progress;
 use crate::repository::lock::{hostname, TenantLock};
-use crate::repository::pack::{PackBlob, PackBuilder};
+use crate::repository::pack::{PackBlob, PackBuffers, PackBuilder};
 use crate::repository::{Index, Repository};
 use crate::source::files::{self, FileMeta, Item};
 use crate::source::sqlite::Snapshot;
@@ -108,6 +108,9 @@ async fn run(
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<Pack>(1);
 
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    // One idle buffer per sealer is enough for each to start its next pack at once; keeping
+    // more would keep memory that only the busiest moment needs.
+    let buffers = PackBuffers::new(workers);
     let shared = Arc::new(Shared {
         index: index.clone(),
         in_flight: Mutex::new(HashSet::new()),
@@ -121,17 +124,18 @@ async fn run(
         let tx = pack_tx.clone();
         let keys = repo.keys.clone();
         let shared = shared.clone();
+        let buffers = buffers.clone();
         sealers.push(std::thread::spawn(move || {
             // Counted out even if seal_loop panics, so a reader waiting for ids never hangs.
             let _done = SealerDone(&shared);
-            seal_loop(&keys, &shared, rx, tx)
+            seal_loop(&keys, &shared, &buffers, rx, tx)
         }));
     }
     // Only the sealers may hold the chunk receiver: when they all stop (say, after a failed
     // upload), the reader's next send must fail instead of blocking forever.
     drop(chunk_rx);
     drop(pack_tx);
-    let uploader = upload_loop(repo, pack_rx, progress);
+    let uploader = upload_loop(repo, pack_rx, &buffers, progress);
 
     let progress_bytes = ProgressBytes::default();
     let reader_handle = {
@@ -288,9 +292,15 @@ impl Drop for SealerDone<'_> {
 
 /// A sealer: name each chunk (HMAC), and compress and seal the new ones straight into a pack of
 /// its own; hand full packs to the uploader.
-fn seal_loop(keys: &TenantKeys, shared: &Shared, rx: ChunkRx, tx: tokio::sync::mpsc::Sender<Pack>) -> Result<()> {
+fn seal_loop(
+    keys: &TenantKeys,
+    shared: &Shared,
+    buffers: &PackBuffers,
+    rx: ChunkRx,
+    tx: tokio::sync::mpsc::Sender<Pack>,
+) -> Result<()> {
     let mut sealer = crate::repository::BlobSealer::new();
-    let mut pack = PackBuilder::new();
+    let mut pack = buffers.builder();
     let send = |pack: PackBuilder| {
         let id = pack.id;
         let (bytes, blobs) = pack.finish(keys);
@@ -306,7 +316,7 @@ fn seal_loop(keys: &TenantKeys, shared: &Shared, rx: ChunkRx, tx: tokio::sync::m
             // Ship the pack before it would outgrow its buffer: packs stay within TARGET_SIZE
             // and their buffers are never reallocated.
             if !pack.has_room(crate::crypto::sealed_len(plain.len() + 1)) {
-                send(std::mem::take(&mut pack))?;
+                send(std::mem::replace(&mut pack, buffers.builder()))?;
             }
             pack.add_blob(&mut sealer, keys, id, &plain);
         }
@@ -328,6 +338,7 @@ struct Uploaded {
 async fn upload_loop(
     repo: &Repository,
     mut rx: tokio::sync::mpsc::Receiver<Pack>,
+    buffers: &PackBuffers,
     progress: &dyn Progress,
 ) -> Result<Uploaded> {
     let mut in_flight = tokio::task::JoinSet::new();
@@ -344,8 +355,16 @@ async fn upload_loop(
                     let key = repo.pack_key(&id);
                     let len = bytes.len() as u64;
                     stats.bytes += len;
+                    let buffers = buffers.clone();
                     in_flight.spawn(async move {
-                        store.put(&key, Body::Bytes(Bytes::from(bytes))).await.map(|_| (id, blobs, len))
+                        let bytes = Bytes::from(bytes);
+                        store.put(&key, Body::Bytes(bytes.clone())).await?;
+                        // The store is done with the bytes once put returns, so the buffer is
+                        // ours again (if some clone still lived, it is simply freed).
+                        if let Ok(buf) = bytes.try_into_mut() {
+                            buffers.give_back(buf.into());
+                        }
+                        Ok::<_, crate::store::StoreError>((id, blobs, len))
                     });
                 }
                 None => received_all = true,
