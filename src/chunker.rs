@@ -35,6 +35,14 @@ impl Chunker {
         &mut self.buf
     }
 
+    /// Append up to `max` bytes read from `r` straight into the buffer (no intermediate copy, no
+    /// zeroing). Returns how many were read: 0 at the end of `r`. Call [`Chunker::drain`] after.
+    pub fn read_from(&mut self, r: &mut impl std::io::Read, max: usize) -> std::io::Result<usize> {
+        self.buf.reserve(max);
+        use std::io::Read;
+        r.take(max as u64).read_to_end(&mut self.buf)
+    }
+
     /// Emit every chunk that can be cut without more input.
     pub fn drain<E>(&mut self, mut emit: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
         while self.buf.len() - self.start >= MAX_SIZE {
@@ -113,6 +121,24 @@ mod tests {
             chunks(&data, 1, 8).iter().map(Vec::len).collect::<Vec<_>>(),
             a.iter().map(Vec::len).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn reading_straight_into_the_buffer_cuts_the_same_chunks() {
+        let data = random(9_000_000);
+        let mut c = Chunker::new(7);
+        let mut out = Vec::new();
+        let mut reader = std::io::Cursor::new(&data);
+        // An odd read size, so reads end anywhere relative to chunk boundaries.
+        let mut take = |ch: &[u8]| {
+            out.push(ch.to_vec());
+            Ok::<_, ()>(())
+        };
+        while c.read_from(&mut reader, 654_321).unwrap() > 0 {
+            c.drain(&mut take).unwrap();
+        }
+        c.finish(&mut take).unwrap();
+        assert_eq!(out, chunks(&data, 1, 7));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::{open_store_with, Result};
+use super::{open_store_for_init, Result};
 use crate::config::Config;
 use crate::keys::{Keystore, MasterKey};
 use crate::repository::{self, Marker, MARKER_KEY, STORE_FORMAT};
@@ -43,7 +43,7 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
         Some(_) => MasterKey::generate(),
         None => MasterKey::load(config.keys.master_key_file.as_deref())?,
     };
-    let store = open_store_with(&config.store, true, create_bucket).await?;
+    let store = open_store_for_init(&config.store, create_bucket).await?;
     if let Some(path) = generate_master_key {
         master.save_new(path)?;
     }

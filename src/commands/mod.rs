@@ -78,31 +78,33 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Open the store the configuration names; with `create`, create it where that means anything.
-pub async fn open_store(cfg: &StoreConfig, create: bool) -> Result<Arc<dyn Store>, StoreError> {
-    open_store_with(cfg, create, false).await
+/// Open the store of an initialized repository and check its marker. On S3, apply what `init`
+/// recorded in the marker (the lock protocol, the bucket's location), so that every agent sharing
+/// the store uses the same.
+pub async fn open_store(cfg: &StoreConfig) -> Result<(Arc<dyn Store>, repository::Marker), Error> {
+    match cfg {
+        StoreConfig::Dir { path } => {
+            let store: Arc<dyn Store> = Arc::new(DirStore::open(path, false)?);
+            let marker = repository::check_marker(&*store).await?;
+            Ok((store, marker))
+        }
+        StoreConfig::S3(c) => {
+            let (mut store, read) =
+                S3Store::open_reading(c, S3OpenMode::Existing, Some(repository::MARKER_KEY)).await?;
+            let read = read.expect("the marker was asked for");
+            let marker = repository::parse_marker(&store, read)?;
+            store.apply_facts(&marker.facts)?;
+            Ok((Arc::new(store), marker))
+        }
+    }
 }
 
-/// [`open_store`] for `init`, which may also create a missing S3 bucket (`init --create-bucket`).
-pub async fn open_store_with(
-    cfg: &StoreConfig,
-    create: bool,
-    create_bucket: bool,
-) -> Result<Arc<dyn Store>, StoreError> {
+/// Open the store for `init`, creating it; `create_bucket` also creates a missing S3 bucket
+/// (`init --create-bucket`).
+pub async fn open_store_for_init(cfg: &StoreConfig, create_bucket: bool) -> Result<Arc<dyn Store>, StoreError> {
     match cfg {
-        StoreConfig::Dir { path } => Ok(Arc::new(DirStore::open(path, create)?)),
-        StoreConfig::S3(c) if create => Ok(Arc::new(S3Store::open(c, S3OpenMode::Init { create_bucket }).await?)),
-        StoreConfig::S3(c) => {
-            let mut store = S3Store::open(c, S3OpenMode::Existing).await?;
-            // The lock protocol and the bucket's location were settled at init and recorded in
-            // the marker, so that every agent sharing the store uses the same. A missing or
-            // unreadable marker is reported by `repository::check_marker` right after this.
-            if let Ok(bytes) = store.get(repository::MARKER_KEY).await {
-                if let Ok(marker) = serde_json::from_slice::<repository::Marker>(&bytes) {
-                    store.apply_facts(&marker.facts)?;
-                }
-            }
-            Ok(Arc::new(store))
-        }
+        StoreConfig::Dir { path } => Ok(Arc::new(DirStore::open(path, true)?)),
+        StoreConfig::S3(c) => Ok(Arc::new(S3Store::open(c, S3OpenMode::Init { create_bucket }).await?)),
     }
 }
 
@@ -146,8 +148,7 @@ impl Agent {
     pub async fn open(config: Config) -> Result<Agent> {
         // The key first: a bad key file is reported before anything touches the store.
         let master = MasterKey::load(config.keys.master_key_file.as_deref())?;
-        let store = open_store(&config.store, false).await?;
-        repository::check_marker(&*store).await?;
+        let (store, _marker) = open_store(&config.store).await?;
         let keystore = Keystore::open(&config.state.dir, master)?;
         remove_stale_temporaries(&config.state.dir.join("tmp"));
         Ok(Agent { config, store, keystore: Mutex::new(keystore) })

@@ -61,7 +61,12 @@ pub struct Marker {
 
 /// Check that the store was initialized by a reversa that writes a format this one reads.
 pub async fn check_marker(store: &dyn Store) -> Result<Marker, RepoError> {
-    let bytes = match store.get(MARKER_KEY).await {
+    parse_marker(store, store.get(MARKER_KEY).await)
+}
+
+/// [`check_marker`] on the marker as `store` answered a read of it.
+pub fn parse_marker(store: &dyn Store, read: Result<bytes::Bytes, StoreError>) -> Result<Marker, RepoError> {
+    let bytes = match read {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Err(RepoError::NotInitialized { store: store.describe() }),
         Err(e) => return Err(e.into()),

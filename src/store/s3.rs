@@ -435,9 +435,39 @@ impl S3Store {
     /// Connect to the bucket ([`S3Store::connect`]), check that it exists (or create it) and that
     /// its location is allowed. With [`OpenMode::Init`], also probe conditional writes.
     pub async fn open(cfg: &S3StoreConfig, mode: OpenMode) -> Result<S3Store, StoreError> {
+        Ok(S3Store::open_reading(cfg, mode, None).await?.0)
+    }
+
+    /// [`S3Store::open`] that also reads the object `key` (a store's marker) while it checks the
+    /// bucket of an existing store. Why: each request is a round trip, and the checks and the
+    /// read are independent; every command opens the store. A read sends nothing, so reading
+    /// before the bucket's location is approved exposes no data.
+    pub async fn open_reading(
+        cfg: &S3StoreConfig,
+        mode: OpenMode,
+        key: Option<&str>,
+    ) -> Result<(S3Store, Option<Result<Bytes, StoreError>>), StoreError> {
         let mut store = S3Store::connect(cfg).await?;
-        store.check_bucket(mode).await?;
-        if let Some(location) = store.bucket_location().await? {
+        let read = async {
+            match key {
+                Some(key) => Some(store.get(key).await),
+                None => None,
+            }
+        };
+        let (location, read) = match mode {
+            OpenMode::Existing => {
+                let (checked, location, read) = tokio::join!(store.check_bucket(mode), store.bucket_location(), read);
+                // A missing bucket or bad credentials fail every request: report the clearest.
+                checked?;
+                (location?, read)
+            }
+            // A bucket to be created must exist before anything else is asked of it.
+            OpenMode::Init { .. } => {
+                store.check_bucket(mode).await?;
+                (store.bucket_location().await?, read.await)
+            }
+        };
+        if let Some(location) = location {
             store.check_location(&location)?;
             store.facts.bucket_region = Some(location);
         }
@@ -446,7 +476,7 @@ impl S3Store {
             store.conditional = honoured;
             store.facts.conditional_writes = Some(honoured);
         }
-        Ok(store)
+        Ok((store, read))
     }
 
     /// Check the configuration (again: the library can be called without a config file), build

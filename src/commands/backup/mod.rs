@@ -51,6 +51,8 @@ use tables::{parent_tables, DigestMaps, Incremental};
 const INDEX_EVERY: usize = 64;
 /// Attempts at reading a file that changes while it is read.
 const READ_ATTEMPTS: usize = 3;
+/// How much of a file is read at a time, into the chunker's buffer.
+const READ_SIZE: usize = 1 << 20;
 
 pub struct BackupReport {
     pub manifest: Manifest,
@@ -78,8 +80,10 @@ async fn run(
     started: Instant,
 ) -> Result<BackupReport> {
     let tenant = repo.tenant().clone();
-    let index = Arc::new(repo.load_index().await?);
-    let parent = repo.list_generations().await?.pop();
+    // Independent reads, so one round trip to the store instead of two.
+    let (index, generations) = tokio::try_join!(repo.load_index(), repo.list_generations())?;
+    let index = Arc::new(index);
+    let parent = generations.last().cloned();
     let generation = crate::time_sortable_id();
     let cache_path = agent.config.state.dir.join("cache").join(format!("{tenant}.files.sqlite"));
     let spool_dir = agent.config.state.dir.join("tmp");
@@ -689,7 +693,6 @@ impl Reader {
                 }
             }
         }
-        let mut buf = vec![0u8; 1 << 20];
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -713,7 +716,7 @@ impl Reader {
             let first = self.seq;
             let mut size = 0u64;
             loop {
-                let n = match f.read(&mut buf) {
+                let n = match self.chunker.read_from(&mut f, READ_SIZE) {
                     Ok(n) => n,
                     Err(e) => {
                         // Chunks already sent are stored but referenced by nothing.
@@ -727,7 +730,6 @@ impl Reader {
                 }
                 size += n as u64;
                 self.progress.add(n as u64);
-                self.chunker.buffer().extend_from_slice(&buf[..n]);
                 self.emit(false)?;
             }
             self.emit(true)?;
