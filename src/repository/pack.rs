@@ -188,3 +188,31 @@ pub fn read_header(keys: &TenantKeys, pack_id: &str, pack: &[u8]) -> Result<Vec<
     }
     Ok(blobs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_buffers_are_reused_and_the_pool_stays_bounded() {
+        let keys = TenantKeys::for_tests("t1");
+        let pool = PackBuffers::new(1);
+        let mut pack = pool.builder();
+        pack.add_sealed([1; 32], b"sealed bytes");
+        let id = hex::encode(pack.id);
+        let (bytes, blobs) = pack.finish(&keys);
+        assert_eq!(read_header(&keys, &id, &bytes).unwrap(), blobs);
+        let ptr = bytes.as_ptr();
+        pool.give_back(bytes);
+        // A second buffer beyond the bound is dropped, not kept.
+        pool.give_back(Vec::with_capacity(TARGET_SIZE + HEADER_ROOM));
+        // Too small to hold a pack: never kept.
+        pool.give_back(Vec::with_capacity(16));
+        assert_eq!(pool.free.lock().unwrap().len(), 1);
+        let again = pool.builder();
+        assert_eq!(again.buf.as_ptr(), ptr, "the first buffer given back is reused");
+        assert!(again.is_empty(), "a reused buffer starts with no blobs");
+        assert_eq!(again.buf.len(), 0, "and no bytes");
+        assert_ne!(hex::encode(again.id), id, "a new pack gets a new id");
+    }
+}
