@@ -128,8 +128,18 @@ mod tests {
         let data = random(9_000_000);
         let mut c = Chunker::new(7);
         let mut out = Vec::new();
-        let mut reader = std::io::Cursor::new(&data);
-        // An odd read size, so reads end anywhere relative to chunk boundaries.
+        // Short reads, as from a pipe or a slow disk, of an odd size, and an odd amount asked
+        // for each time: reads end anywhere relative to chunk boundaries.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(7_919).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut reader = Trickle(&data);
         let mut take = |ch: &[u8]| {
             out.push(ch.to_vec());
             Ok::<_, ()>(())

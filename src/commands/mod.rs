@@ -77,7 +77,6 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Open the store the configuration names; with `create`, create it where that means anything.
 /// Open the store of an initialized repository and check its marker. On S3, apply what `init`
 /// recorded in the marker (the lock protocol, the bucket's location), so that every agent sharing
 /// the store uses the same.

@@ -613,6 +613,20 @@ mod tests {
         }
     }
 
+    /// The trade the probe makes, on purpose: text everywhere except where the probe looks.
+    #[test]
+    fn a_chunk_that_is_random_where_the_probe_looks_is_stored_raw() {
+        let keys = TenantKeys::for_tests("t1");
+        let len = 1 << 20;
+        let mut chunk = text(len);
+        let step = (len - PROBE_SLICE) / (PROBE_SLICES - 1);
+        for i in 0..PROBE_SLICES {
+            chunk[i * step..i * step + PROBE_SLICE].copy_from_slice(&random(PROBE_SLICE));
+        }
+        assert!(zstd::bulk::compress(&chunk, ZSTD_LEVEL).unwrap().len() < len / 2, "the whole would compress");
+        assert_eq!(codec(&keys, &chunk), 0);
+    }
+
     #[test]
     fn a_chunk_compressible_in_places_passes_the_probe() {
         let keys = TenantKeys::for_tests("t1");

@@ -438,9 +438,9 @@ impl S3Store {
         Ok(S3Store::open_reading(cfg, mode, None).await?.0)
     }
 
-    /// [`S3Store::open`] that also reads the object `key` (a store's marker) while it checks the
-    /// bucket of an existing store. Why: each request is a round trip, and the checks and the
-    /// read are independent; every command opens the store. A read sends nothing, so reading
+    /// [`S3Store::open`] that also reads the object `key` (a store's marker): for an existing
+    /// store, while it checks the bucket. Why: each request is a round trip, and the checks and
+    /// the read are independent; every command opens the store. A read sends nothing, so reading
     /// before the bucket's location is approved exposes no data.
     pub async fn open_reading(
         cfg: &S3StoreConfig,
@@ -467,9 +467,16 @@ impl S3Store {
                 (store.bucket_location().await?, read.await)
             }
         };
-        if let Some(location) = location {
-            store.check_location(&location)?;
-            store.facts.bucket_region = Some(location);
+        match location {
+            Ok(location) => {
+                store.check_location(&location)?;
+                store.facts.bucket_region = Some(location);
+            }
+            // Said only now that the bucket is known to be there, so that a missing bucket is
+            // not preceded by a warning about its location.
+            Err(cause) => {
+                tracing::warn!(bucket = %store.bucket, error = %cause, "the server does not tell the bucket's location; relying on store.region")
+            }
         }
         if let OpenMode::Init { .. } = mode {
             let honoured = store.probe_conditional_writes().await?;
@@ -700,12 +707,13 @@ impl S3Store {
 
     /// The bucket's location, where the server answers GetBucketLocation (some deny it to keys
     /// with least privilege, some do not implement it): then only the region check applies.
-    async fn bucket_location(&self) -> Result<Option<String>, StoreError> {
+    /// `Ok(Err(why))` when the server does not answer.
+    async fn bucket_location(&self) -> Result<Result<String, String>, StoreError> {
         match self.client.get_bucket_location().bucket(&self.bucket).send().await {
             Ok(out) => {
                 let raw = out.location_constraint().map(|c| c.as_str().to_string()).unwrap_or_default();
                 // S3's historical answers: empty for us-east-1, "EU" for eu-west-1.
-                Ok(Some(match raw.as_str() {
+                Ok(Ok(match raw.as_str() {
                     "" => "us-east-1".to_string(),
                     "EU" => "eu-west-1".to_string(),
                     _ => raw,
@@ -716,8 +724,7 @@ impl S3Store {
                 if f.is_auth() || f.transient {
                     return Err(self.config_error(self.explain(&f)));
                 }
-                tracing::warn!(bucket = %self.bucket, error = %f.text, "the server does not tell the bucket's location; relying on store.region");
-                Ok(None)
+                Ok(Err(f.text))
             }
         }
     }

@@ -51,7 +51,7 @@ use tables::{parent_tables, DigestMaps, Incremental};
 const INDEX_EVERY: usize = 64;
 /// Attempts at reading a file that changes while it is read.
 const READ_ATTEMPTS: usize = 3;
-/// How much of a file is read at a time, into the chunker's buffer.
+/// How much of a file (or spooled stream) goes into the chunker's buffer before chunks are cut.
 const READ_SIZE: usize = 1 << 20;
 
 pub struct BackupReport {
@@ -80,10 +80,11 @@ async fn run(
     started: Instant,
 ) -> Result<BackupReport> {
     let tenant = repo.tenant().clone();
-    // Independent reads, so one round trip to the store instead of two.
-    let (index, generations) = tokio::try_join!(repo.load_index(), repo.list_generations())?;
-    let index = Arc::new(index);
-    let parent = generations.last().cloned();
+    // Independent reads, so one round trip to the store instead of two. Errors are taken in a
+    // fixed order, so the same damage always gives the same report and exit code.
+    let (index, generations) = tokio::join!(repo.load_index(), repo.list_generations());
+    let index = Arc::new(index?);
+    let parent = generations?.pop();
     let generation = crate::time_sortable_id();
     let cache_path = agent.config.state.dir.join("cache").join(format!("{tenant}.files.sqlite"));
     let spool_dir = agent.config.state.dir.join("tmp");
@@ -363,11 +364,7 @@ async fn upload_loop(
                     in_flight.spawn(async move {
                         let bytes = Bytes::from(bytes);
                         store.put(&key, Body::Bytes(bytes.clone())).await?;
-                        // The store is done with the bytes once put returns, so the buffer is
-                        // ours again (if some clone still lived, it is simply freed).
-                        if let Ok(buf) = bytes.try_into_mut() {
-                            buffers.give_back(buf.into());
-                        }
+                        buffers.give_back(bytes);
                         Ok::<_, crate::store::StoreError>((id, blobs, len))
                     });
                 }
@@ -648,21 +645,27 @@ impl Reader {
     /// Chunk the catalog (its parts in order) like any stream, and wait for the blob ids.
     fn chunk_catalog(&mut self, parts: &[&Path]) -> Result<Vec<String>> {
         let first = self.seq;
-        let mut buf = vec![0u8; 1 << 20];
         for path in parts {
-            let read_err = |cause| Error::Io { what: "cannot read", path: path.to_path_buf(), cause };
-            let mut rd = File::open(path).map_err(read_err)?;
-            loop {
-                let n = rd.read(&mut buf).map_err(read_err)?;
-                if n == 0 {
-                    break;
-                }
-                self.chunker.buffer().extend_from_slice(&buf[..n]);
-                self.emit(false)?;
-            }
+            let mut rd =
+                File::open(path).map_err(|cause| Error::Io { what: "cannot read", path: path.to_path_buf(), cause })?;
+            self.chunk_all(&mut rd, path)?;
         }
         self.emit(true)?;
         Ok(self.shared.take(first..self.seq, true)?.expect("waited for every id"))
+    }
+
+    /// Read `r` (the local file `path`, for errors) to its end into the chunker, sending chunks as
+    /// they fill. The caller ends the stream with `emit(true)`.
+    fn chunk_all(&mut self, r: &mut impl Read, path: &Path) -> Result<()> {
+        while self.chunker.read_from(r, READ_SIZE).map_err(|cause| Error::Io {
+            what: "cannot read",
+            path: path.to_path_buf(),
+            cause,
+        })? > 0
+        {
+            self.emit(false)?;
+        }
+        Ok(())
     }
 
     /// Back up one file. Unchanged files (same path, size, mtime, ctime and inode as in the cache,

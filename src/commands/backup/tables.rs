@@ -366,19 +366,7 @@ impl Reader {
                     let start = self.seq;
                     let mut r = SealedFileReader::open(&path, inc.keys.clone(), &DigestMaps::sealed_name(&spec.name))
                         .map_err(|cause| Error::Io { what: "cannot read", path: path.clone(), cause })?;
-                    let mut buf = vec![0u8; 1 << 20];
-                    loop {
-                        let n = r.read(&mut buf).map_err(|cause| Error::Io {
-                            what: "cannot read",
-                            path: path.clone(),
-                            cause,
-                        })?;
-                        if n == 0 {
-                            break;
-                        }
-                        self.chunker.buffer().extend_from_slice(&buf[..n]);
-                        self.emit(false)?;
-                    }
+                    self.chunk_all(&mut r, &path)?;
                     self.emit(true)?;
                     digest_seqs = start..self.seq;
                     Keyed {
