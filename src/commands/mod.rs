@@ -80,12 +80,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Open the store of an initialized repository and check its marker. On S3, apply what `init`
 /// recorded in the marker (the lock protocol, the bucket's location), so that every agent sharing
 /// the store uses the same.
-pub async fn open_store(cfg: &StoreConfig) -> Result<(Arc<dyn Store>, repository::Marker), Error> {
+pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn Store>, Error> {
     match cfg {
         StoreConfig::Dir { path } => {
             let store: Arc<dyn Store> = Arc::new(DirStore::open(path, false)?);
-            let marker = repository::check_marker(&*store).await?;
-            Ok((store, marker))
+            repository::check_marker(&*store).await?;
+            Ok(store)
         }
         StoreConfig::S3(c) => {
             let (mut store, read) =
@@ -93,7 +93,7 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<(Arc<dyn Store>, repository
             let read = read.expect("the marker was asked for");
             let marker = repository::parse_marker(&store, read)?;
             store.apply_facts(&marker.facts)?;
-            Ok((Arc::new(store), marker))
+            Ok(Arc::new(store))
         }
     }
 }
@@ -147,7 +147,7 @@ impl Agent {
     pub async fn open(config: Config) -> Result<Agent> {
         // The key first: a bad key file is reported before anything touches the store.
         let master = MasterKey::load(config.keys.master_key_file.as_deref())?;
-        let (store, _marker) = open_store(&config.store).await?;
+        let store = open_store(&config.store).await?;
         let keystore = Keystore::open(&config.state.dir, master)?;
         remove_stale_temporaries(&config.state.dir.join("tmp"));
         Ok(Agent { config, store, keystore: Mutex::new(keystore) })
