@@ -38,8 +38,8 @@ impl Chunker {
     /// Append up to `max` bytes read from `r` straight into the buffer (no intermediate copy, no
     /// zeroing). Returns how many were read: 0 at the end of `r`. Call [`Chunker::drain`] after.
     pub fn read_from(&mut self, r: &mut impl std::io::Read, max: usize) -> std::io::Result<usize> {
-        self.buf.reserve(max);
         use std::io::Read;
+        self.buf.reserve(max);
         r.take(max as u64).read_to_end(&mut self.buf)
     }
 

@@ -88,9 +88,7 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn Store>, Error> {
             Ok(store)
         }
         StoreConfig::S3(c) => {
-            let (mut store, read) =
-                S3Store::open_reading(c, S3OpenMode::Existing, Some(repository::MARKER_KEY)).await?;
-            let read = read.expect("the marker was asked for");
+            let (mut store, read) = S3Store::open_reading(c, repository::MARKER_KEY).await?;
             let marker = repository::parse_marker(&store, read)?;
             store.apply_facts(&marker.facts)?;
             Ok(Arc::new(store))

@@ -435,55 +435,60 @@ impl S3Store {
     /// Connect to the bucket ([`S3Store::connect`]), check that it exists (or create it) and that
     /// its location is allowed. With [`OpenMode::Init`], also probe conditional writes.
     pub async fn open(cfg: &S3StoreConfig, mode: OpenMode) -> Result<S3Store, StoreError> {
-        Ok(S3Store::open_reading(cfg, mode, None).await?.0)
-    }
-
-    /// [`S3Store::open`] that also reads the object `key` (a store's marker): for an existing
-    /// store, while it checks the bucket. Why: each request is a round trip, and the checks and
-    /// the read are independent; every command opens the store. A read sends nothing, so reading
-    /// before the bucket's location is approved exposes no data.
-    pub async fn open_reading(
-        cfg: &S3StoreConfig,
-        mode: OpenMode,
-        key: Option<&str>,
-    ) -> Result<(S3Store, Option<Result<Bytes, StoreError>>), StoreError> {
         let mut store = S3Store::connect(cfg).await?;
-        let read = async {
-            match key {
-                Some(key) => Some(store.get(key).await),
-                None => None,
-            }
-        };
-        let (location, read) = match mode {
-            OpenMode::Existing => {
-                let (checked, location, read) = tokio::join!(store.check_bucket(mode), store.bucket_location(), read);
-                // A missing bucket or bad credentials fail every request: report the clearest.
-                checked?;
-                (location?, read)
-            }
+        let location = match mode {
+            OpenMode::Existing => store.check_existing().await?,
             // A bucket to be created must exist before anything else is asked of it.
             OpenMode::Init { .. } => {
                 store.check_bucket(mode).await?;
-                (store.bucket_location().await?, read.await)
+                store.bucket_location().await?
             }
         };
-        match location {
-            Ok(location) => {
-                store.check_location(&location)?;
-                store.facts.bucket_region = Some(location);
-            }
-            // Said only now that the bucket is known to be there, so that a missing bucket is
-            // not preceded by a warning about its location.
-            Err(cause) => {
-                tracing::warn!(bucket = %store.bucket, error = %cause, "the server does not tell the bucket's location; relying on store.region")
-            }
-        }
+        store.settle_location(location)?;
         if let OpenMode::Init { .. } = mode {
             let honoured = store.probe_conditional_writes().await?;
             store.conditional = honoured;
             store.facts.conditional_writes = Some(honoured);
         }
+        Ok(store)
+    }
+
+    /// [`S3Store::open`] of an existing store that also reads the object `key` (its marker) while
+    /// it checks the bucket. Why: each request is a round trip, the checks and the read are
+    /// independent, and every command opens the store. A read sends nothing, so reading before
+    /// the bucket's location is approved exposes no data.
+    pub async fn open_reading(
+        cfg: &S3StoreConfig,
+        key: &str,
+    ) -> Result<(S3Store, Result<Bytes, StoreError>), StoreError> {
+        let mut store = S3Store::connect(cfg).await?;
+        let (location, read) = tokio::join!(store.check_existing(), store.get(key));
+        store.settle_location(location?)?;
         Ok((store, read))
+    }
+
+    /// Check that the bucket exists and ask where it is, both at once.
+    async fn check_existing(&self) -> Result<Result<String, String>, StoreError> {
+        let (checked, location) = tokio::join!(self.check_bucket(OpenMode::Existing), self.bucket_location());
+        // A missing bucket or bad credentials fail every request: report the clearest.
+        checked?;
+        location
+    }
+
+    /// Refuse a location outside the allowed list, or record it; `Err(why)` when the server does
+    /// not tell (said only now that the bucket is known to be there, so that a missing bucket's
+    /// error is not preceded by a warning about its location).
+    fn settle_location(&mut self, location: Result<String, String>) -> Result<(), StoreError> {
+        match location {
+            Ok(location) => {
+                self.check_location(&location)?;
+                self.facts.bucket_region = Some(location);
+            }
+            Err(cause) => {
+                tracing::warn!(bucket = %self.bucket, error = %cause, "the server does not tell the bucket's location; relying on store.region")
+            }
+        }
+        Ok(())
     }
 
     /// Check the configuration (again: the library can be called without a config file), build
