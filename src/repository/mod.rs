@@ -491,7 +491,9 @@ impl BlobSealer {
     /// A large chunk is first probed: a few slices of it, compressed together, must save 1/32.
     /// Why: scans, photos and PDFs are most of a tenant's bytes and do not compress, and zstd
     /// still spends a third of a second per 600 MB finding that out. A chunk that fails the
-    /// probe but would have compressed elsewhere is only stored larger, never wrongly.
+    /// probe but would have compressed elsewhere is only stored larger, never wrongly. (The
+    /// export's `archive::worth_compressing` guesses from an entry's first 64 KiB instead: that
+    /// is all it has when it must choose; a sealer has the whole chunk, so it samples across it.)
     fn compresses(&mut self, plain: &[u8]) -> bool {
         if plain.len() >= PROBE_FROM {
             self.probe.clear();
