@@ -305,7 +305,9 @@ fn seal_loop(
     tx: tokio::sync::mpsc::Sender<Pack>,
 ) -> Result<()> {
     let mut sealer = crate::repository::BlobSealer::new();
-    let mut pack = buffers.builder();
+    // Started at the first new blob, and a full pack is handed over before the next starts: a
+    // sealer blocked on a busy uploader holds one pack, not a full one and an empty one.
+    let mut pack: Option<PackBuilder> = None;
     let send = |pack: PackBuilder| {
         let id = pack.id;
         let (bytes, blobs) = pack.finish(keys);
@@ -320,16 +322,16 @@ fn seal_loop(
         if new {
             // Ship the pack before it would outgrow its buffer: packs stay within TARGET_SIZE
             // and their buffers are never reallocated.
-            if !pack.has_room(crate::crypto::sealed_len(plain.len() + 1)) {
-                send(std::mem::replace(&mut pack, buffers.builder()))?;
+            if let Some(full) = pack.take_if(|p| !p.has_room(crate::crypto::sealed_len(plain.len() + 1))) {
+                send(full)?;
             }
-            pack.add_blob(&mut sealer, keys, id, &plain);
+            pack.get_or_insert_with(|| buffers.builder()).add_blob(&mut sealer, keys, id, &plain);
         }
     }
-    if !pack.is_empty() {
-        send(pack)?;
+    match pack {
+        Some(p) => send(p),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 struct Uploaded {
