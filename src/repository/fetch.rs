@@ -18,9 +18,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 
-use super::{damaged_blob, open_blob, parse_blob_list, Catalog, Index, Location, RepoError, Repository};
+use super::{open_sealed, parse_blob_list, Catalog, Index, Location, RepoError, Repository};
 use crate::generation::Entry;
-use crate::keys::{BlobId, TenantKeys};
+use crate::keys::BlobId;
 use crate::store::Store;
 
 /// Sealed bytes planned together: up to this much is fetched per window. Small enough that
@@ -92,15 +92,6 @@ async fn fetch_range(store: Arc<dyn Store>, r: Range) -> Result<Vec<(usize, Seal
             (slot, Sealed { id, pack_key: pack_key.clone(), bytes: range.slice(at..at + length as usize) })
         })
         .collect())
-}
-
-/// Open and verify a blob, off the async threads.
-async fn open(keys: Arc<TenantKeys>, b: Sealed) -> Result<Vec<u8>, RepoError> {
-    tokio::task::spawn_blocking(move || {
-        open_blob(&keys, &b.id, &b.bytes).map_err(|cause| damaged_blob(&b.pack_key, &b.id, cause))
-    })
-    .await
-    .expect("blob decryption task panicked")
 }
 
 /// A spawned task that is aborted when its handle is dropped (a consumer that stops early).
@@ -191,7 +182,10 @@ impl Repository {
             })
             .map(move |b| {
                 let keys = keys.clone();
-                async move { open(keys, b?).await }
+                async move {
+                    let b = b?;
+                    open_sealed(keys, b.pack_key, b.id, b.bytes).await
+                }
             })
             .buffered(OPENING)
             // The first error ends the stream: a failed window stands for all its blobs, so

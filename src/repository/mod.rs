@@ -176,11 +176,7 @@ impl Repository {
     /// Open and verify the sealed blob `id` read from the pack `pack_key`, off the async threads;
     /// a damaged blob is named with its pack.
     pub async fn open_sealed_blob(&self, pack_key: String, id: BlobId, sealed: Bytes) -> Result<Vec<u8>, RepoError> {
-        let keys = self.keys.clone();
-        tokio::task::spawn_blocking(move || open_blob(&keys, &id, &sealed))
-            .await
-            .expect("blob decryption task panicked")
-            .map_err(|cause| damaged_blob(&pack_key, &id, cause))
+        open_sealed(self.keys.clone(), pack_key.into(), id, sealed).await
     }
 
     /// Load and merge every index file; a damaged one is an error.
@@ -518,6 +514,21 @@ fn shrinks(zstd: &mut zstd::bulk::Compressor<'static>, data: &[u8], out: &mut Ve
         Ok(n) => n < limit,
         Err(_) => false,
     }
+}
+
+/// [`open_blob`] off the async threads (decryption and decompression are CPU work); a damaged
+/// blob is named with its pack.
+async fn open_sealed(
+    keys: Arc<TenantKeys>,
+    pack_key: Arc<str>,
+    id: BlobId,
+    sealed: Bytes,
+) -> Result<Vec<u8>, RepoError> {
+    tokio::task::spawn_blocking(move || {
+        open_blob(&keys, &id, &sealed).map_err(|cause| damaged_blob(&pack_key, &id, cause))
+    })
+    .await
+    .expect("blob decryption task panicked")
 }
 
 /// A blob of the pack `pack_key` that does not open, named with its pack.
