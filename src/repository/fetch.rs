@@ -251,6 +251,7 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::TenantKeys;
     use crate::repository::pack::PackBuilder;
     use crate::repository::BlobSealer;
     use crate::store::{dir::DirStore, Body};
