@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod export;
 pub mod generation;
 pub mod keys;
+pub mod pool;
 pub mod progress;
 pub mod repository;
 pub mod retention;

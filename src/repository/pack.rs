@@ -18,6 +18,8 @@ const ENTRY_LEN: usize = 32 + 8 + 4;
 /// Room reserved for the sealed pack header: enough for about 1,400 blobs. Packs of many tiny
 /// blobs (small files) grow their buffer once at the end; that is rare and harmless.
 const HEADER_ROOM: usize = 64 * 1024;
+/// The capacity of a pack's buffer: a pack never outgrows it (but see [`HEADER_ROOM`]).
+pub const BUFFER_LEN: usize = TARGET_SIZE + HEADER_ROOM;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackBlob {
@@ -40,11 +42,12 @@ impl Default for PackBuilder {
 
 impl PackBuilder {
     pub fn new() -> PackBuilder {
-        PackBuilder::on(Vec::with_capacity(TARGET_SIZE + HEADER_ROOM))
+        PackBuilder::on(Vec::with_capacity(BUFFER_LEN))
     }
 
-    /// A pack built in `buf` (cleared first), the buffer of a pack already uploaded.
-    fn on(mut buf: Vec<u8>) -> PackBuilder {
+    /// A pack built in `buf` (cleared first), say the buffer of a pack already uploaded (see
+    /// [`crate::pool`]). A buffer of [`BUFFER_LEN`] never grows.
+    pub fn on(mut buf: Vec<u8>) -> PackBuilder {
         let mut id = [0u8; 32];
         rand::fill(&mut id);
         buf.clear();
@@ -105,49 +108,6 @@ impl PackBuilder {
     }
 }
 
-/// The buffers of packs already uploaded, for the next packs to be built in.
-///
-/// Why: a new 8 MiB buffer is 2,048 fresh pages, each faulted in and zeroed by the kernel as the
-/// sealer first writes it; that was about a tenth of a backup's CPU. A buffer is allocated only
-/// when none is idle here, so the buffers alive never outnumber the packs in flight at the
-/// busiest moment. What reuse costs is that up to `max` idle buffers stay resident, whole, until
-/// the backup ends (instead of being unmapped): 16 MiB of peak RSS with two sealers.
-#[derive(Clone)]
-pub struct PackBuffers {
-    free: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
-    max: usize,
-}
-
-impl PackBuffers {
-    /// A pool that keeps at most `max` idle buffers.
-    pub fn new(max: usize) -> PackBuffers {
-        PackBuffers { free: Default::default(), max }
-    }
-
-    /// A new pack, in a buffer given back earlier if there is one.
-    pub fn builder(&self) -> PackBuilder {
-        match self.free.lock().expect("pack buffers lock").pop() {
-            Some(buf) => PackBuilder::on(buf),
-            None => PackBuilder::new(),
-        }
-    }
-
-    /// Give back the bytes of a pack that is uploaded. Kept only if nothing else still holds
-    /// them (a request that lingers, a retry), and if there is room among the idle buffers.
-    pub fn give_back(&self, bytes: bytes::Bytes) {
-        if let Ok(buf) = bytes.try_into_mut() {
-            self.keep(buf.into());
-        }
-    }
-
-    fn keep(&self, buf: Vec<u8>) {
-        let mut free = self.free.lock().expect("pack buffers lock");
-        if free.len() < self.max && buf.capacity() >= TARGET_SIZE + HEADER_ROOM {
-            free.push(buf);
-        }
-    }
-}
-
 /// Whether a sealed blob of `sealed_len` bytes may go into a pack that holds `pack_len` bytes:
 /// a pack ships before it would outgrow [`TARGET_SIZE`], so its buffer is never reallocated, but
 /// an empty pack takes any blob.
@@ -202,39 +162,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pack_buffers_are_reused_and_the_pool_stays_bounded() {
+    fn a_pack_in_a_used_buffer_starts_empty_with_a_new_id() {
         let keys = TenantKeys::for_tests("t1");
-        let pool = PackBuffers::new(1);
-        let mut pack = pool.builder();
+        let mut pack = PackBuilder::new();
         pack.add_sealed([1; 32], b"sealed bytes");
         let id = hex::encode(pack.id);
         let (bytes, blobs) = pack.finish(&keys);
         assert_eq!(read_header(&keys, &id, &bytes).unwrap(), blobs);
         let ptr = bytes.as_ptr();
-        // The round trip the uploader makes: the pack's Vec becomes Bytes for the store, and
-        // comes back once the store has let go of its copy.
-        let shared = bytes::Bytes::from(bytes);
-        let held = shared.clone();
-        pool.give_back(shared.clone());
-        assert_eq!(pool.free.lock().unwrap().len(), 0, "bytes still held elsewhere are not kept");
-        drop(held);
-        pool.give_back(shared);
-        assert_eq!(pool.free.lock().unwrap().len(), 1);
-        // A second buffer beyond the bound is dropped, not kept.
-        let big = || {
-            let mut v = Vec::with_capacity(TARGET_SIZE + HEADER_ROOM);
-            v.push(1u8);
-            bytes::Bytes::from(v)
-        };
-        pool.give_back(big());
-        assert_eq!(pool.free.lock().unwrap().len(), 1);
-        let again = pool.builder();
-        assert_eq!(again.buf.as_ptr(), ptr, "the first buffer given back is reused");
-        // Too small to hold a pack: never kept, even with room.
-        pool.give_back(bytes::Bytes::from(vec![0u8; 16]));
-        assert_eq!(pool.free.lock().unwrap().len(), 0);
-        pool.give_back(big());
-        assert_eq!(pool.free.lock().unwrap().len(), 1);
+        let again = PackBuilder::on(bytes);
+        assert_eq!(again.buf.as_ptr(), ptr, "the buffer is reused");
         assert!(again.is_empty(), "a reused buffer starts with no blobs");
         assert_eq!(again.buf.len(), 0, "and no bytes");
         assert_ne!(hex::encode(again.id), id, "a new pack gets a new id");

@@ -33,12 +33,13 @@ use bytes::Bytes;
 mod tables;
 
 use super::{Agent, Error, Result};
-use crate::chunker::Chunker;
+use crate::chunker::{self, Chunker};
 use crate::generation::{Entry, EntryPath, Manifest, Summary, MANIFEST_FORMAT};
 use crate::keys::{BlobId, TenantKeys};
+use crate::pool::BufferPool;
 use crate::progress::Progress;
 use crate::repository::lock::{hostname, TenantLock};
-use crate::repository::pack::{PackBlob, PackBuffers, PackBuilder};
+use crate::repository::pack::{self, PackBlob, PackBuilder};
 use crate::repository::{Index, Repository};
 use crate::source::files::{self, FileMeta, Item};
 use crate::source::sqlite::Snapshot;
@@ -53,6 +54,8 @@ const INDEX_EVERY: usize = 64;
 const READ_ATTEMPTS: usize = 3;
 /// How much of a file (or spooled stream) goes into the chunker's buffer before chunks are cut.
 const READ_SIZE: usize = 1 << 20;
+/// Chunks waiting for a sealer: enough that a sealer never waits on a reader that is mid-read.
+const CHUNK_QUEUE: usize = 2;
 
 pub struct BackupReport {
     pub manifest: Manifest,
@@ -109,13 +112,18 @@ async fn run(
         max_ratio: agent.config.backup.max_delta_ratio,
     };
 
-    let (chunk_tx, chunk_rx) = sync_channel::<(u64, Vec<u8>)>(2);
+    let (chunk_tx, chunk_rx) = sync_channel::<(u64, Vec<u8>)>(CHUNK_QUEUE);
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<Pack>(1);
 
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    // One idle buffer per sealer is enough for each to start its next pack at once; keeping
-    // more would keep memory that only the busiest moment needs.
-    let buffers = PackBuffers::new(workers);
+    // Room for every pack that can be alive at once (the uploads, the queued one, one per
+    // sealer), so a burst of finished uploads does not free buffers that the next packs need:
+    // a pool that kept one per sealer allocated 21 buffers for 118 packs of the bench tenant.
+    // The buffers alive stay what the busiest moment needed anyway.
+    let packs = BufferPool::new("packs", repo.store.concurrency() + 1 + workers, pack::BUFFER_LEN);
+    // Every chunk that can be in flight: one being filled per reader, the queue's, one per
+    // sealer. Each stays resident up to the largest chunk it held, at most MAX_SIZE.
+    let chunks = BufferPool::new("chunks", 2 + CHUNK_QUEUE + workers, chunker::MAX_SIZE);
     let shared = Arc::new(Shared {
         index: index.clone(),
         in_flight: Mutex::new(HashSet::new()),
@@ -129,26 +137,26 @@ async fn run(
         let tx = pack_tx.clone();
         let keys = repo.keys.clone();
         let shared = shared.clone();
-        let buffers = buffers.clone();
+        let (packs, chunks) = (packs.clone(), chunks.clone());
         sealers.push(std::thread::spawn(move || {
             // Counted out even if seal_loop panics, so a reader waiting for ids never hangs.
             let _done = SealerDone(&shared);
-            seal_loop(&keys, &shared, &buffers, rx, tx)
+            seal_loop(&keys, &shared, &packs, &chunks, rx, tx)
         }));
     }
     // Only the sealers may hold the chunk receiver: when they all stop (say, after a failed
     // upload), the reader's next send must fail instead of blocking forever.
     drop(chunk_rx);
     drop(pack_tx);
-    let uploader = upload_loop(repo, pack_rx, &buffers, progress);
+    let uploader = upload_loop(repo, pack_rx, &packs, progress);
 
     let progress_bytes = ProgressBytes::default();
     let reader_handle = {
         let seed = repo.keys.chunker_seed();
         // Two readers, each numbering its chunks in a range of its own.
-        let mut tables = Reader::new(seed, 0, shared.clone(), chunk_tx.clone(), progress_bytes.clone());
+        let mut tables = Reader::new(seed, 0, shared.clone(), chunk_tx.clone(), chunks.clone(), progress_bytes.clone());
         tables.incremental = Some(incremental);
-        let files = Reader::new(seed, 1 << 62, shared, chunk_tx, progress_bytes.clone());
+        let files = Reader::new(seed, 1 << 62, shared, chunk_tx, chunks, progress_bytes.clone());
         let tenant_dir = tenant_dir.to_path_buf();
         tokio::task::spawn_blocking(move || read_tenant(tables, files, &tenant_dir, &cache_path, &spool_dir))
     };
@@ -300,7 +308,8 @@ impl Drop for SealerDone<'_> {
 fn seal_loop(
     keys: &TenantKeys,
     shared: &Shared,
-    buffers: &PackBuffers,
+    packs: &BufferPool,
+    chunks: &BufferPool,
     rx: ChunkRx,
     tx: tokio::sync::mpsc::Sender<Pack>,
 ) -> Result<()> {
@@ -325,8 +334,9 @@ fn seal_loop(
             if let Some(full) = pack.take_if(|p| !p.has_room(crate::crypto::sealed_len(plain.len() + 1))) {
                 send(full)?;
             }
-            pack.get_or_insert_with(|| buffers.builder()).add_blob(&mut sealer, keys, id, &plain);
+            pack.get_or_insert_with(|| PackBuilder::on(packs.take())).add_blob(&mut sealer, keys, id, &plain);
         }
+        chunks.keep(plain);
     }
     match pack {
         Some(p) => send(p),
@@ -345,7 +355,7 @@ struct Uploaded {
 async fn upload_loop(
     repo: &Repository,
     mut rx: tokio::sync::mpsc::Receiver<Pack>,
-    buffers: &PackBuffers,
+    packs: &BufferPool,
     progress: &dyn Progress,
 ) -> Result<Uploaded> {
     let mut in_flight = tokio::task::JoinSet::new();
@@ -362,11 +372,11 @@ async fn upload_loop(
                     let key = repo.pack_key(&id);
                     let len = bytes.len() as u64;
                     stats.bytes += len;
-                    let buffers = buffers.clone();
+                    let packs = packs.clone();
                     in_flight.spawn(async move {
                         let bytes = Bytes::from(bytes);
                         store.put(&key, Body::Bytes(bytes.clone())).await?;
-                        buffers.give_back(bytes);
+                        packs.give_back(bytes);
                         Ok::<_, crate::store::StoreError>((id, blobs, len))
                     });
                 }
@@ -449,6 +459,8 @@ const MAX_PENDING: usize = 4096;
 struct Reader {
     shared: Arc<Shared>,
     tx: SyncSender<(u64, Vec<u8>)>,
+    /// Buffers for the chunks sent on `tx`, which the sealers give back.
+    chunks: BufferPool,
     chunker: Chunker,
     /// The number of the next chunk.
     seq: u64,
@@ -504,11 +516,13 @@ impl Reader {
         first_seq: u64,
         shared: Arc<Shared>,
         tx: SyncSender<(u64, Vec<u8>)>,
+        chunks: BufferPool,
         progress: ProgressBytes,
     ) -> Reader {
         Reader {
             shared,
             tx,
+            chunks,
             chunker: Chunker::new(seed),
             seq: first_seq,
             pending: VecDeque::new(),
@@ -528,9 +542,11 @@ impl Reader {
 
     /// Cut what the chunker holds into numbered chunks and send them to the sealers.
     fn emit(&mut self, finish: bool) -> Result<()> {
-        let Reader { tx, chunker, seq, .. } = self;
+        let Reader { tx, chunks, chunker, seq, .. } = self;
         let mut take = |chunk: &[u8]| -> Result<()> {
-            tx.send((*seq, chunk.to_vec())).map_err(|_| pipeline_stopped())?;
+            let mut buf = chunks.take();
+            buf.extend_from_slice(chunk);
+            tx.send((*seq, buf)).map_err(|_| pipeline_stopped())?;
             *seq += 1;
             Ok(())
         };
