@@ -66,7 +66,10 @@ impl BufferPool {
     /// Keep the buffer behind `bytes` (see [`BufferPool::keep`]) if nothing else still holds it:
     /// a request that lingers or a retry may.
     pub fn give_back(&self, bytes: bytes::Bytes) {
-        if let Ok(buf) = bytes.try_into_mut() {
+        if let Ok(mut buf) = bytes.try_into_mut() {
+            // Cleared first: turning a BytesMut back into a Vec copies its bytes to the start of
+            // the allocation, for nothing here.
+            buf.clear();
             self.keep(buf.into());
         }
     }
@@ -119,5 +122,17 @@ mod tests {
         assert_eq!(pool.idle(), 0);
         assert_eq!(pool.0.allocated.load(Ordering::Relaxed), 1);
         assert_eq!(pool.0.reused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_buffer_filled_to_capacity_comes_back_whole() {
+        // `Bytes` takes another path for a Vec with no spare room; the buffer must survive it.
+        let pool = BufferPool::new("test", 1, 4096);
+        let mut buf = pool.take();
+        buf.resize(buf.capacity(), 7);
+        let (ptr, cap) = (buf.as_ptr(), buf.capacity());
+        pool.give_back(bytes::Bytes::from(buf));
+        let again = pool.take();
+        assert_eq!((again.as_ptr(), again.capacity(), again.len()), (ptr, cap, 0));
     }
 }

@@ -11,8 +11,8 @@ use crate::crypto::{Kind, OpenError};
 use crate::keys::{BlobId, TenantKeys};
 
 /// Target size of a pack. Large enough for few requests per GB (128 per GB), small enough that
-/// the packs being built and uploaded (one per sealer thread plus the uploads in flight) stay a
-/// small, bounded amount of memory.
+/// the packs being built and uploaded (one per sealer thread, one queued and the uploads in flight)
+/// stay a small, bounded amount of memory.
 pub const TARGET_SIZE: usize = 8 * 1024 * 1024;
 const ENTRY_LEN: usize = 32 + 8 + 4;
 /// Room reserved for the sealed pack header: enough for about 1,400 blobs. Packs of many tiny
@@ -46,7 +46,8 @@ impl PackBuilder {
     }
 
     /// A pack built in `buf` (cleared first), say the buffer of a pack already uploaded (see
-    /// [`crate::pool`]). A buffer of [`BUFFER_LEN`] never grows.
+    /// [`crate::pool`]). A buffer of [`BUFFER_LEN`] never grows while blobs are added (the header
+    /// may, see [`HEADER_ROOM`]).
     pub fn on(mut buf: Vec<u8>) -> PackBuilder {
         let mut id = [0u8; 32];
         rand::fill(&mut id);
@@ -170,7 +171,11 @@ mod tests {
         let (bytes, blobs) = pack.finish(&keys);
         assert_eq!(read_header(&keys, &id, &bytes).unwrap(), blobs);
         let ptr = bytes.as_ptr();
-        let again = PackBuilder::on(bytes);
+        // A finished pack's buffer is still one the backup's pool takes back (it was not shrunk
+        // or reallocated), through the uploader's round trip.
+        let pool = crate::pool::BufferPool::new("packs", 1, BUFFER_LEN);
+        pool.give_back(bytes::Bytes::from(bytes));
+        let again = PackBuilder::on(pool.take());
         assert_eq!(again.buf.as_ptr(), ptr, "the buffer is reused");
         assert!(again.is_empty(), "a reused buffer starts with no blobs");
         assert_eq!(again.buf.len(), 0, "and no bytes");

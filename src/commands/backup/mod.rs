@@ -54,7 +54,8 @@ const INDEX_EVERY: usize = 64;
 const READ_ATTEMPTS: usize = 3;
 /// How much of a file (or spooled stream) goes into the chunker's buffer before chunks are cut.
 const READ_SIZE: usize = 1 << 20;
-/// Chunks waiting for a sealer: enough that a sealer never waits on a reader that is mid-read.
+/// Chunks waiting for a sealer: a little slack so that sealers rarely wait on the readers. Each
+/// queued chunk holds a pool buffer.
 const CHUNK_QUEUE: usize = 2;
 
 pub struct BackupReport {
