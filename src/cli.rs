@@ -82,6 +82,10 @@ pub enum Command {
         /// Restore into a folder that is not empty, replacing its database and file folders.
         #[arg(long)]
         force: bool,
+        /// Salvage: restore everything that is intact, list what is not in RESTORE-REPORT.txt
+        /// in the target, and exit 6 if anything is missing.
+        #[arg(long)]
+        partial: bool,
     },
     /// Check that every reference in a tenant's repository resolves.
     Check {
@@ -193,6 +197,7 @@ pub mod exit {
     pub const OK: i32 = 0;
     pub const WARNINGS: i32 = 3;
     pub const DAMAGED: i32 = 6;
+    pub const MISSING_KEY: i32 = 7;
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Error> {
@@ -315,6 +320,26 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 if r.store_created { "initialized" } else { "already initialized" },
                 r.keystore
             );
+            if let Some(rec) = &r.recovery {
+                for snap in &rec.snapshots {
+                    match &snap.damage {
+                        None => println!("  snapshot {}: opened", snap.key),
+                        Some(d) => println!("  snapshot {}: DOES NOT OPEN: {d}", snap.key),
+                    }
+                }
+                for (tenant, from) in &rec.keys {
+                    println!("  key of {tenant}: from {from}");
+                }
+                for (tenant, from) in &rec.shredded {
+                    println!("  key of {tenant}: shredded (recorded in {from}); its backups stay unreadable");
+                }
+            }
+            for t in &r.unreadable {
+                println!(
+                    "  tenant {t}: its repository is in the store, but no keystore snapshot holds its key: \
+                     its data CANNOT BE READ"
+                );
+            }
             if let Some(region) = &r.facts.bucket_region {
                 println!("bucket location: {region}");
             }
@@ -327,7 +352,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 ),
                 None => {}
             }
-            Ok(exit::OK)
+            Ok(if r.unreadable.is_empty() { exit::OK } else { exit::MISSING_KEY })
         }
         Command::Backup { tenant, all, json } => {
             let agent = Agent::open(load_config(&cli)?).await?;
@@ -438,15 +463,32 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             .failed;
             Ok(failed.unwrap_or(code))
         }
-        Command::Restore { tenant, generation, to, force } => {
+        Command::Restore { tenant, generation, to, force, partial } => {
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenant = TenantId::parse(tenant)?;
-            let r = restore::restore(&agent, &tenant, generation.as_deref(), to, *force, &*progress).await?;
+            let opts = restore::RestoreOptions {
+                generation: generation.clone(),
+                to: to.clone(),
+                force: *force,
+                partial: *partial,
+            };
+            let r = restore::restore(&agent, &tenant, &opts, &*progress).await?;
             println!(
-                "{tenant}: restored generation {} into {}: {} tables, {} rows, {} files, {} in {} ({}); every blob verified",
+                "{tenant}: restored generation {} into {}: {} tables, {} rows, {} files, {} in {} ({}); every blob it read was verified",
                 r.generation, to.display(), r.tables, r.rows, r.files, mb(r.bytes), format_ms(r.duration_ms), rate(r.bytes, r.duration_ms)
             );
-            Ok(exit::OK)
+            if r.lost.is_empty() {
+                return Ok(exit::OK);
+            }
+            println!(
+                "  {} entries COULD NOT BE RESTORED (listed in {}):",
+                r.lost.len(),
+                to.join(restore::REPORT_FILE).display()
+            );
+            for l in &r.lost {
+                println!("  lost: {}: {}", l.what, l.cause);
+            }
+            Ok(exit::DAMAGED)
         }
         Command::Check { tenant, all, read_data, read_data_subset, repair, json } => {
             let read = match (read_data, read_data_subset) {
@@ -456,10 +498,15 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             };
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenants = agent.repository_tenants(if *all { None } else { tenant.as_deref() })?;
-            let mut code = exit::OK;
+            let keystore = agent.check_keystore(*repair).await?;
+            if !json {
+                print_keystore_check(&keystore);
+            }
+            let mut code = if keystore.problems.is_empty() { exit::OK } else { exit::DAMAGED };
             let failed = per_tenant(&tenants, tenants.len() > 1, *json, async |t| {
                 let mut r = check::check(&agent, t, read, &*progress).await?;
                 r.leftover_uploads = check::leftover_uploads(&agent, t, *repair).await?;
+                r.keystore = Some(keystore.clone());
                 if !r.is_clean() {
                     code = exit::DAMAGED;
                 }
@@ -595,6 +642,22 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 }
             }
         }
+    }
+}
+
+fn print_keystore_check(k: &crate::keys::SnapshotCheck) {
+    if let Some(up) = &k.uploaded {
+        println!("keystore: uploaded a fresh snapshot {up} (--repair)");
+    }
+    match (&k.newest, k.problems.is_empty()) {
+        (Some(newest), true) => {
+            println!("keystore: {} snapshots open; the newest, {newest}, holds every key of this agent", k.snapshots)
+        }
+        (None, true) => println!("keystore: no snapshot in the store, and no key to keep"),
+        (_, false) => println!("keystore: {} snapshots, {} PROBLEMS", k.snapshots, k.problems.len()),
+    }
+    for p in &k.problems {
+        println!("  damaged: {p}");
     }
 }
 

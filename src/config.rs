@@ -121,7 +121,24 @@ impl Default for ExportsConfig {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
     /// One folder per tenant under `root`, holding database.sqlite, attachments/ and documents/.
-    Sqlite { root: PathBuf },
+    Sqlite {
+        root: PathBuf,
+        /// How long a read waits for a writer that holds the database locked, in seconds.
+        #[serde(default = "default_busy_timeout")]
+        busy_timeout_secs: u64,
+    },
+}
+
+fn default_busy_timeout() -> u64 {
+    30
+}
+
+impl SourceConfig {
+    /// How long to wait for a writer holding the tenant's database locked.
+    pub fn busy_timeout(&self) -> std::time::Duration {
+        let SourceConfig::Sqlite { busy_timeout_secs, .. } = self;
+        std::time::Duration::from_secs(*busy_timeout_secs)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +182,11 @@ pub struct S3StoreConfig {
     /// Attempts per request, including the first, on 5xx, throttling, timeouts and resets.
     #[serde(default = "S3StoreConfig::default_max_attempts")]
     pub max_attempts: u32,
+    /// A request attempt fails (and is retried) when no byte has moved in either direction for
+    /// this long: a hung server or a dead network. A slow transfer that keeps moving never does.
+    /// Seconds, or a string such as "60s", "2m".
+    #[serde(default = "S3StoreConfig::default_io_timeout", deserialize_with = "seconds")]
+    pub io_timeout: std::time::Duration,
     /// Allow plain `http://` to an endpoint that is not on this host. Off: backups cross the
     /// network encrypted in transit, as the contracts promise.
     #[serde(default)]
@@ -182,6 +204,10 @@ impl S3StoreConfig {
     fn default_max_attempts() -> u32 {
         6
     }
+    pub const DEFAULT_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+    fn default_io_timeout() -> std::time::Duration {
+        Self::DEFAULT_IO_TIMEOUT
+    }
 
     /// A configuration with the defaults for everything but the bucket, region and endpoint.
     pub fn new(bucket: &str, region: &str, endpoint: Option<&str>) -> S3StoreConfig {
@@ -196,33 +222,41 @@ impl S3StoreConfig {
             max_concurrency: Self::default_max_concurrency(),
             part_size: Self::default_part_size(),
             max_attempts: Self::default_max_attempts(),
+            io_timeout: Self::default_io_timeout(),
             allow_insecure_http: false,
         }
     }
 }
 
+/// A TOML value written as a whole number, or as a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Int(u64),
+    Text(String),
+}
+
 /// A size in bytes: an integer, or a string with a unit (`"512KiB"`, `"16MiB"`, `"1GiB"`, `"8MB"`).
 fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Int(n) => Ok(n),
-        Raw::Text(s) => parse_byte_size(&s).ok_or_else(|| {
+    match NumberOrText::deserialize(d)? {
+        NumberOrText::Int(n) => Ok(n),
+        NumberOrText::Text(s) => parse_byte_size(&s).ok_or_else(|| {
             serde::de::Error::custom(format!("{s:?} is not a size; write bytes (16777216) or a size such as \"16MiB\""))
         }),
     }
 }
 
-pub fn parse_byte_size(s: &str) -> Option<u64> {
+/// A whole number and the unit written after it (`"16MiB"` is 16 and `"MiB"`).
+fn number_and_unit(s: &str) -> Option<(u64, &str)> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim() {
+    Some((num.parse().ok()?, unit.trim()))
+}
+
+pub fn parse_byte_size(s: &str) -> Option<u64> {
+    let (n, unit) = number_and_unit(s)?;
+    let mult: u64 = match unit {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
@@ -233,6 +267,28 @@ pub fn parse_byte_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(mult)
+}
+
+/// A duration: whole seconds, or a string with a unit (`"90s"`, `"2m"`, `"1h"`).
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    match NumberOrText::deserialize(d)? {
+        NumberOrText::Int(n) => Ok(std::time::Duration::from_secs(n)),
+        NumberOrText::Text(s) => parse_seconds(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?} is not a duration; write seconds (60) or e.g. \"60s\", \"2m\""))
+        }),
+    }
+}
+
+/// `"60"`, `"60s"`, `"2m"`, `"1h"` (also `"2 min"`): whole numbers only.
+pub fn parse_seconds(s: &str) -> Option<std::time::Duration> {
+    let (n, unit) = number_and_unit(s)?;
+    let mult: u64 = match unit {
+        "" | "s" | "sec" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return None,
+    };
+    n.checked_mul(mult).map(std::time::Duration::from_secs)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -277,7 +333,7 @@ impl Config {
             }
         };
         match &mut self.source {
-            SourceConfig::Sqlite { root } => fix(root),
+            SourceConfig::Sqlite { root, .. } => fix(root),
         }
         match &mut self.store {
             StoreConfig::Dir { path } => fix(path),
@@ -293,7 +349,7 @@ impl Config {
         let invalid = |key, message: &str| ConfigError::Invalid { path: path.into(), key, message: message.into() };
         let empty = |p: &Path| p.as_os_str().is_empty();
         match &self.source {
-            SourceConfig::Sqlite { root } if empty(root) => {
+            SourceConfig::Sqlite { root, .. } if empty(root) => {
                 return Err(invalid("source.root", "is empty; set it to the folder that holds one folder per tenant"))
             }
             _ => {}
@@ -373,7 +429,7 @@ mod tests {
     #[test]
     fn loads_and_resolves_relative_paths() {
         let c = parse(GOOD).unwrap();
-        let SourceConfig::Sqlite { root } = &c.source;
+        let SourceConfig::Sqlite { root, .. } = &c.source;
         assert_eq!(root, Path::new("/etc/reversa/tenants"));
         assert_eq!(c.keys.master_key_file.as_deref(), Some(Path::new("/etc/reversa/master.key")));
     }
@@ -403,6 +459,25 @@ mod tests {
         assert!(e.contains("dirr"), "{e}");
         let e = parse(&GOOD.replace("kind = \"dir\"", "kind = \"dir\"\nbucket = \"x\"")).unwrap_err().to_string();
         assert!(e.contains("bucket"), "{e}");
+    }
+
+    #[test]
+    fn io_timeout_is_read_in_seconds_or_with_a_unit_and_checked() {
+        let io_timeout = |line: &str| match parse(&S3.replace("part_size = \"8MiB\"", line)) {
+            Ok(Config { store: StoreConfig::S3(s3), .. }) => Ok(s3.io_timeout),
+            Ok(other) => panic!("not an s3 store: {:?}", other.store),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(io_timeout(""), Ok(std::time::Duration::from_secs(60)));
+        assert_eq!(io_timeout("io_timeout = 90"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(io_timeout("io_timeout = \"45s\""), Ok(std::time::Duration::from_secs(45)));
+        assert_eq!(io_timeout("io_timeout = \"2m\""), Ok(std::time::Duration::from_secs(120)));
+        for bad in ["io_timeout = 0", "io_timeout = \"1h\""] {
+            let e = io_timeout(bad).unwrap_err();
+            assert!(e.contains("store.io_timeout") && e.contains("15 minutes"), "{bad}: {e}");
+        }
+        let e = io_timeout("io_timeout = \"soon\"").unwrap_err();
+        assert!(e.contains("soon"), "{e}");
     }
 
     #[test]

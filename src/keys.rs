@@ -46,12 +46,39 @@ pub enum KeyError {
     Write { path: PathBuf, cause: std::io::Error },
     #[error("the key of tenant {tenant} was shredded: its backups can no longer be read")]
     Shredded { tenant: String },
-    #[error("no key for tenant {tenant} in the keystore; back it up first")]
+    /// No key here and nothing of the tenant in the store: a tenant never backed up.
+    #[error("tenant {tenant} has no repository in the store and no key; back it up first (`reversa backup --tenant {tenant}`)")]
     NoKey { tenant: String },
+    /// The tenant's repository exists but no keystore (local or snapshot) holds its key.
+    #[error(
+        "tenant {tenant} has a repository in the store (tenants/{tenant}/), but no keystore holds its key: \
+         not this agent's, and not one of the store's keystore snapshots ({tried}); its data cannot be \
+         read without that key. reversa never makes a new key for existing data. Restore a copy of the \
+         keystore.json that holds it into [state] dir, or run `reversa init` with that state folder's \
+         master key"
+    )]
+    MissingKey { tenant: String, tried: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("keystore snapshot {key} does not open: {cause}")]
-    Snapshot { key: String, cause: crypto::OpenError },
+    /// None of the store's snapshots opens, and at least one fails its key commitment: that is
+    /// what a different master key gives.
+    #[error(
+        "wrong master key: none of the {count} keystore snapshots in {store} opens with it (check \
+         REVERSA_MASTER_KEY or [keys] master_key_file; the key that made them is needed)"
+    )]
+    WrongMasterKeyForStore { store: String, count: usize },
+    #[error(
+        "no keystore snapshot in {store} opens, each is damaged: {damaged}; restore a copy of keystore.json \
+         into [state] dir, or the snapshots from a copy of the store"
+    )]
+    SnapshotsDamaged { store: String, damaged: String },
+}
+
+impl KeyError {
+    /// Whether this is a missing or wrong key rather than damage or I/O (for exit codes).
+    pub fn is_wrong_master_key(&self) -> bool {
+        matches!(self, KeyError::WrongMasterKey { .. } | KeyError::WrongMasterKeyForStore { .. })
+    }
 }
 
 /// The master key. Its bytes never leave this module except through HKDF.
@@ -135,6 +162,7 @@ pub struct TenantKeys {
     encryption: SecretKey,
     blob_id: SecretKey,
     row_digest: SecretKey,
+    local_state: SecretKey,
     chunker_seed: u64,
 }
 
@@ -155,6 +183,7 @@ impl TenantKeys {
             encryption: dek.derive(b"reversa/v1/encryption"),
             blob_id: dek.derive(b"reversa/v1/blob-id"),
             row_digest: dek.derive(b"reversa/v1/row-digest"),
+            local_state: dek.derive(b"reversa/v1/local-state-mac"),
             chunker_seed: u64::from_le_bytes(seed.expose()[..8].try_into().expect("8 bytes")),
         }
     }
@@ -182,6 +211,28 @@ impl TenantKeys {
             <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(self.row_digest.expose())
                 .expect("HMAC takes any key length"),
         )
+    }
+
+    /// A MAC over local state that decides what a generation holds or what a check skips
+    /// (the file cache, the record of verified packs): HMAC-SHA256 under a subkey of its own,
+    /// over `domain` and the length-prefixed `parts`, so no two entries can be spliced together.
+    pub fn state_mac(&self, domain: &str, parts: &[&[u8]]) -> [u8; 32] {
+        self.state_mac_state(domain, parts).finalize().into_bytes().into()
+    }
+
+    /// Check a [`TenantKeys::state_mac`] in constant time.
+    pub fn verify_state_mac(&self, domain: &str, parts: &[&[u8]], mac: &[u8]) -> bool {
+        self.state_mac_state(domain, parts).verify_slice(mac).is_ok()
+    }
+
+    fn state_mac_state(&self, domain: &str, parts: &[&[u8]]) -> hmac::Hmac<sha2::Sha256> {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(self.local_state.expose())
+            .expect("HMAC takes any key length");
+        for part in std::iter::once(domain.as_bytes()).chain(parts.iter().copied()) {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part);
+        }
+        mac
     }
 
     /// A per-tenant seed for the chunker's gear table, so chunk boundaries (and so sizes) cannot be
@@ -249,7 +300,7 @@ impl StreamMac {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone)]
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct WrappedKey {
     version: u32,
@@ -258,7 +309,7 @@ struct WrappedKey {
     created: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Default)]
+#[derive(Serialize, Deserialize, Clone, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct TenantEntry {
     keys: Vec<WrappedKey>,
@@ -276,6 +327,7 @@ struct KeystoreFile {
 }
 
 /// The keystore: the wrapped data keys of every tenant.
+#[derive(Clone)]
 pub struct Keystore {
     path: PathBuf,
     master: MasterKey,
@@ -339,8 +391,10 @@ impl Keystore {
             .map_err(|cause| KeyError::Write { path: self.path.clone(), cause })
     }
 
-    /// The tenant's current keys, creating (and saving) a data key on first use.
-    /// Returns whether a key was created, so the caller can snapshot the keystore.
+    /// The tenant's current keys, creating (and saving) a data key if it has none. The caller
+    /// MUST have made sure that the store holds nothing of the tenant ([`Keystore::has_key`]
+    /// false, and no object under `tenants/<tenant>/`): a new key for existing data would make
+    /// that data unreadable. Returns whether a key was created, so the caller can snapshot.
     pub fn tenant_keys_or_create(&mut self, tenant: &TenantId) -> Result<(TenantKeys, bool), KeyError> {
         // Two processes on this host may meet a new tenant at once: hold the keystore's file
         // lock and re-read it, so both end up with the same key instead of the last writer's.
@@ -359,6 +413,22 @@ impl Keystore {
         Ok((TenantKeys::from_dek(tenant.clone(), 1, &dek), true))
     }
 
+    /// Whether the keystore has an entry for the tenant (a key, or the record that it was
+    /// shredded), re-reading the file for entries other processes added.
+    pub fn has_key(&mut self, tenant: &TenantId) -> Result<bool, KeyError> {
+        self.reload()?;
+        Ok(self.file.tenants.contains_key(tenant.as_str()))
+    }
+
+    /// Take a tenant's entry found in a snapshot into this keystore and save it (a key that the
+    /// store holds but this host lost, or never had).
+    pub fn adopt(&mut self, tenant: &TenantId, found: FoundKey) -> Result<(), KeyError> {
+        let _lock = self.lock_file()?;
+        self.reload()?;
+        self.file.tenants.entry(tenant.to_string()).or_insert(found.entry);
+        self.save()
+    }
+
     /// An exclusive advisory lock on `keystore.lock`, released when the file is dropped.
     fn lock_file(&self) -> Result<std::fs::File, KeyError> {
         use std::os::fd::AsRawFd;
@@ -375,7 +445,7 @@ impl Keystore {
     }
 
     /// Re-read the keystore file, if there is one, to see keys other processes added.
-    fn reload(&mut self) -> Result<(), KeyError> {
+    pub fn reload(&mut self) -> Result<(), KeyError> {
         match std::fs::read(&self.path) {
             Ok(bytes) => {
                 let fresh = Self::from_bytes(self.path.clone(), self.master.clone(), &bytes)?;
@@ -410,15 +480,13 @@ impl Keystore {
     /// first key, an earlier upload that failed, or a store that never had one), or `None`.
     /// The state folder records what was last uploaded where, so this costs no request.
     pub fn snapshot_needed(&self, store: &dyn Store) -> Option<PendingSnapshot> {
-        use sha2::Digest;
-        let bytes = serde_json::to_vec(&self.file).expect("keystore serializes");
-        let record = format!("{}\n{}\n", store.describe(), hex::encode(sha2::Sha256::digest(&bytes)));
-        let record_path = self.path.with_extension("snapshot");
+        let record = self.record(store);
+        let record_path = self.record_path();
         if std::fs::read_to_string(&record_path).ok().as_deref() == Some(record.as_str()) {
             return None;
         }
         let (id, sealed) = self.seal_snapshot();
-        Some(PendingSnapshot { id, sealed, record_path, record })
+        Some(PendingSnapshot { master: self.master.clone(), id, sealed, record_path, record })
     }
 
     /// Seal the keystore for `keystore/<snapshot id>`. Returns the id and the sealed bytes; the
@@ -426,33 +494,127 @@ impl Keystore {
     pub fn seal_snapshot(&self) -> (String, Vec<u8>) {
         let id = crate::time_sortable_id();
         let bytes = serde_json::to_vec(&self.file).expect("keystore serializes");
-        let ctx = Context { tenant: "", kind: Kind::Keystore, id: &id, key_version: 1 };
-        let sealed = crypto::seal(&self.master.snapshot_key(), &ctx, &bytes);
+        let sealed = crypto::seal(&self.master.snapshot_key(), &snapshot_ctx(&id), &bytes);
         (id, sealed)
     }
 
-    /// Recover the keystore from the newest snapshot in the store that `master` opens.
-    pub async fn recover(state_dir: &Path, master: MasterKey, store: &dyn Store) -> Result<Option<Keystore>, KeyError> {
-        let mut all = store.list("keystore/").await?;
-        all.reverse();
-        let mut last_err = None;
-        for obj in all {
-            let id = obj.key.trim_start_matches("keystore/").to_string();
-            let sealed = store.get(&obj.key).await?;
-            let ctx = Context { tenant: "", kind: Kind::Keystore, id: &id, key_version: 1 };
-            match crypto::open(&master.snapshot_key(), &ctx, &sealed) {
-                Ok(plain) => {
-                    let ks = Self::from_bytes(Self::path_in(state_dir), master, &plain)?;
-                    ks.save()?;
-                    return Ok(Some(ks));
+    /// Recover the keystore from the store's snapshots (`None` when there are none): they are
+    /// opened newest first, and each tenant's entry is taken from the newest one that has it,
+    /// so a key found only in an older snapshot is recovered, and a key recorded as shredded
+    /// in a newer one is never taken back from an older one. Saves the merged keystore.
+    pub async fn recover(
+        state_dir: &Path,
+        master: MasterKey,
+        store: &dyn Store,
+    ) -> Result<Option<(Keystore, Recovery)>, KeyError> {
+        let snapshots = read_snapshots(&master, store).await?;
+        if snapshots.is_empty() {
+            return Ok(None);
+        }
+        if snapshots.iter().all(|s| s.contents.is_err()) {
+            return Err(none_opens(store, &snapshots));
+        }
+        let mut ks = Keystore::new(state_dir, master);
+        let mut recovery = Recovery::default();
+        for snap in &snapshots {
+            match &snap.contents {
+                Ok(file) => {
+                    recovery.snapshots.push(SnapshotOutcome { key: snap.key.clone(), damage: None });
+                    for (tenant, entry) in &file.tenants {
+                        if !ks.file.tenants.contains_key(tenant) {
+                            ks.file.tenants.insert(tenant.clone(), entry.clone());
+                            let from = snap.key.clone();
+                            match entry.shredded {
+                                Some(_) => recovery.shredded.push((tenant.clone(), from)),
+                                None => recovery.keys.push((tenant.clone(), from)),
+                            }
+                        }
+                    }
                 }
-                Err(cause) => last_err = Some(KeyError::Snapshot { key: obj.key, cause }),
+                Err(damage) => recovery
+                    .snapshots
+                    .push(SnapshotOutcome { key: snap.key.clone(), damage: Some(damage.cause.clone()) }),
             }
         }
-        match last_err {
-            Some(e) => Err(e),
-            None => Ok(None),
+        ks.save()?;
+        Ok(Some((ks, recovery)))
+    }
+
+    /// Open every keystore snapshot in the store, and check that the newest one opens and
+    /// holds every entry of this keystore as it is (`check` runs this on every run).
+    pub async fn verify_snapshots(&self, store: &dyn Store) -> Result<SnapshotCheck, KeyError> {
+        let snapshots = read_snapshots(&self.master, store).await?;
+        let mut check = SnapshotCheck { snapshots: snapshots.len(), ..Default::default() };
+        for snap in &snapshots {
+            if let Err(d) = &snap.contents {
+                check.problems.push(format!("keystore snapshot {}: does not open: {}", snap.key, d.cause));
+                check.damaged.push(snap.key.clone());
+            }
         }
+        match snapshots.first() {
+            None if !self.file.tenants.is_empty() => check.problems.push(
+                "the store holds no keystore snapshot: losing this host would lose every key (`reversa check --repair` uploads one)"
+                    .into(),
+            ),
+            None => {}
+            Some(newest) => {
+                check.newest = Some(newest.key.clone());
+                let held = newest.contents.as_ref().map(|f| &f.tenants).ok();
+                for (tenant, entry) in &self.file.tenants {
+                    if held.and_then(|t| t.get(tenant)) != Some(entry) {
+                        check.missing.push(tenant.clone());
+                    }
+                }
+                if !check.missing.is_empty() {
+                    check.problems.push(format!(
+                        "the newest keystore snapshot {} does not hold the key of {} as this agent has it; \
+                         `reversa check --repair` uploads a fresh snapshot",
+                        newest.key,
+                        check.missing.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(check)
+    }
+
+    /// Whether every tenant key in this keystore unwraps under the master key: only then may it
+    /// replace the store's snapshots (`check --repair`).
+    pub fn is_sound(&self) -> Result<(), KeyError> {
+        for (tenant, entry) in &self.file.tenants {
+            if entry.shredded.is_none() {
+                self.tenant_keys(
+                    &TenantId::parse(tenant)
+                        .map_err(|e| KeyError::Damaged { path: self.path.clone(), message: e.to_string() })?,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seal and upload a snapshot of the keystore as it is now, whatever the local record
+    /// says was uploaded before (`check --repair`).
+    pub async fn upload_fresh_snapshot(&self, store: &dyn Store) -> Result<String, KeyError> {
+        let (id, sealed) = self.seal_snapshot();
+        let pending = PendingSnapshot {
+            master: self.master.clone(),
+            id,
+            sealed,
+            record_path: self.record_path(),
+            record: self.record(store),
+        };
+        pending.upload(store).await
+    }
+
+    fn record_path(&self) -> PathBuf {
+        self.path.with_extension("snapshot")
+    }
+
+    /// What the local record says once `store` holds this keystore as it is now.
+    fn record(&self, store: &dyn Store) -> String {
+        use sha2::Digest;
+        let bytes = serde_json::to_vec(&self.file).expect("keystore serializes");
+        format!("{}\n{}\n", store.describe(), hex::encode(sha2::Sha256::digest(&bytes)))
     }
 
     pub fn tenants(&self) -> impl Iterator<Item = &str> {
@@ -462,6 +624,7 @@ impl Keystore {
 
 /// A sealed keystore snapshot waiting to be uploaded (see [`Keystore::snapshot_needed`]).
 pub struct PendingSnapshot {
+    master: MasterKey,
     id: String,
     sealed: Vec<u8>,
     record_path: PathBuf,
@@ -471,21 +634,163 @@ pub struct PendingSnapshot {
 impl PendingSnapshot {
     /// Upload it and note locally that the store now holds this keystore.
     pub async fn upload(self, store: &dyn Store) -> Result<String, KeyError> {
-        let key = upload_snapshot(store, &self.id, self.sealed).await?;
+        let key = upload_snapshot(store, &self.master, &self.id, self.sealed).await?;
         crate::store::dir::write_atomic(&self.record_path, self.record.as_bytes(), 0o600)
             .map_err(|cause| KeyError::Write { path: self.record_path.clone(), cause })?;
         Ok(key)
     }
 }
 
-/// Upload a sealed keystore snapshot and keep only the newest [`KEEP_SNAPSHOTS`].
-pub async fn upload_snapshot(store: &dyn Store, id: &str, sealed: Vec<u8>) -> Result<String, KeyError> {
-    let key = format!("keystore/{id}");
+/// One keystore snapshot as read from the store: what it holds, or why it does not open.
+struct Snapshot {
+    key: String,
+    contents: Result<KeystoreFile, SnapshotDamage>,
+}
+
+struct SnapshotDamage {
+    cause: String,
+    /// The key commitment failed: what another master key gives (or damage to the header).
+    wrong_key: bool,
+}
+
+/// What `init` recovered: each snapshot tried (newest first), and where each key came from.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Recovery {
+    pub snapshots: Vec<SnapshotOutcome>,
+    /// (tenant, snapshot key) for every key taken.
+    pub keys: Vec<(String, String)>,
+    /// (tenant, snapshot key) for every tenant recorded as shredded.
+    pub shredded: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotOutcome {
+    pub key: String,
+    /// Why it does not open; `None` when it opened.
+    pub damage: Option<String>,
+}
+
+/// What `check` found of the store's keystore snapshots.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SnapshotCheck {
+    /// How many snapshots the store holds, and the newest one.
+    pub snapshots: usize,
+    pub newest: Option<String>,
+    /// The snapshots that do not open.
+    pub damaged: Vec<String>,
+    /// Tenants whose entry in this agent's keystore the newest snapshot does not hold as is.
+    pub missing: Vec<String>,
+    /// Every damaged snapshot and missing key, named.
+    pub problems: Vec<String>,
+    /// The snapshot `check --repair` uploaded.
+    pub uploaded: Option<String>,
+}
+
+const SNAPSHOT_PREFIX: &str = "keystore/";
+
+fn snapshot_ctx(id: &str) -> Context<'_> {
+    Context { tenant: "", kind: Kind::Keystore, id, key_version: 1 }
+}
+
+/// Every keystore snapshot in the store, newest first, each opened and parsed. Only a failure
+/// to list or read is an error; a snapshot that does not open is returned as such.
+async fn read_snapshots(master: &MasterKey, store: &dyn Store) -> Result<Vec<Snapshot>, KeyError> {
+    let mut all = store.list(SNAPSHOT_PREFIX).await?;
+    all.reverse();
+    let mut out = Vec::with_capacity(all.len());
+    for obj in all {
+        let sealed = store.get(&obj.key).await?;
+        let contents = open_snapshot(master, &obj.key, &sealed);
+        out.push(Snapshot { key: obj.key, contents });
+    }
+    Ok(out)
+}
+
+fn open_snapshot(master: &MasterKey, key: &str, sealed: &[u8]) -> Result<KeystoreFile, SnapshotDamage> {
+    let id = key.trim_start_matches(SNAPSHOT_PREFIX);
+    let plain = crypto::open(&master.snapshot_key(), &snapshot_ctx(id), sealed).map_err(|e| SnapshotDamage {
+        wrong_key: matches!(e, crypto::OpenError::WrongKeyOrContext),
+        cause: e.to_string(),
+    })?;
+    let damaged = |cause: String| SnapshotDamage { cause, wrong_key: false };
+    let ks = Keystore::from_bytes(PathBuf::from(key), master.clone(), &plain).map_err(|e| damaged(e.to_string()))?;
+    Ok(ks.file)
+}
+
+/// The error when no snapshot opens: the master key if any failed its key commitment (every
+/// snapshot does under another master key), else damage.
+fn none_opens(store: &dyn Store, snapshots: &[Snapshot]) -> KeyError {
+    let wrong_key = snapshots.iter().any(|s| s.contents.as_ref().err().is_some_and(|d| d.wrong_key));
+    match wrong_key {
+        true => KeyError::WrongMasterKeyForStore { store: store.describe(), count: snapshots.len() },
+        false => KeyError::SnapshotsDamaged { store: store.describe(), damaged: describe_tried(snapshots) },
+    }
+}
+
+/// The snapshots tried, each with what it gave, for messages.
+fn describe_tried(snapshots: &[Snapshot]) -> String {
+    if snapshots.is_empty() {
+        return "the store holds none".into();
+    }
+    let each = snapshots.iter().map(|s| match &s.contents {
+        Ok(_) => format!("{} (opened; no key for it)", s.key),
+        Err(d) => format!("{} (does not open: {})", s.key, d.cause),
+    });
+    each.collect::<Vec<_>>().join(", ")
+}
+
+/// A tenant's entry found in a keystore snapshot of the store (see [`find_in_snapshots`]).
+pub struct FoundKey {
+    entry: TenantEntry,
+    /// The snapshot it came from.
+    pub snapshot: String,
+}
+
+/// The tenant's entry in the newest snapshot of the store that has one, or (`Err`) the
+/// snapshots tried, each with what it gave, for the message that says none has it.
+pub async fn find_in_snapshots(
+    master: &MasterKey,
+    store: &dyn Store,
+    tenant: &TenantId,
+) -> Result<Result<FoundKey, String>, KeyError> {
+    let snapshots = read_snapshots(master, store).await?;
+    for snap in &snapshots {
+        if let Some(entry) = snap.contents.as_ref().ok().and_then(|f| f.tenants.get(tenant.as_str())) {
+            return Ok(Ok(FoundKey { entry: entry.clone(), snapshot: snap.key.clone() }));
+        }
+    }
+    Ok(Err(describe_tried(&snapshots)))
+}
+
+/// Upload a sealed keystore snapshot, prove that it opens, and remove old snapshots beyond the
+/// newest [`KEEP_SNAPSHOTS`]: only those whose every key the new one holds too (a snapshot that
+/// holds a key nothing newer has, say another agent's, is kept), and those that do not open.
+pub async fn upload_snapshot(
+    store: &dyn Store,
+    master: &MasterKey,
+    id: &str,
+    sealed: Vec<u8>,
+) -> Result<String, KeyError> {
+    let key = format!("{SNAPSHOT_PREFIX}{id}");
     store.put(&key, Body::Bytes(sealed.into())).await?;
-    let all = store.list("keystore/").await?;
-    if all.len() > KEEP_SNAPSHOTS {
-        for old in &all[..all.len() - KEEP_SNAPSHOTS] {
-            store.delete(&old.key).await?;
+    let new = open_snapshot(master, &key, &store.get(&key).await?).map_err(|d| KeyError::SnapshotsDamaged {
+        store: store.describe(),
+        damaged: format!("{key} (read back after upload: {})", d.cause),
+    })?;
+    let all = store.list(SNAPSHOT_PREFIX).await?;
+    if all.len() <= KEEP_SNAPSHOTS {
+        return Ok(key);
+    }
+    for old in &all[..all.len() - KEEP_SNAPSHOTS] {
+        let subsumed = match open_snapshot(master, &old.key, &store.get(&old.key).await?) {
+            Ok(f) => f.tenants.iter().all(|(t, e)| new.tenants.get(t).is_some_and(|n| n == e || n.shredded.is_some())),
+            Err(_) => true,
+        };
+        match subsumed {
+            true => store.delete(&old.key).await?,
+            false => {
+                tracing::warn!(snapshot = %old.key, "keeping an old keystore snapshot: it holds a key the newest does not")
+            }
         }
     }
     Ok(key)
@@ -520,6 +825,62 @@ mod tests {
         assert_eq!(ka.blob_id(b"x"), kb.blob_id(b"x"));
         let reopened = Keystore::open(dir.path(), MasterKey(master)).unwrap();
         assert_eq!(reopened.tenant_keys(&t).unwrap().blob_id(b"x"), ka.blob_id(b"x"));
+    }
+
+    /// Recovery takes each tenant's entry from the newest snapshot that has one: a key only an
+    /// older snapshot holds comes back, a key a newer snapshot records as shredded does not,
+    /// and a snapshot that does not open is named and skipped.
+    #[tokio::test]
+    async fn recovery_merges_snapshots_newest_first_and_never_revives_a_shredded_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::dir::DirStore::open(&dir.path().join("store"), true).unwrap();
+        let master = MasterKey(SecretKey::random());
+        let mut ks = Keystore::new(&dir.path().join("a"), master.clone());
+        let (a, b, c) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap(), TenantId::parse("c").unwrap());
+        let ka = ks.tenant_keys_or_create(&a).unwrap().0;
+        let kb = ks.tenant_keys_or_create(&b).unwrap().0;
+        let upload = |ks: &Keystore| {
+            let (id, sealed) = ks.seal_snapshot();
+            let store = &store;
+            let master = master.clone();
+            async move { upload_snapshot(store, &master, &id, sealed).await.unwrap() }
+        };
+        upload(&ks).await;
+        // Newer: a shredded, b gone (another copy of the keystore), c new.
+        ks.file.tenants.get_mut("a").unwrap().shredded = Some("2026-12-01T00:00:00Z".into());
+        ks.file.tenants.remove("b");
+        ks.save().unwrap();
+        ks.tenant_keys_or_create(&c).unwrap();
+        let newer = upload(&ks).await;
+        // Newest of all: damaged.
+        let (id, mut sealed) = ks.seal_snapshot();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        store.put(&format!("keystore/{id}"), Body::Bytes(sealed.into())).await.unwrap();
+
+        let (got, rec) = Keystore::recover(&dir.path().join("new"), master, &store).await.unwrap().unwrap();
+        assert!(matches!(got.tenant_keys(&a), Err(KeyError::Shredded { .. })), "a shredded key came back");
+        assert_eq!(got.tenant_keys(&b).unwrap().blob_id(b"x"), kb.blob_id(b"x"), "b's key from the oldest");
+        assert!(got.tenant_keys(&c).is_ok());
+        assert_ne!(ka.blob_id(b"x"), kb.blob_id(b"x"));
+        assert_eq!(rec.snapshots.len(), 3);
+        assert!(rec.snapshots[0].damage.is_some() && rec.snapshots[1].damage.is_none());
+        assert!(rec.keys.contains(&("c".into(), newer.clone())));
+        assert_eq!(rec.shredded, vec![("a".to_string(), newer)]);
+    }
+
+    /// Under another master key every snapshot fails its commitment: that is the master key.
+    #[tokio::test]
+    async fn recovery_with_another_master_key_is_a_wrong_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::dir::DirStore::open(&dir.path().join("store"), true).unwrap();
+        let master = MasterKey(SecretKey::random());
+        let ks = Keystore::new(dir.path(), master.clone());
+        let (id, sealed) = ks.seal_snapshot();
+        upload_snapshot(&store, &master, &id, sealed).await.unwrap();
+        let err = Keystore::recover(&dir.path().join("new"), MasterKey(SecretKey::random()), &store).await.unwrap_err();
+        assert!(err.is_wrong_master_key(), "{err}");
+        assert!(err.to_string().starts_with("wrong master key"), "{err}");
     }
 
     #[test]

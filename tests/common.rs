@@ -135,3 +135,60 @@ impl Env {
 pub fn differences(a: &Path, b: &Path) -> Vec<String> {
     reversa::commands::demo::compare_tenant(a, b).unwrap()
 }
+
+/// Where one blob of a generation lies in the `dir` store: its pack file and its sealed range.
+pub struct BlobPlace {
+    pub pack: PathBuf,
+    pub offset: u64,
+    pub length: u32,
+}
+
+impl BlobPlace {
+    /// Flip one byte in the middle of the blob's sealed bytes: damage that reading this blob
+    /// must detect, whatever else the pack holds.
+    pub fn flip(&self) {
+        let mut b = std::fs::read(&self.pack).unwrap();
+        b[(self.offset + self.length as u64 / 2) as usize] ^= 0x10;
+        std::fs::write(&self.pack, b).unwrap();
+    }
+}
+
+impl Env {
+    /// The place of the first blob that `pick` chooses from the newest generation's catalog,
+    /// found through the index (library calls, the same ones the verbs make).
+    pub fn locate_blob(&self, tenant: &str, pick: impl Fn(&reversa::generation::Entry) -> Option<String>) -> BlobPlace {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let cfg = reversa::config::Config::load(&self.config).unwrap();
+            let tmp = cfg.state.dir.join("tmp");
+            let agent = reversa::commands::Agent::open(cfg).await.unwrap();
+            let t = reversa::tenant::TenantId::parse(tenant).unwrap();
+            let repo = agent.repository(&t, false).await.unwrap();
+            let index = repo.load_index().await.unwrap();
+            let m = repo.resolve_generation(None).await.unwrap();
+            std::fs::create_dir_all(&tmp).unwrap();
+            let catalog = repo.fetch_catalog(&index, &m, &tmp).await.unwrap();
+            let blob = catalog.entries().unwrap().map(|e| e.unwrap()).find_map(|e| pick(&e)).expect("a blob to pick");
+            let id = reversa::repository::parse_blob_id(&blob).unwrap();
+            let loc = index.blobs[&id];
+            let key = repo.pack_key(&index.packs[loc.pack as usize]);
+            BlobPlace { pack: self.path("store").join(key), offset: loc.offset, length: loc.length }
+        })
+    }
+}
+
+/// `locate_blob` picks: the first blob of a file (restore reads it), and the first blob of a
+/// keyed table's digest map (restore never reads it; backup and check do).
+pub fn first_file_blob(e: &reversa::generation::Entry) -> Option<String> {
+    match e {
+        reversa::generation::Entry::File { blobs, .. } => blobs.first().cloned(),
+        _ => None,
+    }
+}
+
+pub fn first_digest_map_blob(e: &reversa::generation::Entry) -> Option<String> {
+    match e {
+        reversa::generation::Entry::Table { keyed: Some(k), .. } => k.digests.first().cloned(),
+        _ => None,
+    }
+}

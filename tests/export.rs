@@ -1117,7 +1117,7 @@ fn bad_input_is_named_and_leaves_no_archive() {
             "unknown tenant, from a generation",
             vec!["--tenant", "nobody", "--generation", &gen_id],
             1,
-            vec!["no key for tenant nobody".into()],
+            vec!["tenant nobody has no repository in the store and no key".into()],
         ),
         (
             "generation that does not exist",

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,8 +76,12 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(f)
 }
 
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
 fn pattern_file(path: &Path, len: usize) -> Vec<u8> {
-    let data: Vec<u8> = (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data = pattern(len);
     std::fs::write(path, &data).unwrap();
     data
 }
@@ -202,45 +206,190 @@ async fn s3_large_file_goes_up_in_parts_streamed_and_whole() {
     assert!(store.pending_uploads("").await.unwrap().is_empty());
 }
 
-/// A TCP proxy to the S3 server that, on each connection, forwards at most `stall_after` bytes
-/// from the client and then stops reading without closing: an upload through it hangs mid-way,
-/// as it would on a network that died.
-async fn stalling_proxy(upstream: SocketAddr, stall_after: usize) -> SocketAddr {
+/// What [`fault_proxy`] does to each connection between the store and the S3 server.
+#[derive(Clone, Copy, Debug)]
+enum ProxyMode {
+    /// Accept, then never read, forward or answer: a hung server.
+    Stall,
+    /// Forward the first `n` bytes the client sends, then stop reading (holding the connection
+    /// open): a network that died mid-upload.
+    StallRequestAfter(usize),
+    /// Forward the first `n` bytes of the server's answer, then stop: a download that hangs.
+    StallResponseAfter(usize),
+    /// Forward everything, but the first `n` bytes of the answer one per second: slow, never idle.
+    TrickleResponse(usize),
+    /// On the first connection only, forward `n` bytes of the request, then reset (RST) it.
+    ResetRequestAfter(usize),
+    /// On the first connection only, forward `n` bytes of the answer, then reset it.
+    ResetResponseAfter(usize),
+    /// The first CompleteMultipartUpload reaches the server, and the connection is reset as soon
+    /// as the answer comes: the upload is complete, and the store does not know it.
+    LoseCompleteAnswer,
+}
+
+/// How one direction of a connection is forwarded.
+#[derive(Clone, Copy)]
+enum Shape {
+    Pass,
+    StallAfter(usize),
+    CutAfter(usize),
+    Trickle(usize),
+}
+
+struct Proxy {
+    url: String,
+    connections: Arc<AtomicUsize>,
+    /// Whether the proxy has lost an answer (`LoseCompleteAnswer`).
+    lost: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn lost_an_answer(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+/// A TCP proxy on loopback to the S3 server that misbehaves as `mode` says.
+async fn fault_proxy(upstream: SocketAddr, mode: ProxyMode) -> Proxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let lost = Arc::new(AtomicBool::new(false));
+    let (count, spent) = (connections.clone(), lost.clone());
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            let spent = spent.clone();
             tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                });
-                let mut sent = 0;
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let pass = n.min(stall_after - sent);
-                    if sw.write_all(&buf[..pass]).await.is_err() {
-                        break;
-                    }
-                    sent += pass;
-                    if sent == stall_after {
-                        // Hold both halves open and forward nothing more.
-                        std::future::pending::<()>().await;
-                    }
-                }
-                let _ = sw.shutdown().await;
+                let shapes = shapes_for(&client, mode, first, &spent).await;
+                proxy_connection(client, upstream, shapes).await
             });
         }
     });
-    addr
+    Proxy { url, connections, lost }
+}
+
+/// How the two directions (request, answer) of a new connection are forwarded; `None` for a
+/// hung server.
+async fn shapes_for(
+    client: &tokio::net::TcpStream,
+    mode: ProxyMode,
+    first: bool,
+    lost: &AtomicBool,
+) -> Option<(Shape, Shape)> {
+    Some(match mode {
+        ProxyMode::Stall => return None,
+        ProxyMode::StallRequestAfter(n) => (Shape::StallAfter(n), Shape::Pass),
+        ProxyMode::StallResponseAfter(n) => (Shape::Pass, Shape::StallAfter(n)),
+        ProxyMode::TrickleResponse(n) => (Shape::Pass, Shape::Trickle(n)),
+        ProxyMode::ResetRequestAfter(n) if first => (Shape::CutAfter(n), Shape::Pass),
+        ProxyMode::ResetResponseAfter(n) if first => (Shape::Pass, Shape::CutAfter(n)),
+        ProxyMode::ResetRequestAfter(_) | ProxyMode::ResetResponseAfter(_) => (Shape::Pass, Shape::Pass),
+        ProxyMode::LoseCompleteAnswer => {
+            // CompleteMultipartUpload is the only POST with an upload id (CreateMultipartUpload
+            // is `POST ...?uploads`), and the first request of its connection: the store sends
+            // it over an HTTP client of its own.
+            let mut head = [0u8; 1024];
+            let n = client.peek(&mut head).await.unwrap_or(0);
+            let line = head[..n].split(|&b| b == b'\n').next().unwrap_or_default();
+            let complete = line.starts_with(b"POST ") && line.windows(9).any(|w| w == b"uploadId=");
+            if complete && !lost.swap(true, Ordering::SeqCst) {
+                // Reset as soon as the server answers, forwarding nothing of it.
+                (Shape::Pass, Shape::CutAfter(0))
+            } else {
+                (Shape::Pass, Shape::Pass)
+            }
+        }
+    })
+}
+
+async fn proxy_connection(mut client: tokio::net::TcpStream, upstream: SocketAddr, shapes: Option<(Shape, Shape)>) {
+    let Some((up, down)) = shapes else {
+        // A hung server: hold the connection, never read or answer.
+        let _held = client;
+        return std::future::pending().await;
+    };
+    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    // Closing a socket with a zero linger sends RST instead of FIN: a reset, not an end.
+    if matches!(up, Shape::CutAfter(_)) || matches!(down, Shape::CutAfter(_)) {
+        client.set_zero_linger().unwrap();
+    }
+    let _ = client.set_nodelay(true);
+    // Borrowed halves, so that nothing is shut down on its own before the stream is dropped.
+    let (cr, cw) = client.split();
+    let (sr, sw) = server.split();
+    let (up, down) = (Box::pin(pump(cr, sw, up)), Box::pin(pump(sr, cw, down)));
+    use futures::future::Either;
+    match futures::future::select(up, down).await {
+        Either::Left((Pumped::Cut, _)) | Either::Right((Pumped::Cut, _)) => {}
+        Either::Left((Pumped::Ended, rest)) => {
+            rest.await;
+        }
+        Either::Right((Pumped::Ended, rest)) => {
+            rest.await;
+        }
+    };
+    // Dropping both streams here closes them (resets the client's after a cut).
+}
+
+/// How [`pump`] ended: its source ended (or failed), or it was told to cut the connection.
+enum Pumped {
+    Ended,
+    Cut,
+}
+
+/// Copy `from` to `to` in the given shape.
+async fn pump<R, W>(mut from: R, mut to: W, shape: Shape) -> Pumped
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 64 << 10];
+    let mut moved = 0;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let (pass, limit) = match shape {
+            Shape::StallAfter(limit) | Shape::CutAfter(limit) => (n.min(limit - moved), Some(limit)),
+            Shape::Pass | Shape::Trickle(_) => (n, None),
+        };
+        let sent = match shape {
+            Shape::Trickle(slow) => trickle(&mut to, &buf[..n], slow.saturating_sub(moved)).await,
+            _ => to.write_all(&buf[..pass]).await,
+        };
+        if sent.is_err() {
+            break;
+        }
+        moved += pass;
+        if limit == Some(moved) {
+            if let Shape::CutAfter(_) = shape {
+                return Pumped::Cut;
+            }
+            // Hold the connection open and forward nothing more, in this direction.
+            std::future::pending::<()>().await;
+        }
+    }
+    let _ = to.shutdown().await;
+    Pumped::Ended
+}
+
+/// Write `data`, its first `slow` bytes one per second.
+async fn trickle<W: tokio::io::AsyncWrite + Unpin>(to: &mut W, data: &[u8], slow: usize) -> std::io::Result<()> {
+    let slow = slow.min(data.len());
+    for byte in &data[..slow] {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        to.write_all(std::slice::from_ref(byte)).await?;
+        to.flush().await?;
+    }
+    to.write_all(&data[slow..]).await
 }
 
 async fn wait_for_pending(store: &S3Store, prefix: &str, want: impl Fn(usize) -> bool) -> usize {
@@ -259,10 +408,14 @@ async fn s3_cancelled_multipart_upload_is_aborted() {
     let Some(srv) = server() else { return };
     let mut cfg = srv.bucket("cancel").await;
     let direct = S3Store::open(&cfg, OpenMode::Init { create_bucket: false }).await.unwrap();
-    let proxy = stalling_proxy(srv.upstream(), 7 << 20).await;
-    cfg.endpoint = Some(format!("http://{proxy}"));
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::StallRequestAfter(7 << 20)).await;
+    cfg.endpoint = Some(proxy.url.clone());
     cfg.part_size = 5 << 20;
     cfg.max_concurrency = 1;
+    // Long enough that the upload still hangs when it is dropped: this test is about the caller
+    // dropping it; s3_stalled_multipart_upload_fails_after_io_timeout_and_is_aborted is about
+    // the store giving up by itself.
+    cfg.io_timeout = Duration::from_secs(60);
     let slow = S3Store::open(&cfg, OpenMode::Existing).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big");
@@ -276,6 +429,175 @@ async fn s3_cancelled_multipart_upload_is_aborted() {
     assert!(direct.head("cancel/big").await.unwrap().is_none());
 }
 
+/// The io_timeout of the tests of a stalled transfer: short, so that they fail fast.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A store whose requests all go through `proxy`, with `io_timeout` and `attempts` attempts.
+async fn store_behind(cfg: &S3StoreConfig, proxy: &Proxy, io_timeout: Duration, attempts: u32) -> S3Store {
+    let mut cfg = cfg.clone();
+    cfg.endpoint = Some(proxy.url.clone());
+    cfg.io_timeout = io_timeout;
+    cfg.max_attempts = attempts;
+    // connect() sends nothing: the proxy sees only the requests of the test.
+    S3Store::connect(&cfg).await.unwrap()
+}
+
+/// A request that cannot move a byte fails after `attempts` idle timeouts: not sooner (each
+/// attempt waits the whole io_timeout after the last byte moved), and not much later (the
+/// backoff between two attempts is under half a second).
+fn assert_timed_out(what: &str, started: Instant, e: &str, attempts: u32) {
+    let took = started.elapsed();
+    let least = IO_TIMEOUT * attempts;
+    assert!(took >= least && took < least + Duration::from_secs(5), "{what} took {took:?}: {e}");
+    assert!(e.contains("io_timeout"), "{what}: the error names the timeout: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_hung_server_fails_after_io_timeout_and_retries() {
+    let Some(srv) = server() else { return };
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::Stall).await;
+    // Nothing reaches the server, so the bucket need not exist.
+    let store = store_behind(&srv.config("reversa-hung"), &proxy, IO_TIMEOUT, 2).await;
+    let key = "tenants/comune-h/index/some-object";
+    let started = Instant::now();
+    let e = store.get(key).await.unwrap_err().to_string();
+    assert_timed_out("a GET from a hung server", started, &e, 2);
+    assert!(e.contains(key) && e.contains("gave up after up to 2 attempts"), "{e}");
+    assert_eq!(proxy.connections(), 2, "one connection per attempt: {e}");
+
+    let started = Instant::now();
+    let e = store.put(key, Body::Bytes(Bytes::from(pattern(64 << 10)))).await.unwrap_err().to_string();
+    assert_timed_out("a PUT to a hung server", started, &e, 2);
+    assert_eq!(proxy.connections(), 4, "one connection per attempt: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_transfer_stalled_mid_body_fails_after_io_timeout() {
+    let Some(srv) = server() else { return };
+    let cfg = srv.bucket("stalled").await;
+    let direct = S3Store::connect(&cfg).await.unwrap();
+    let data = Bytes::from(pattern(1 << 20));
+    direct.put("stalled/object", Body::Bytes(data.clone())).await.unwrap();
+
+    // Each connection forwards 64 KiB of the upload, then nothing more.
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::StallRequestAfter(64 << 10)).await;
+    let store = store_behind(&cfg, &proxy, IO_TIMEOUT, 2).await;
+    let started = Instant::now();
+    let e = store.put("stalled/upload", Body::Bytes(data.clone())).await.unwrap_err().to_string();
+    assert_timed_out("an upload stalled mid-body", started, &e, 2);
+    assert_eq!(proxy.connections(), 2, "one connection per attempt: {e}");
+    assert!(direct.head("stalled/upload").await.unwrap().is_none());
+
+    // Each connection forwards 64 KiB of the answer, then nothing more (the body is retried by
+    // the store itself: the SDK's retries end with the response headers).
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::StallResponseAfter(64 << 10)).await;
+    let store = store_behind(&cfg, &proxy, IO_TIMEOUT, 2).await;
+    let started = Instant::now();
+    let e = store.get("stalled/object").await.unwrap_err().to_string();
+    assert_timed_out("a download stalled mid-body", started, &e, 2);
+    assert_eq!(proxy.connections(), 2, "one connection per attempt: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stalled_multipart_upload_fails_after_io_timeout_and_is_aborted() {
+    let Some(srv) = server() else { return };
+    let mut cfg = srv.bucket("stalledparts").await;
+    let direct = S3Store::connect(&cfg).await.unwrap();
+    // Every connection stops after 1 MiB, inside the first 5 MiB part, attempt after attempt;
+    // the abort, a small request on a new connection, gets through.
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::StallRequestAfter(1 << 20)).await;
+    cfg.part_size = 5 << 20;
+    cfg.max_concurrency = 1;
+    let store = store_behind(&cfg, &proxy, IO_TIMEOUT, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let data = pattern_file(&path, (6 << 20) + 1);
+    let started = Instant::now();
+    let e = store.put("stalled/big", Body::File { path, len: data.len() as u64 }).await.unwrap_err().to_string();
+    assert_timed_out("a multipart upload stalled in a part", started, &e, 2);
+    assert!(e.contains("part 1") && e.contains("the multipart upload was aborted"), "{e}");
+    assert!(direct.pending_uploads("").await.unwrap().is_empty(), "the stalled upload was not aborted");
+    assert!(direct.head("stalled/big").await.unwrap().is_none());
+}
+
+/// How long the trickle test keeps an answer moving, one byte per second: five times its
+/// io_timeout. The issue speaks of a minute; any multiple of io_timeout proves the same thing
+/// (a transfer that keeps moving is never cut, however long it takes), and the suite stays short.
+const TRICKLE_SECS: usize = 15;
+const TRICKLE_IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_slow_transfer_that_keeps_moving_never_times_out() {
+    let Some(srv) = server() else { return };
+    let cfg = srv.bucket("trickle").await;
+    let direct = S3Store::connect(&cfg).await.unwrap();
+    let data = Bytes::from(pattern(4096));
+    direct.put("trickle/object", Body::Bytes(data.clone())).await.unwrap();
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::TrickleResponse(TRICKLE_SECS)).await;
+    // One attempt: a timeout would be the error, not hidden by a retry.
+    let store = store_behind(&cfg, &proxy, TRICKLE_IO_TIMEOUT, 1).await;
+    let started = Instant::now();
+    let got = store.get("trickle/object").await.unwrap();
+    let took = started.elapsed();
+    assert!(got == data, "the object read back differs");
+    assert!(took >= Duration::from_secs(TRICKLE_SECS as u64), "the answer did not trickle: {took:?}");
+    assert_eq!(proxy.connections(), 1, "one attempt on one connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_connection_reset_mid_body_is_retried() {
+    let Some(srv) = server() else { return };
+    let mut cfg = srv.bucket("reset").await;
+    let direct = S3Store::connect(&cfg).await.unwrap();
+    let data = Bytes::from(pattern(2 << 20));
+
+    // An upload whose first connection is reset after 256 KiB of the request.
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::ResetRequestAfter(256 << 10)).await;
+    let store = store_behind(&cfg, &proxy, IO_TIMEOUT, 3).await;
+    store.put("reset/object", Body::Bytes(data.clone())).await.unwrap();
+    assert!(proxy.connections() >= 2, "the reset attempt was sent again on a new connection");
+    assert!(direct.get("reset/object").await.unwrap() == data, "the object differs from what was put");
+
+    // A download whose first connection is reset after 256 KiB of the answer.
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::ResetResponseAfter(256 << 10)).await;
+    let store = store_behind(&cfg, &proxy, IO_TIMEOUT, 3).await;
+    assert!(store.get("reset/object").await.unwrap() == data, "the object read back differs");
+    assert!(proxy.connections() >= 2, "the reset download was sent again on a new connection");
+
+    // A multipart part reset mid-body is sent again, read again from the file.
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::ResetRequestAfter(1 << 20)).await;
+    cfg.part_size = 5 << 20;
+    cfg.max_concurrency = 1;
+    let store = store_behind(&cfg, &proxy, IO_TIMEOUT, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let big = pattern_file(&path, (6 << 20) + 1);
+    store.put("reset/big", Body::File { path, len: big.len() as u64 }).await.unwrap();
+    assert!(proxy.connections() >= 2, "the reset part was sent again on a new connection");
+    assert!(direct.get("reset/big").await.unwrap() == big, "the object differs from the file");
+    assert!(direct.pending_uploads("").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_completion_whose_answer_was_lost_is_recognized() {
+    let Some(srv) = server() else { return };
+    let mut cfg = srv.bucket("complete").await;
+    let direct = S3Store::connect(&cfg).await.unwrap();
+    // The server completes the upload, but the answer is lost: the store retries, and the
+    // server may answer NoSuchUpload (the upload is gone: it is an object now). The store must
+    // then find the object whole and go on.
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::LoseCompleteAnswer).await;
+    cfg.part_size = 5 << 20;
+    let store = store_behind(&cfg, &proxy, IO_TIMEOUT, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let data = pattern_file(&path, (6 << 20) + 1);
+    store.put("complete/big", Body::File { path, len: data.len() as u64 }).await.unwrap();
+    assert!(proxy.lost_an_answer(), "the proxy never saw the CompleteMultipartUpload");
+    assert!(direct.get("complete/big").await.unwrap() == data, "the object differs from the file");
+    assert!(direct.pending_uploads("").await.unwrap().is_empty());
+}
+
 /// Not a test by itself: the process `s3_interrupted_upload_is_listed_and_repaired` starts and
 /// kills with SIGKILL in the middle of a multipart upload. Does nothing unless it is that process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,10 +608,12 @@ async fn s3_helper_process_uploading_when_killed() {
     let srv = server().expect("the helper runs with the test server");
     let mut cfg = srv.config(&std::env::var("REVERSA_S3_HELPER_BUCKET").unwrap());
     cfg.prefix = std::env::var("REVERSA_S3_HELPER_PREFIX").unwrap();
-    let proxy = stalling_proxy(srv.upstream(), 7 << 20).await;
-    cfg.endpoint = Some(format!("http://{proxy}"));
+    let proxy = fault_proxy(srv.upstream(), ProxyMode::StallRequestAfter(7 << 20)).await;
+    cfg.endpoint = Some(proxy.url.clone());
     cfg.part_size = 5 << 20;
     cfg.max_concurrency = 1;
+    // The longest allowed: the upload must still be hanging when the test kills this process.
+    cfg.io_timeout = reversa::store::s3::MAX_IO_TIMEOUT;
     let store = S3Store::open(&cfg, OpenMode::Existing).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big");

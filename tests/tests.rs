@@ -8,6 +8,7 @@ mod dir_store;
 mod export;
 mod foundation;
 mod incremental;
+mod integrity;
 mod prune;
 mod retention;
 mod s3_store;

@@ -10,10 +10,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::StreamExt;
 
 use super::{Agent, Result};
+use crate::generation::delta::{RecordCount, Shape};
+use crate::generation::Entry;
+use crate::keys::{BlobId, TenantKeys};
 use crate::progress::Progress;
 use crate::repository::lock::{LockError, TenantLock};
 use crate::repository::pack::read_header;
@@ -147,6 +151,8 @@ pub struct CheckReport {
     pub problems: Vec<String>,
     /// Multipart uploads under the tenant's folder that were never completed (S3 only).
     pub leftover_uploads: Vec<LeftoverUpload>,
+    /// The store's keystore snapshots, checked once per run (the same in every tenant's report).
+    pub keystore: Option<crate::keys::SnapshotCheck>,
 }
 
 /// An upload left by an interrupted backup, and what `check` did about it.
@@ -179,50 +185,10 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read: ReadData, progress: &
     report.problems.extend(damaged.into_iter().map(|e| e.to_string()));
     report.index_files = index.files.len();
     report.blobs = index.blobs.len();
+    let (stored, mut found) = check_packs(&repo, &index, &mut report).await?;
+    check_holds(&repo, &mut report).await?;
 
-    // Packs in the store, by id.
-    let (packs, strangers) = repo.list_packs().await?;
-    let stored: HashMap<[u8; 32], u64> = packs.into_iter().map(|(id, obj)| (id, obj.size)).collect();
-    for obj in strangers {
-        report.problems.push(format!("{}: not a pack (unexpected object in the data folder)", obj.key));
-    }
-    report.packs = stored.len();
-    report.pack_bytes = stored.values().sum();
-    let indexed: HashSet<[u8; 32]> = index.packs.iter().copied().collect();
-    for (id, size) in &stored {
-        if !indexed.contains(id) {
-            report.unreferenced_packs.push(format!("{} ({size} bytes)", repo.pack_key(id)));
-        }
-    }
-    report.unreferenced_packs.sort();
-    for (id, loc) in &index.blobs {
-        let pack = &index.packs[loc.pack as usize];
-        match stored.get(pack) {
-            None => report.problems.push(format!(
-                "{}: missing (the index lists blob {} in it)",
-                repo.pack_key(pack),
-                hex::encode(id)
-            )),
-            Some(size) if loc.offset + loc.length as u64 > *size => report.problems.push(format!(
-                "{}: shorter than the index says (blob {} ends at byte {}, the pack has {size})",
-                repo.pack_key(pack),
-                hex::encode(id),
-                loc.offset + loc.length as u64
-            )),
-            _ => {}
-        }
-    }
-
-    // Every generation and every blob it references.
-    let tmp = agent.config.state.dir.join("tmp");
-    report.generations = generations.len();
-    for g in &generations {
-        if let Err(e) = check_generation(&repo, &index, g, &tmp, &mut report.problems).await {
-            report.problems.push(format!("generation {g}: {e}"));
-        }
-    }
-
-    let mut record = VerifyRecord::open(&agent.config.state.dir, tenant);
+    let mut record = VerifyRecord::open(&agent.config.state.dir, repo.keys.clone());
     let mut verified = record.load();
     let now = crate::now().as_second();
     let selected = match read {
@@ -237,7 +203,7 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read: ReadData, progress: &
     if read != ReadData::None {
         let total: u64 = selected.iter().map(|id| stored[id]).sum();
         progress.phase(&format!("check {tenant}"), Some(total));
-        let outcomes = read_packs(&repo, &index, selected, progress, &mut report).await;
+        let outcomes = read_packs(&repo, &index, selected, progress, &mut report, &mut found).await;
         record.save(&outcomes, &stored, now);
         for (id, ok) in outcomes {
             match ok {
@@ -247,6 +213,20 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read: ReadData, progress: &
         }
     }
     progress.done();
+
+    // Every generation and every blob it references, after the packs were read: damage found
+    // there is named with what it costs (the generations and the tables or files using it).
+    let tmp = agent.config.state.dir.join("tmp");
+    report.generations = generations.len();
+    let mut counts = RowCounts::default();
+    for g in &generations {
+        let walk = Walk { repo: &repo, index: &index, found: &found, count_rows: read == ReadData::All };
+        if let Err(e) = walk.generation(g, &tmp, &mut counts, &mut report.problems).await {
+            report.problems.push(format!("generation {g}: {e}"));
+        }
+    }
+    counts.verify(&repo, &index, &found, &mut report.problems).await;
+
     let since = now - RECENT_DAYS * 24 * 3600;
     report.verified_recently_bytes =
         stored.iter().filter(|(id, _)| verified.get(*id).is_some_and(|t| *t >= since)).map(|(_, size)| size).sum();
@@ -258,40 +238,223 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read: ReadData, progress: &
     Ok(report)
 }
 
-async fn check_generation(
+/// What reading the packs found about blobs: which are damaged (and why), and the plaintext
+/// length of each one opened.
+#[derive(Default)]
+struct Found {
+    damaged: HashMap<BlobId, String>,
+    lengths: HashMap<BlobId, u32>,
+}
+
+/// The packs in the store against the index: packs missing or shorter than the index says
+/// (their blobs are damaged), unreferenced packs, strangers. Returns the packs by id and size.
+async fn check_packs(
     repo: &Repository,
     index: &Index,
-    id: &str,
-    tmp: &std::path::Path,
-    problems: &mut Vec<String>,
-) -> Result<(), RepoError> {
-    let m = repo.load_generation(id).await?;
-    let catalog = repo.fetch_catalog(index, &m, tmp).await?;
-    for entry in catalog.entries()? {
-        let entry = entry?;
-        for (what, blobs) in entry.blob_lists() {
-            for b in blobs {
-                match parse_blob_id(b) {
-                    Some(bid) if index.contains(&bid) => {}
-                    _ => problems.push(format!("generation {id}: {what}: blob {b} is not in any index (data lost)")),
-                }
-            }
+    report: &mut CheckReport,
+) -> Result<(HashMap<[u8; 32], u64>, Found)> {
+    let (packs, strangers) = repo.list_packs().await?;
+    let stored: HashMap<[u8; 32], u64> = packs.into_iter().map(|(id, obj)| (id, obj.size)).collect();
+    for obj in strangers {
+        report.problems.push(format!("{}: not a pack (unexpected object in the data folder)", obj.key));
+    }
+    report.packs = stored.len();
+    report.pack_bytes = stored.values().sum();
+    let indexed: HashSet<[u8; 32]> = index.packs.iter().copied().collect();
+    for (id, size) in &stored {
+        if !indexed.contains(id) {
+            report.unreferenced_packs.push(format!("{} ({size} bytes)", repo.pack_key(id)));
+        }
+    }
+    report.unreferenced_packs.sort();
+    let mut found = Found::default();
+    for (id, loc) in &index.blobs {
+        let pack = repo.pack_key(&index.packs[loc.pack as usize]);
+        let end = loc.offset + loc.length as u64;
+        let problem = match stored.get(&index.packs[loc.pack as usize]) {
+            None => format!("{pack}: missing (the index lists blob {} in it)", hex::encode(id)),
+            Some(size) if end > *size => format!(
+                "{pack}: shorter than the index says (blob {} ends at byte {end}, the pack has {size})",
+                hex::encode(id)
+            ),
+            _ => continue,
+        };
+        report.problems.push(problem);
+        found.damaged.insert(*id, format!("its pack {pack} is missing or cut short"));
+    }
+    Ok((stored, found))
+}
+
+/// Every legal hold: one that does not open still holds its generation (forget keeps it), but
+/// it is damage all the same.
+async fn check_holds(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    for (_, hold) in repo.list_holds().await? {
+        if let Err(e) = hold {
+            report.problems.push(e.to_string());
         }
     }
     Ok(())
+}
+
+/// One pass over the generations' catalogs.
+struct Walk<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    found: &'a Found,
+    /// Also collect the row streams to count (`--read-data`).
+    count_rows: bool,
+}
+
+impl Walk<'_> {
+    /// Every blob of every entry: in the index, not damaged, and (for a file whose blobs were
+    /// all read) adding up to its size.
+    async fn generation(
+        &self,
+        id: &str,
+        tmp: &Path,
+        counts: &mut RowCounts,
+        problems: &mut Vec<String>,
+    ) -> Result<(), RepoError> {
+        let m = self.repo.load_generation(id).await?;
+        let catalog = self.repo.fetch_catalog(self.index, &m, tmp).await?;
+        for entry in catalog.entries()? {
+            let entry = entry?;
+            for (what, blobs) in entry.blob_lists() {
+                for b in blobs {
+                    match parse_blob_id(b) {
+                        Some(bid) if !self.index.contains(&bid) => {
+                            problems.push(format!("generation {id}: {what}: blob {b} is not in any index (data lost)"))
+                        }
+                        Some(bid) => {
+                            if let Some(why) = self.found.damaged.get(&bid) {
+                                problems
+                                    .push(format!("generation {id}: {what}: uses blob {b}, which is damaged ({why})"));
+                            }
+                        }
+                        None => problems.push(format!("generation {id}: {what}: {b:?} is not a blob id")),
+                    }
+                }
+            }
+            match &entry {
+                Entry::File { path, size, blobs, .. } => {
+                    if let Some(sum) = self.known_length(blobs) {
+                        if sum != *size {
+                            problems.push(format!(
+                                "generation {id}: file {}: its blobs hold {sum} bytes, the catalog says {size}",
+                                path.display()
+                            ));
+                        }
+                    }
+                }
+                Entry::Table { .. } if self.count_rows => counts.add(id, &entry, problems),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The sum of the plaintext lengths of `blobs`, if every one was read.
+    fn known_length(&self, blobs: &[String]) -> Option<u64> {
+        blobs.iter().map(|b| parse_blob_id(b).and_then(|id| self.found.lengths.get(&id)).map(|l| *l as u64)).sum()
+    }
+}
+
+/// The distinct row streams of the generations' tables (bases and deltas are shared between
+/// generations, so each is counted once), with the counts the catalogs give for them.
+#[derive(Default)]
+struct RowCounts {
+    seen: HashSet<Vec<String>>,
+    streams: Vec<Counted>,
+}
+
+struct Counted {
+    what: String,
+    shape: Shape,
+    blobs: Vec<String>,
+    /// Rows (or upserts) and deletes the catalog says the stream holds.
+    expected: (u64, u64),
+}
+
+impl RowCounts {
+    /// The table entry's streams, and the arithmetic of its counts: a keyed table holds its
+    /// base's rows plus those its deltas inserted, less those they deleted.
+    fn add(&mut self, generation: &str, entry: &Entry, problems: &mut Vec<String>) {
+        let Entry::Table { name, columns, rowid, rows, blobs, keyed, .. } = entry else { return };
+        let ncols = columns.len() + *rowid as usize;
+        let base_rows = keyed.as_ref().map_or(*rows, |k| k.base_rows);
+        self.push(format!("table {name} (generation {generation})"), Shape::Rows { ncols }, blobs, (base_rows, 0));
+        let Some(k) = keyed else { return };
+        let (inserted, deleted): (u64, u64) =
+            k.deltas.iter().map(|d| (d.inserted, d.deleted)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        if k.base_rows + inserted < deleted || k.base_rows + inserted - deleted != *rows {
+            problems.push(format!(
+                "generation {generation}: table {name}: the catalog says {rows} rows, but its base has {} and its \
+                 deltas insert {inserted} and delete {deleted}",
+                k.base_rows
+            ));
+        }
+        let shape = Shape::Delta { ncols, key_len: k.key.len() };
+        for d in &k.deltas {
+            let what = format!("table {name} (delta of {})", d.generation);
+            self.push(what, shape, &d.blobs, (d.inserted + d.updated, d.deleted));
+        }
+    }
+
+    fn push(&mut self, what: String, shape: Shape, blobs: &[String], expected: (u64, u64)) {
+        if self.seen.insert(blobs.to_vec()) {
+            self.streams.push(Counted { what, shape, blobs: blobs.to_vec(), expected });
+        }
+    }
+
+    /// Read every stream and compare its counts. A stream with a damaged blob is skipped: that
+    /// blob is already named.
+    async fn verify(self, repo: &Repository, index: &Index, found: &Found, problems: &mut Vec<String>) {
+        for c in self.streams {
+            let Ok(ids) = c.blobs.iter().map(|b| parse_blob_id(b).ok_or(())).collect::<Result<Vec<_>, ()>>() else {
+                continue;
+            };
+            if ids.iter().any(|id| found.damaged.contains_key(id) || !index.contains(id)) {
+                continue;
+            }
+            match count_stream(repo, index, ids, c.shape).await {
+                Ok(got) if got == c.expected => {}
+                Ok((rows, deletes)) => problems.push(match c.shape {
+                    Shape::Rows { .. } => {
+                        format!("{}: its rows stream holds {rows} rows, the catalog says {}", c.what, c.expected.0)
+                    }
+                    Shape::Delta { .. } => format!(
+                        "{}: it holds {rows} upserts and {deletes} deletes, the catalog says {} and {}",
+                        c.what, c.expected.0, c.expected.1
+                    ),
+                }),
+                Err(e) => problems.push(format!("{}: {e}", c.what)),
+            }
+        }
+    }
+}
+
+async fn count_stream(repo: &Repository, index: &Index, ids: Vec<BlobId>, shape: Shape) -> Result<(u64, u64), String> {
+    let mut count = RecordCount::new(shape);
+    let mut blobs = std::pin::pin!(repo.blob_stream(index, ids.into_iter()));
+    while let Some(b) = blobs.next().await {
+        count.push(&b.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    count.finish().map_err(|e| e.to_string())
 }
 
 /// A blob as the index places it in a pack: id, offset, length.
 type PackBlobEntry = ([u8; 32], u64, u32);
 
 /// Read the packs `ids` whole, open each one's header and every blob in it, and compare with
-/// the index. Returns, per pack, whether it was verified without a problem.
+/// the index. Returns, per pack, whether it was verified without a problem; the damaged blobs
+/// and the length of every blob opened go into `found`.
 async fn read_packs(
     repo: &Repository,
     index: &Index,
     ids: Vec<[u8; 32]>,
     progress: &dyn Progress,
     report: &mut CheckReport,
+    found: &mut Found,
 ) -> Vec<([u8; 32], bool)> {
     // What the index says each pack holds, to compare with the pack's own header.
     let mut expected: HashMap<[u8; 32], Vec<PackBlobEntry>> = HashMap::new();
@@ -307,10 +470,12 @@ async fn read_packs(
         })
         .buffered(2);
     while let Some((id, key, bytes)) = packs.next().await {
+        let want = expected.remove(&id).unwrap_or_default();
         let bytes = match bytes {
             Ok(b) => b,
             Err(e) => {
                 report.problems.push(format!("{key}: {e}"));
+                found.damaged.extend(want.iter().map(|w| (w.0, format!("its pack {key} cannot be read"))));
                 outcomes.push((id, false));
                 continue;
             }
@@ -319,43 +484,63 @@ async fn read_packs(
         progress.bytes(bytes.len() as u64);
         report.bytes_read += bytes.len() as u64;
         let keys = repo.keys.clone();
-        let hex_id = hex::encode(id);
-        let key2 = key.clone();
-        let want = expected.remove(&id).unwrap_or_default();
-        let (problems, n) = tokio::task::spawn_blocking(move || {
-            let mut problems = Vec::new();
-            let mut n = 0u64;
-            match read_header(&keys, &hex_id, &bytes) {
-                Err(e) => problems.push(format!("{key2}: {e}")),
-                Ok(blobs) => {
-                    let have: HashSet<([u8; 32], u64, u32)> =
-                        blobs.iter().map(|b| (b.id, b.offset, b.length)).collect();
-                    for w in &want {
-                        if !have.contains(w) {
-                            problems.push(format!(
-                                "{key2}: the index lists blob {} here, the pack does not hold it",
-                                hex::encode(w.0)
-                            ));
-                        }
-                    }
-                    for b in blobs {
-                        let sealed = &bytes[b.offset as usize..(b.offset + b.length as u64) as usize];
-                        n += 1;
-                        if let Err(cause) = open_blob(&keys, &b.id, sealed) {
-                            problems.push(format!("{key2}: blob {} is damaged: {cause}", hex::encode(b.id)));
-                        }
-                    }
-                }
-            }
-            (problems, n)
-        })
-        .await
-        .expect("check task panicked");
-        report.blobs_read += n;
-        outcomes.push((id, problems.is_empty()));
-        report.problems.extend(problems);
+        let read = tokio::task::spawn_blocking(move || verify_pack(&keys, &key, &bytes, &want))
+            .await
+            .expect("check task panicked");
+        report.blobs_read += read.blobs;
+        outcomes.push((id, read.problems.is_empty()));
+        report.problems.extend(read.problems);
+        found.damaged.extend(read.damaged);
+        found.lengths.extend(read.lengths);
     }
     outcomes
+}
+
+/// What verifying one pack found.
+struct PackRead {
+    blobs: u64,
+    problems: Vec<String>,
+    damaged: Vec<(BlobId, String)>,
+    lengths: Vec<(BlobId, u32)>,
+}
+
+/// Open a pack's header and every blob in it, and compare with what the index says it holds.
+fn verify_pack(keys: &TenantKeys, key: &str, bytes: &[u8], want: &[PackBlobEntry]) -> PackRead {
+    let mut read = PackRead { blobs: 0, problems: Vec::new(), damaged: Vec::new(), lengths: Vec::new() };
+    let hex_id = key.rsplit('/').next().unwrap_or(key);
+    let blobs = match read_header(keys, hex_id, bytes) {
+        Ok(blobs) => blobs,
+        Err(e) => {
+            read.problems.push(format!("{key}: {e}"));
+            read.damaged.extend(want.iter().map(|w| (w.0, format!("the header of its pack {key} is damaged"))));
+            return read;
+        }
+    };
+    let have: HashSet<PackBlobEntry> = blobs.iter().map(|b| (b.id, b.offset, b.length)).collect();
+    for w in want {
+        if !have.contains(w) {
+            read.problems
+                .push(format!("{key}: the index lists blob {} here, the pack does not hold it", hex::encode(w.0)));
+            read.damaged.push((w.0, format!("its pack {key} does not hold it")));
+        }
+    }
+    for b in blobs {
+        let end = b.offset + b.length as u64;
+        let Some(sealed) = bytes.get(b.offset as usize..end as usize) else {
+            read.problems.push(format!("{key}: blob {} lies past the end of the pack", hex::encode(b.id)));
+            read.damaged.push((b.id, format!("it lies past the end of its pack {key}")));
+            continue;
+        };
+        read.blobs += 1;
+        match open_blob(keys, &b.id, sealed) {
+            Ok(plain) => read.lengths.push((b.id, plain.len() as u32)),
+            Err(cause) => {
+                read.problems.push(format!("{key}: blob {} is damaged: {cause}", hex::encode(b.id)));
+                read.damaged.push((b.id, format!("it does not open in pack {key}")));
+            }
+        }
+    }
+    read
 }
 
 /// When each pack of one tenant was last verified: `<state>/checks/<tenant>.sqlite`, one row per
@@ -363,15 +548,29 @@ async fn read_packs(
 /// cleared, so the next rolling check reads it first. Each run's results are written in one
 /// transaction, so a killed check leaves the previous record whole. The record is only a
 /// schedule: one that cannot be read is set aside and started afresh, which means re-verifying.
+/// A verification time decides that a pack is skipped, so each row carries a MAC under the
+/// tenant's key over its pack and time: a row edited to claim a verification counts as none.
 pub struct VerifyRecord {
     path: PathBuf,
     db: Option<rusqlite::Connection>,
+    keys: Arc<TenantKeys>,
+}
+
+/// What a record row's MAC is bound to (see [`TenantKeys::state_mac`]).
+const RECORD_MAC: &str = "verified-packs";
+
+fn record_mac(keys: &TenantKeys, id: &str, verified: i64) -> [u8; 32] {
+    keys.state_mac(RECORD_MAC, &[id.as_bytes(), &verified.to_le_bytes()])
+}
+
+fn record_mac_ok(keys: &TenantKeys, id: &str, verified: i64, mac: Option<&[u8]>) -> bool {
+    mac.is_some_and(|m| keys.verify_state_mac(RECORD_MAC, &[id.as_bytes(), &verified.to_le_bytes()], m))
 }
 
 impl VerifyRecord {
-    pub fn open(state_dir: &Path, tenant: &TenantId) -> VerifyRecord {
+    pub fn open(state_dir: &Path, keys: Arc<TenantKeys>) -> VerifyRecord {
         let dir = state_dir.join("checks");
-        let path = dir.join(format!("{tenant}.sqlite"));
+        let path = dir.join(format!("{}.sqlite", keys.tenant));
         let db = std::fs::create_dir_all(&dir)
             .map_err(|e| e.to_string())
             .and_then(|()| Self::connect(&path).map_err(|e| e.to_string()))
@@ -385,10 +584,10 @@ impl VerifyRecord {
                 Self::connect(&path).map_err(|e| e.to_string())
             });
         match db {
-            Ok(db) => VerifyRecord { path, db: Some(db) },
+            Ok(db) => VerifyRecord { path, db: Some(db), keys },
             Err(cause) => {
                 tracing::warn!(record = %path.display(), %cause, "cannot keep a record of verified packs; rolling checks will not know what was verified before");
-                VerifyRecord { path, db: None }
+                VerifyRecord { path, db: None, keys }
             }
         }
     }
@@ -397,22 +596,34 @@ impl VerifyRecord {
         let db = rusqlite::Connection::open(path)?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS packs (id TEXT PRIMARY KEY, verified INTEGER, failed INTEGER) STRICT",
+            "CREATE TABLE IF NOT EXISTS packs (id TEXT PRIMARY KEY, verified INTEGER, failed INTEGER, mac BLOB) STRICT",
         )?;
-        // Reading every row is what `load` does next; a file that is not a database fails here.
-        db.query_row("SELECT count(*) FROM packs", [], |r| r.get::<_, i64>(0))?;
+        // Reading every row is what `load` does next; a file that is not a database, or a
+        // record from before rows had a MAC, fails here.
+        db.query_row("SELECT count(mac) FROM packs", [], |r| r.get::<_, i64>(0))?;
         Ok(db)
     }
 
     /// When each pack was last verified (packs never verified, or that failed since, are absent).
     pub fn load(&self) -> HashMap<[u8; 32], i64> {
         let Some(db) = &self.db else { return HashMap::new() };
-        let rows = db.prepare("SELECT id, verified FROM packs WHERE verified IS NOT NULL").and_then(|mut st| {
-            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        let rows = db.prepare("SELECT id, verified, mac FROM packs WHERE verified IS NOT NULL").and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<Vec<u8>>>(2)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         });
         match rows {
-            Ok(rows) => rows.into_iter().filter_map(|(id, t)| parse_blob_id(&id).map(|id| (id, t))).collect(),
+            Ok(rows) => {
+                let n = rows.len();
+                let good: HashMap<[u8; 32], i64> = rows
+                    .into_iter()
+                    .filter(|(id, t, mac)| record_mac_ok(&self.keys, id, *t, mac.as_deref()))
+                    .filter_map(|(id, t, _)| parse_blob_id(&id).map(|id| (id, t)))
+                    .collect();
+                if good.len() < n {
+                    tracing::warn!(record = %self.path.display(), rows = n - good.len(), "rows of the record of verified packs do not match their MAC (altered or damaged); those packs count as not verified");
+                }
+                good
+            }
             Err(cause) => {
                 tracing::warn!(record = %self.path.display(), %cause, "cannot read the record of verified packs; every pack counts as not verified");
                 HashMap::new()
@@ -427,16 +638,22 @@ impl VerifyRecord {
             let tx = db.transaction()?;
             {
                 let mut ok = tx.prepare(
-                    "INSERT INTO packs (id, verified, failed) VALUES (?1, ?2, NULL) \
-                     ON CONFLICT (id) DO UPDATE SET verified = excluded.verified",
+                    "INSERT INTO packs (id, verified, failed, mac) VALUES (?1, ?2, NULL, ?3) \
+                     ON CONFLICT (id) DO UPDATE SET verified = excluded.verified, mac = excluded.mac",
                 )?;
                 let mut failed = tx.prepare(
-                    "INSERT INTO packs (id, verified, failed) VALUES (?1, NULL, ?2) \
-                     ON CONFLICT (id) DO UPDATE SET verified = NULL, failed = excluded.failed",
+                    "INSERT INTO packs (id, verified, failed, mac) VALUES (?1, NULL, ?2, NULL) \
+                     ON CONFLICT (id) DO UPDATE SET verified = NULL, failed = excluded.failed, mac = NULL",
                 )?;
                 for (id, good) in outcomes {
-                    let st = if *good { &mut ok } else { &mut failed };
-                    st.execute(rusqlite::params![hex::encode(id), now])?;
+                    let id = hex::encode(id);
+                    match good {
+                        true => {
+                            let mac = record_mac(&self.keys, &id, now);
+                            ok.execute(rusqlite::params![id, now, mac.as_slice()])?
+                        }
+                        false => failed.execute(rusqlite::params![id, now])?,
+                    };
                 }
                 let known: Vec<String> = tx
                     .prepare("SELECT id FROM packs")?
@@ -588,21 +805,27 @@ mod tests {
     #[test]
     fn a_damaged_record_is_started_afresh() {
         let dir = tempfile::tempdir().unwrap();
-        let tenant = TenantId::parse("t1").unwrap();
+        let keys = Arc::new(TenantKeys::for_tests("t1"));
         let stored: HashMap<[u8; 32], u64> = [(pack(1), 10), (pack(2), 10)].into();
-        let mut record = VerifyRecord::open(dir.path(), &tenant);
+        let mut record = VerifyRecord::open(dir.path(), keys.clone());
         record.save(&[(pack(1), true), (pack(2), false)], &stored, 500);
         drop(record);
-        assert_eq!(VerifyRecord::open(dir.path(), &tenant).load(), HashMap::from([(pack(1), 500)]));
+        assert_eq!(VerifyRecord::open(dir.path(), keys.clone()).load(), HashMap::from([(pack(1), 500)]));
         // A pack that fails loses its verification; a pack gone from the store leaves the record.
-        let mut record = VerifyRecord::open(dir.path(), &tenant);
+        let mut record = VerifyRecord::open(dir.path(), keys.clone());
         record.save(&[(pack(1), false)], &HashMap::from([(pack(1), 10)]), 600);
         assert!(record.load().is_empty());
         drop(record);
+        // A row edited to claim a verification it never had counts as none.
+        let db = rusqlite::Connection::open(dir.path().join("checks/t1.sqlite")).unwrap();
+        db.execute("UPDATE packs SET verified = 999999 WHERE id = ?1", [hex::encode(pack(2))]).unwrap();
+        db.execute("INSERT INTO packs VALUES (?1, 999999, NULL, NULL)", [hex::encode(pack(3))]).unwrap();
+        drop(db);
+        assert!(VerifyRecord::open(dir.path(), keys.clone()).load().is_empty());
         std::fs::write(dir.path().join("checks/t1.sqlite"), b"not a database, not at all; garbage").unwrap();
-        let mut record = VerifyRecord::open(dir.path(), &tenant);
+        let mut record = VerifyRecord::open(dir.path(), keys.clone());
         assert!(record.load().is_empty());
         record.save(&[(pack(2), true)], &stored, 700);
-        assert_eq!(VerifyRecord::open(dir.path(), &tenant).load(), HashMap::from([(pack(2), 700)]));
+        assert_eq!(VerifyRecord::open(dir.path(), keys.clone()).load(), HashMap::from([(pack(2), 700)]));
     }
 }

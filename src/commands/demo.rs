@@ -40,7 +40,7 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     }
     let key_file = base.join("master.key");
     let config = Config {
-        source: SourceConfig::Sqlite { root: source.clone() },
+        source: SourceConfig::Sqlite { root: source.clone(), busy_timeout_secs: 30 },
         store: StoreConfig::Dir { path: base.join("store") },
         keys: KeysConfig { master_key_file: Some(key_file.clone()) },
         state: StateConfig { dir: base.join("state") },
@@ -71,7 +71,8 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     }
     let tenant = TenantId::parse(TENANTS[0])?;
     let restored_to = base.join("restore").join(TENANTS[0]);
-    let restored = restore::restore(&agent, &tenant, None, &restored_to, true, progress).await?;
+    let opts = restore::RestoreOptions { generation: None, to: restored_to.clone(), force: true, partial: false };
+    let restored = restore::restore(&agent, &tenant, &opts, progress).await?;
     let differences = compare_tenant(&source.join(TENANTS[0]), &restored_to)?;
     if !differences.is_empty() {
         return Err(Error::Failed(format!("the restored tenant differs from the source: {}", differences.join("; "))));

@@ -198,6 +198,7 @@ pub async fn export(
     };
     let exporter = Exporter::new(settings, counters.clone())?;
 
+    let busy = agent.config.source.busy_timeout();
     let pipeline = async {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(QUEUE);
         let writer = tokio::task::spawn_blocking(move || {
@@ -211,7 +212,7 @@ pub async fn export(
             match &input {
                 Input::Live(dir) => {
                     let dir = dir.clone();
-                    tokio::task::spawn_blocking(move || read::read_live(&dir, &tx).map(Some))
+                    tokio::task::spawn_blocking(move || read::read_live(&dir, busy, &tx).map(Some))
                         .await
                         .expect("export reader panicked")
                 }

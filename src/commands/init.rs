@@ -15,6 +15,12 @@ pub struct InitReport {
     pub store_created: bool,
     /// "created", "existing" or "recovered from <snapshot>".
     pub keystore: String,
+    /// When the keystore was recovered from the store: every snapshot tried and where each key
+    /// came from.
+    pub recovery: Option<crate::keys::Recovery>,
+    /// Tenants whose repository is in the store but whose key no snapshot holds: their data
+    /// cannot be read.
+    pub unreadable: Vec<String>,
     pub master_key_file: Option<String>,
     /// What the store recorded about itself (S3: conditional writes, bucket location).
     pub facts: crate::store::StoreFacts,
@@ -59,6 +65,8 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
     // An existing marker keeps the facts it recorded: every agent must keep using the same.
     let facts = if store_created { marker.facts } else { repository::check_marker(&*store).await?.facts };
     let state = &config.state.dir;
+    let mut recovery = None;
+    let mut unreadable = Vec::new();
     let keystore = if Keystore::path_in(state).exists() {
         let ks = Keystore::open(state, master)?;
         // This store may never have had a snapshot of it (a new store, same state folder).
@@ -71,13 +79,29 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
         }
     } else {
         match Keystore::recover(state, master.clone(), &*store).await? {
-            Some(_) => "recovered from the store's newest keystore snapshot".to_string(),
+            Some((ks, r)) => {
+                // The merged keystore becomes the store's newest snapshot, so the next host
+                // recovers from one snapshot even if the newest one here did not open.
+                if let Some(p) = ks.snapshot_needed(&*store) {
+                    p.upload(&*store).await?;
+                }
+                unreadable = tenants_without_key(&*store, &ks).await?;
+                let opened = r.snapshots.iter().filter(|s| s.damage.is_none()).count();
+                let line = format!(
+                    "recovered from the store's keystore snapshots ({opened} of {} opened, {} keys)",
+                    r.snapshots.len(),
+                    r.keys.len()
+                );
+                recovery = Some(r);
+                line
+            }
             None => {
                 let ks = Keystore::new(state, master);
                 ks.save()?;
                 if let Some(p) = ks.snapshot_needed(&*store) {
                     p.upload(&*store).await?;
                 }
+                unreadable = tenants_without_key(&*store, &ks).await?;
                 "created".to_string()
             }
         }
@@ -86,7 +110,16 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
         store: store.describe(),
         store_created,
         keystore,
+        recovery,
+        unreadable,
         master_key_file: generate_master_key.map(|p| p.display().to_string()),
         facts,
     })
+}
+
+/// The tenants with objects under `tenants/` in the store that the keystore has no entry for.
+async fn tenants_without_key(store: &dyn crate::store::Store, ks: &Keystore) -> Result<Vec<String>> {
+    let known: std::collections::HashSet<&str> = ks.tenants().collect();
+    let in_store = store.list_folders("tenants/").await?;
+    Ok(in_store.into_iter().filter(|t| !known.contains(t.as_str())).collect())
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, StoreConfig};
-use crate::keys::{KeyError, Keystore, MasterKey, TenantKeys};
+use crate::keys::{self, KeyError, Keystore, MasterKey, TenantKeys};
 use crate::repository::{self, RepoError, Repository};
 use crate::store::s3::{OpenMode as S3OpenMode, S3Store};
 use crate::store::{dir::DirStore, Store, StoreError};
@@ -59,7 +59,9 @@ impl Error {
             // A key file that cannot be used is bad input, like a broken config.
             Error::Key(KeyError::LooseMode { .. } | KeyError::BadLength { .. } | KeyError::Read { .. }) => 2,
             Error::Lock(_) => 4,
-            Error::Key(KeyError::WrongMasterKey { .. }) => 5,
+            Error::Key(e) if e.is_wrong_master_key() => 5,
+            Error::Key(KeyError::SnapshotsDamaged { .. }) => 6,
+            Error::Key(KeyError::MissingKey { .. }) => 7,
             Error::Repo(RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) => 6,
             Error::PruneRefused { cause, .. }
                 if matches!(**cause, RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) =>
@@ -131,6 +133,7 @@ fn remove_stale_temporaries(tmp: &std::path::Path) {
 pub struct Agent {
     pub config: Config,
     pub store: Arc<dyn Store>,
+    master: MasterKey,
     keystore: Mutex<Keystore>,
 }
 
@@ -146,9 +149,9 @@ impl Agent {
         // The key first: a bad key file is reported before anything touches the store.
         let master = MasterKey::load(config.keys.master_key_file.as_deref())?;
         let store = open_store(&config.store).await?;
-        let keystore = Keystore::open(&config.state.dir, master)?;
+        let keystore = Keystore::open(&config.state.dir, master.clone())?;
         remove_stale_temporaries(&config.state.dir.join("tmp"));
-        Ok(Agent { config, store, keystore: Mutex::new(keystore) })
+        Ok(Agent { config, store, master, keystore: Mutex::new(keystore) })
     }
 
     /// The same agent on another store: a wrapper that adds behaviour (tests inject failures
@@ -157,25 +160,74 @@ impl Agent {
         Agent { store, ..self }
     }
 
+    fn keystore(&self) -> std::sync::MutexGuard<'_, Keystore> {
+        self.keystore.lock().expect("keystore lock")
+    }
+
     /// The tenant's repository. With `create`, a tenant seen for the first time gets a data key,
     /// and the keystore is snapshotted to the store before any data is sealed under the new key.
     pub async fn repository(&self, tenant: &TenantId, create: bool) -> Result<Repository> {
-        let keys: TenantKeys = if create {
-            let keys = self.keystore.lock().expect("keystore lock").tenant_keys_or_create(tenant)?.0;
+        let keys = self.tenant_keys(tenant, create).await?;
+        if create {
             // Before any data is sealed under a new key, the store holds a copy of it (wrapped),
             // so losing this host loses nothing; a snapshot that failed earlier is retried here.
             self.ensure_keystore_snapshot().await?;
-            keys
-        } else {
-            self.keystore.lock().expect("keystore lock").tenant_keys(tenant)?
-        };
+        }
         Ok(Repository::new(self.store.clone(), Arc::new(keys)))
+    }
+
+    /// The tenant's keys. A tenant this keystore does not know may still have its key in one of
+    /// the store's snapshots (a state folder lost or restored from an old copy): it is taken
+    /// from there. A new key is made only for a tenant of which the store holds nothing: a new
+    /// key for existing data would make that data unreadable.
+    async fn tenant_keys(&self, tenant: &TenantId, create: bool) -> Result<TenantKeys> {
+        if self.keystore().has_key(tenant)? {
+            return Ok(self.keystore().tenant_keys(tenant)?);
+        }
+        match keys::find_in_snapshots(&self.master, &*self.store, tenant).await? {
+            Ok(found) => {
+                tracing::warn!(%tenant, snapshot = %found.snapshot, "this agent's keystore had no key for the tenant; recovered it from the store's keystore snapshot");
+                self.keystore().adopt(tenant, found)?;
+                Ok(self.keystore().tenant_keys(tenant)?)
+            }
+            Err(tried) if self.store.any_under(&Repository::prefix(tenant)).await? => {
+                Err(KeyError::MissingKey { tenant: tenant.to_string(), tried }.into())
+            }
+            Err(_) if create => Ok(self.keystore().tenant_keys_or_create(tenant)?.0),
+            Err(_) => Err(KeyError::NoKey { tenant: tenant.to_string() }.into()),
+        }
+    }
+
+    /// Check the store's keystore snapshots against this agent's keystore; with `repair`, upload
+    /// a fresh snapshot when they fall short and the local keystore is sound.
+    pub async fn check_keystore(&self, repair: bool) -> Result<keys::SnapshotCheck> {
+        // A copy, re-read from its file (another process may have added keys since this
+        // opened), so no lock is held across the requests.
+        let ks = {
+            let mut ks = self.keystore();
+            ks.reload()?;
+            ks.clone()
+        };
+        let check = ks.verify_snapshots(&*self.store).await?;
+        if !repair || check.problems.is_empty() {
+            return Ok(check);
+        }
+        ks.is_sound()?;
+        let uploaded = ks.upload_fresh_snapshot(&*self.store).await?;
+        // The fresh snapshot holds every key this agent has; one that does not open is of no
+        // use to anyone with this master key, and would be reported on every run.
+        for key in &check.damaged {
+            self.store.delete(key).await?;
+        }
+        let mut check = ks.verify_snapshots(&*self.store).await?;
+        check.uploaded = Some(uploaded);
+        Ok(check)
     }
 
     /// Upload a keystore snapshot unless the store already holds the keystore as it is now.
     pub async fn ensure_keystore_snapshot(&self) -> Result<()> {
         // Seal under the lock, then upload without holding it.
-        let pending = self.keystore.lock().expect("keystore lock").snapshot_needed(&*self.store);
+        let pending = self.keystore().snapshot_needed(&*self.store);
         if let Some(p) = pending {
             p.upload(&*self.store).await?;
         }
@@ -187,7 +239,7 @@ impl Agent {
         match (one, all) {
             (Some(t), false) => Ok((vec![TenantId::parse(t)?], vec![])),
             (None, true) => {
-                let crate::config::SourceConfig::Sqlite { root } = &self.config.source;
+                let crate::config::SourceConfig::Sqlite { root, .. } = &self.config.source;
                 Ok(crate::source::list_tenants(root)?)
             }
             _ => Err(Error::Usage("give either --tenant ID or --all".into())),
@@ -205,11 +257,11 @@ impl Agent {
 
     /// The tenants that have a key, i.e. that were backed up at least once.
     pub fn keystore_tenants(&self) -> Vec<String> {
-        self.keystore.lock().expect("keystore lock").tenants().map(String::from).collect()
+        self.keystore().tenants().map(String::from).collect()
     }
 
     pub fn tenant_dir(&self, tenant: &TenantId) -> Result<PathBuf> {
-        let crate::config::SourceConfig::Sqlite { root } = &self.config.source;
+        let crate::config::SourceConfig::Sqlite { root, .. } = &self.config.source;
         Ok(crate::source::tenant_dir(root, tenant)?)
     }
 }

@@ -24,6 +24,28 @@ use crate::tenant::TenantId;
 /// `Repository::blob_stream`, this only keeps the writer from waiting on the feed.
 const QUEUED: usize = 4;
 
+/// What to restore and how (`reversa restore`; the daemon takes the same as a request).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreOptions {
+    /// The generation; the newest when absent.
+    #[serde(default)]
+    pub generation: Option<String>,
+    /// The target folder.
+    pub to: PathBuf,
+    /// Restore into a folder that is not empty, replacing its database and file folders.
+    #[serde(default)]
+    pub force: bool,
+    /// Restore everything intact and list, in [`REPORT_FILE`], what could not be restored,
+    /// instead of failing at the first damaged entry.
+    #[serde(default)]
+    pub partial: bool,
+}
+
+/// The report a partial restore leaves in the target when something could not be restored.
+pub const REPORT_FILE: &str = "RESTORE-REPORT.txt";
+
+#[derive(Debug, serde::Serialize)]
 pub struct RestoreReport {
     pub generation: String,
     pub tables: u64,
@@ -31,6 +53,16 @@ pub struct RestoreReport {
     pub files: u64,
     pub bytes: u64,
     pub duration_ms: u64,
+    /// What a partial restore could not restore (empty otherwise).
+    pub lost: Vec<Lost>,
+}
+
+/// An entry a partial restore left out, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Lost {
+    /// "table NAME", "file PATH".
+    pub what: String,
+    pub cause: String,
 }
 
 enum Event {
@@ -38,21 +70,27 @@ enum Event {
     Start(Box<Entry>, Option<Box<Merger>>),
     Data(Vec<u8>),
     End,
+    /// The current entry cannot be restored (a partial restore): drop what was written of it.
+    Abort(String),
 }
 
 pub async fn restore(
     agent: &Agent,
     tenant: &TenantId,
-    generation: Option<&str>,
-    to: &Path,
-    force: bool,
+    opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    let to = opts.to.as_path();
     let repo = agent.repository(tenant, false).await?;
-    let manifest = repo.resolve_generation(generation).await?;
-    let index = repo.load_index().await?;
-    prepare_target(to, force)?;
+    let manifest = repo.resolve_generation(opts.generation.as_deref()).await?;
+    // A salvage works with every index file that opens; the blobs only a damaged one lists are
+    // reported with the entries that use them.
+    let index = match opts.partial {
+        true => repo.load_index_tolerant().await?.0,
+        false => repo.load_index().await?,
+    };
+    prepare_target(to, opts.force)?;
     let tmp = agent.config.state.dir.join("tmp");
     let catalog = repo.fetch_catalog(&index, &manifest, &tmp).await?;
     progress.phase(&format!("restore {tenant}"), Some(manifest.summary.table_bytes + manifest.summary.file_bytes));
@@ -62,14 +100,28 @@ pub async fn restore(
 
     // The database and the files are restored at the same time, each from its own pass over the
     // catalog: rebuilding tables is CPU work in SQLite, writing files is I/O, and they overlap.
+    let into = staging.as_path();
     let part = |database: bool| {
-        restore_part(&repo, &index, &catalog, &manifest.id, &staging, &tmp, progress, move |e: &Entry| {
-            matches!(e, Entry::Schema { .. } | Entry::Table { .. }) == database
-        })
+        let wanted = move |e: &Entry| matches!(e, Entry::Schema { .. } | Entry::Table { .. }) == database;
+        let pass = Pass {
+            repo: &repo,
+            index: &index,
+            catalog: &catalog,
+            generation: &manifest.id,
+            tmp: &tmp,
+            partial: opts.partial,
+        };
+        async move { pass.restore_into(into, progress, wanted).await }
     };
     let (db, files) = tokio::join!(part(true), part(false));
     let written = db.and_then(|a| {
-        files.map(|b| Stats { tables: a.tables, rows: a.rows, files: b.files, bytes: a.bytes + b.bytes })
+        files.map(|b| Stats {
+            tables: a.tables,
+            rows: a.rows,
+            files: b.files,
+            bytes: a.bytes + b.bytes,
+            lost: [a.lost, b.lost].concat(),
+        })
     });
     let result = written.and_then(|stats| {
         move_into_place(&staging, to)?;
@@ -77,6 +129,9 @@ pub async fn restore(
     });
     let _ = fs::remove_dir_all(&staging);
     let stats = result?;
+    if !stats.lost.is_empty() {
+        write_report(to, tenant, &manifest.id, &stats.lost)?;
+    }
     progress.done();
     Ok(RestoreReport {
         generation: manifest.id,
@@ -85,37 +140,78 @@ pub async fn restore(
         files: stats.files,
         bytes: stats.bytes,
         duration_ms: started.elapsed().as_millis() as u64,
+        lost: stats.lost,
     })
 }
 
-/// Restore the catalog entries `wanted` selects into `staging`: their blobs are fetched ahead
-/// (across entry boundaries, so many small files do not serialize on latency) and applied in
-/// catalog order by one writer thread.
-#[allow(clippy::too_many_arguments)]
-async fn restore_part(
-    repo: &crate::repository::Repository,
-    index: &crate::repository::Index,
-    catalog: &crate::repository::Catalog,
-    generation: &str,
-    staging: &Path,
-    tmp: &Path,
-    progress: &dyn Progress,
-    wanted: impl Fn(&Entry) -> bool + Sync,
-) -> Result<Stats> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(QUEUED);
-    let writer = {
-        let staging = staging.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let mut w = Writer::new(staging);
-            while let Some(ev) = rx.blocking_recv() {
-                w.apply(ev)?;
-            }
-            w.finish()
-        })
-    };
-    let feed = async {
-        let mut blobs = repo.catalog_blobs(index, catalog, generation, &wanted)?;
-        // A closed channel means the writer stopped; its error is reported below.
+/// `RESTORE-REPORT.txt` in the target: what a partial restore could not restore and why. It
+/// names tables and files, like the restored data beside it.
+fn write_report(to: &Path, tenant: &TenantId, generation: &str, lost: &[Lost]) -> Result<()> {
+    let mut text = format!(
+        "reversa: partial restore of tenant {tenant}, generation {generation}, at {}\n\n\
+         Everything else in this folder was restored and verified. These {} entries could not be restored:\n\n",
+        crate::now_rfc3339(),
+        lost.len()
+    );
+    for l in lost {
+        text.push_str(&format!("{}: {}\n", l.what, l.cause));
+    }
+    text.push_str("\nA table listed here exists in database.sqlite, empty; a file listed here is absent.\n");
+    let path = to.join(REPORT_FILE);
+    fs::write(&path, text).map_err(|cause| Error::Io { what: "cannot write", path, cause })
+}
+
+/// One pass over a generation's catalog, restoring the entries it wants.
+struct Pass<'a> {
+    repo: &'a crate::repository::Repository,
+    index: &'a crate::repository::Index,
+    catalog: &'a crate::repository::Catalog,
+    generation: &'a str,
+    tmp: &'a Path,
+    partial: bool,
+}
+
+impl Pass<'_> {
+    /// Restore the catalog entries `wanted` selects into `staging`: applied in catalog order by
+    /// one writer thread, their blobs fetched ahead. A whole restore fetches across entry
+    /// boundaries (so many small files do not serialize on latency); a partial one fetches each
+    /// entry on its own, so a damaged blob costs its entry and nothing after it.
+    async fn restore_into(
+        &self,
+        staging: &Path,
+        progress: &dyn Progress,
+        wanted: impl Fn(&Entry) -> bool + Send + Sync,
+    ) -> Result<Stats> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(QUEUED);
+        let writer = {
+            let mut w = Writer::new(staging.to_path_buf(), self.partial);
+            tokio::task::spawn_blocking(move || {
+                while let Some(ev) = rx.blocking_recv() {
+                    w.apply(ev)?;
+                }
+                w.finish()
+            })
+        };
+        let fed = self.feed(&tx, progress, &wanted).await;
+        drop(tx);
+        let written = writer.await.expect("restore writer panicked");
+        // A writer error is the cause when both failed (the feed only sees a closed channel).
+        let stats = written?;
+        fed?;
+        Ok(stats)
+    }
+
+    async fn feed(
+        &self,
+        tx: &tokio::sync::mpsc::Sender<Event>,
+        progress: &dyn Progress,
+        wanted: &(impl Fn(&Entry) -> bool + Send + Sync),
+    ) -> Result<()> {
+        let mut whole = match self.partial {
+            false => Some(self.repo.catalog_blobs(self.index, self.catalog, self.generation, wanted)?),
+            true => None,
+        };
+        // A closed channel means the writer stopped; its error is reported by the caller.
         macro_rules! send {
             ($ev:expr) => {
                 if tx.send($ev).await.is_err() {
@@ -123,30 +219,55 @@ async fn restore_part(
                 }
             };
         }
-        for entry in catalog.entries()? {
+        for entry in self.catalog.entries()? {
             let entry = entry?;
             if !wanted(&entry) {
                 continue;
             }
-            let n = entry_blobs(&entry, generation)?.len();
-            let merger = repo.table_merger(index, &entry, generation, tmp).await?;
+            let ids = entry_blobs(&entry, self.generation)?;
+            let merger = match self.repo.table_merger(self.index, &entry, self.generation, self.tmp).await {
+                Ok(m) => m,
+                Err(e) if self.partial => {
+                    send!(Event::Start(Box::new(entry), None));
+                    send!(Event::Abort(e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             send!(Event::Start(Box::new(entry), merger.map(Box::new)));
-            for _ in 0..n {
-                let data = blobs.next().await?;
-                progress.bytes(data.len() as u64);
-                send!(Event::Data(data));
+            match &mut whole {
+                Some(blobs) => {
+                    for _ in 0..ids.len() {
+                        let data = blobs.next().await?;
+                        progress.bytes(data.len() as u64);
+                        send!(Event::Data(data));
+                    }
+                }
+                None => {
+                    let mut blobs = std::pin::pin!(self.repo.blob_stream(self.index, ids.into_iter()));
+                    let mut failed = None;
+                    while let Some(data) = futures::StreamExt::next(&mut blobs).await {
+                        match data {
+                            Ok(data) => {
+                                progress.bytes(data.len() as u64);
+                                send!(Event::Data(data));
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(e) = failed {
+                        send!(Event::Abort(e.to_string()));
+                        continue;
+                    }
+                }
             }
             send!(Event::End);
         }
-        Ok::<(), Error>(())
-    };
-    let fed = feed.await;
-    drop(tx);
-    let written = writer.await.expect("restore writer panicked");
-    // A writer error is the cause when both failed (the feed only sees a closed channel).
-    let stats = written?;
-    fed?;
-    Ok(stats)
+        Ok(())
+    }
 }
 
 fn prepare_target(to: &Path, force: bool) -> Result<()> {
@@ -173,8 +294,9 @@ fn move_into_place(staging: &Path, to: &Path) -> Result<()> {
     // replay into the restored database, and both file folders (a folder the generation does not
     // have is removed too, so the target holds exactly the generation).
     let sqlite_side = ["-wal", "-shm", "-journal"].map(|s| format!("{DATABASE_FILE}{s}"));
-    let replaced =
-        [DATABASE_FILE, FILE_FOLDERS[0], FILE_FOLDERS[1]].into_iter().chain(sqlite_side.iter().map(String::as_str));
+    let replaced = [DATABASE_FILE, FILE_FOLDERS[0], FILE_FOLDERS[1], REPORT_FILE]
+        .into_iter()
+        .chain(sqlite_side.iter().map(String::as_str));
     for name in replaced {
         let dest = to.join(name);
         if let Ok(m) = fs::symlink_metadata(&dest) {
@@ -218,6 +340,7 @@ struct Stats {
     rows: u64,
     files: u64,
     bytes: u64,
+    lost: Vec<Lost>,
 }
 
 enum Current {
@@ -254,6 +377,12 @@ struct Writer {
     dirs: Vec<(PathBuf, u32, i64)>,
     links: Vec<(PathBuf, Vec<u8>)>,
     stats: Stats,
+    /// A partial restore: an entry whose data is inconsistent is left out and listed, instead
+    /// of failing the restore.
+    partial: bool,
+    /// What the current entry is ("table T", "file P"), and whether it is being skipped.
+    label: String,
+    skipping: bool,
 }
 
 fn db_err(e: rusqlite::Error) -> Error {
@@ -265,7 +394,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 impl Writer {
-    fn new(staging: PathBuf) -> Writer {
+    fn new(staging: PathBuf, partial: bool) -> Writer {
         Writer {
             staging,
             db: None,
@@ -276,15 +405,54 @@ impl Writer {
             dirs: Vec::new(),
             links: Vec::new(),
             stats: Stats::default(),
+            partial,
+            label: String::new(),
+            skipping: false,
         }
     }
 
     fn apply(&mut self, ev: Event) -> Result<()> {
-        match ev {
+        if let Event::Start(e, _) = &ev {
+            self.label = e.label();
+            self.skipping = false;
+        }
+        let applied = match ev {
+            _ if self.skipping => Ok(()),
             Event::Start(e, merger) => self.start(*e, merger),
             Event::Data(d) => self.data(d),
             Event::End => self.end(),
+            Event::Abort(cause) => self.abort(cause),
+        };
+        match applied {
+            // Data that does not add up (a size, a row count, a record that does not decode)
+            // costs its entry in a partial restore; a write that fails stops it all.
+            Err(Error::Failed(cause)) if self.partial => self.abort(cause),
+            other => other,
         }
+    }
+
+    /// Drop what was written of the current entry and list it as lost. A table keeps its
+    /// (empty) schema: it was empty before its rows came, in a database made for this restore.
+    fn abort(&mut self, cause: String) -> Result<()> {
+        match std::mem::replace(&mut self.current, Current::None) {
+            Current::File { path, file, .. } => {
+                drop(file);
+                fs::remove_file(&path).map_err(|cause| Error::Io {
+                    what: "cannot remove",
+                    path: path.clone(),
+                    cause,
+                })?;
+            }
+            Current::Table { name, .. } => {
+                if let Some(db) = &self.db {
+                    db.execute_batch(&format!("DELETE FROM {}", quote(&name))).map_err(db_err)?;
+                }
+            }
+            Current::None => {}
+        }
+        self.stats.lost.push(Lost { what: self.label.clone(), cause });
+        self.skipping = true;
+        Ok(())
     }
 
     fn start(&mut self, e: Entry, merger: Option<Box<Merger>>) -> Result<()> {

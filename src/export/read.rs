@@ -33,8 +33,8 @@ fn send_blocking(tx: &Sender<Event>, ev: Event) -> Result<(), ExportError> {
 /// Read the live tenant folder: every table under one read transaction, then every file. A file
 /// that cannot be read stops the export (a customer copy must not silently lack a file). Runs
 /// on a blocking thread.
-pub fn read_live(tenant_dir: &Path, tx: &Sender<Event>) -> Result<LiveRead, ExportError> {
-    let db = Snapshot::open(&tenant_dir.join(DATABASE_FILE))?;
+pub fn read_live(tenant_dir: &Path, busy: std::time::Duration, tx: &Sender<Event>) -> Result<LiveRead, ExportError> {
+    let db = Snapshot::open(&tenant_dir.join(DATABASE_FILE), busy)?;
     let snapshot_time = crate::now_rfc3339();
     let (objects, _, _) = db.schema()?;
     let (tables, mut warnings) = db.tables(&objects)?;

@@ -224,6 +224,76 @@ pub fn encode_delete(key: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(key);
 }
 
+/// What a stream pushed to a [`RecordCount`] holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Shape {
+    /// A canonical row stream (a table, or a keyed table's base) of rows of `ncols` values.
+    Rows { ncols: usize },
+    /// A delta's records over rows of `ncols` values and keys of `key_len` values.
+    Delta { ncols: usize, key_len: usize },
+}
+
+/// Counts the rows of a row stream, or the upserts and deletes of a delta, as the stream comes
+/// in pieces of any size: `check --read-data` compares them with what the catalog says.
+pub struct RecordCount {
+    shape: Shape,
+    carry: Vec<u8>,
+    /// Rows of a row stream, or upserts of a delta.
+    pub rows: u64,
+    pub deletes: u64,
+}
+
+impl RecordCount {
+    pub fn new(shape: Shape) -> RecordCount {
+        RecordCount { shape, carry: Vec::new(), rows: 0, deletes: 0 }
+    }
+
+    pub fn push(&mut self, data: &[u8]) -> Result<()> {
+        let mut carry = std::mem::take(&mut self.carry);
+        carry.extend_from_slice(data);
+        let mut pos = 0;
+        let counted = loop {
+            match self.next_record(&carry[pos..]) {
+                Ok(Some(n)) => pos += n,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        carry.drain(..pos);
+        self.carry = carry;
+        counted
+    }
+
+    /// The length of the complete record at the start of `buf`, counted, or `None`.
+    fn next_record(&mut self, buf: &[u8]) -> Result<Option<usize>> {
+        let (ncols, key_len) = match self.shape {
+            Shape::Rows { ncols } => {
+                let n = values_len(buf, ncols)?;
+                self.rows += n.is_some() as u64;
+                return Ok(n);
+            }
+            Shape::Delta { ncols, key_len } => (ncols, key_len),
+        };
+        let Some((op, at)) = rows::decode(buf)? else { return Ok(None) };
+        let (values, count) = match op {
+            ValueRef::Integer(UPSERT) => (ncols, &mut self.rows),
+            ValueRef::Integer(DELETE) => (key_len, &mut self.deletes),
+            _ => return Err(DeltaError::Format("a delta record does not start with a known operation".into())),
+        };
+        let n = values_len(&buf[at..], values)?;
+        *count += n.is_some() as u64;
+        Ok(n.map(|n| at + n))
+    }
+
+    /// The counts, once the whole stream was pushed: a record cut short is an error.
+    pub fn finish(self) -> Result<(u64, u64)> {
+        match self.carry.is_empty() {
+            true => Ok((self.rows, self.deletes)),
+            false => Err(DeltaError::Format(format!("the stream ends inside a record ({} bytes)", self.carry.len()))),
+        }
+    }
+}
+
 /// One delta's records, read in order from a local file.
 struct DeltaReader {
     values: ValueReader<BufReader<File>>,
@@ -565,6 +635,42 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rusqlite::types::Value;
+
+    /// Rows and delta records are counted whatever the pieces the stream comes in, and a
+    /// stream that ends inside a record is an error.
+    #[test]
+    fn record_counts_do_not_depend_on_how_the_stream_is_cut() {
+        let mut rows = Vec::new();
+        for i in 0..50 {
+            for v in [ValueRef::Integer(i), ValueRef::Text(b"nome"), ValueRef::Null] {
+                rows::encode(v, &mut rows);
+            }
+        }
+        let mut delta = Vec::new();
+        for i in 0..7 {
+            let mut row = Vec::new();
+            for v in [ValueRef::Integer(i), ValueRef::Text(b"x"), ValueRef::Real(1.5)] {
+                rows::encode(v, &mut row);
+            }
+            encode_upsert(&row, &mut delta);
+        }
+        for i in 0..3 {
+            let mut key = Vec::new();
+            rows::encode(ValueRef::Integer(100 + i), &mut key);
+            encode_delete(&key, &mut delta);
+        }
+        for piece in [1, 2, 7, 64, 1 << 20] {
+            let mut c = RecordCount::new(Shape::Rows { ncols: 3 });
+            rows.chunks(piece).for_each(|p| c.push(p).unwrap());
+            assert_eq!(c.finish().unwrap(), (50, 0), "pieces of {piece}");
+            let mut c = RecordCount::new(Shape::Delta { ncols: 3, key_len: 1 });
+            delta.chunks(piece).for_each(|p| c.push(p).unwrap());
+            assert_eq!(c.finish().unwrap(), (7, 3), "pieces of {piece}");
+        }
+        let mut c = RecordCount::new(Shape::Rows { ncols: 3 });
+        c.push(&rows[..rows.len() - 1]).unwrap();
+        assert!(c.finish().is_err(), "a row cut short");
+    }
 
     fn value() -> impl Strategy<Value = Value> {
         prop_oneof![

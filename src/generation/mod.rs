@@ -144,6 +144,17 @@ pub struct Delta {
 }
 
 impl Entry {
+    /// What the entry is, for messages: "table T", "file P", "folder P", "link P", "schema".
+    pub fn label(&self) -> String {
+        match self {
+            Entry::Schema { .. } => "the database schema".into(),
+            Entry::Table { name, .. } => format!("table {name}"),
+            Entry::Dir { path, .. } => format!("folder {}", path.display()),
+            Entry::File { path, .. } => format!("file {}", path.display()),
+            Entry::Symlink { path, .. } => format!("link {}", path.display()),
+        }
+    }
+
     /// Every blob list the entry references, each with what it holds (for messages).
     pub fn blob_lists(&self) -> Vec<(String, &[String])> {
         match self {

@@ -83,7 +83,11 @@ struct Sealed {
 
 /// Read one range; returns its blobs' sealed bytes with their positions in the window.
 async fn fetch_range(store: Arc<dyn Store>, r: Range) -> Result<Vec<(usize, Sealed)>, RepoError> {
-    let range = store.get_range(&r.pack_key, r.start..r.end).await?;
+    // The index says the pack holds these bytes: a pack missing or cut short is damage.
+    let range = store.get_range(&r.pack_key, r.start..r.end).await.map_err(|e| match e.is_missing_or_short() {
+        true => RepoError::Damaged { what: "pack", key: r.pack_key.clone(), cause: e.to_string() },
+        false => e.into(),
+    })?;
     let pack_key: Arc<str> = r.pack_key.into();
     Ok(r.blobs
         .iter()

@@ -20,6 +20,18 @@ pub enum SourceError {
     Root { path: PathBuf, cause: std::io::Error },
     #[error("cannot read the database {path}: {cause}")]
     Database { path: PathBuf, cause: rusqlite::Error },
+    #[error(
+        "the database {path} has a hot journal, {journal}: a writer crashed in the middle of a \
+         transaction, and the journal must be rolled back before the database can be read. reversa \
+         never writes to the source: open the database once with the application, or run `sqlite3 \
+         {path} 'PRAGMA integrity_check'`, which rolls the journal back; then back it up again"
+    )]
+    HotJournal { path: PathBuf, journal: PathBuf },
+    #[error(
+        "the database {path} is locked by a writer, which held its lock for the whole wait of {waited_secs} s \
+         ([source] busy_timeout_secs); nothing was stored, and the next run will try again"
+    )]
+    Busy { path: PathBuf, waited_secs: u64 },
     #[error("cannot read {path}: {cause}")]
     Io { path: PathBuf, cause: std::io::Error },
 }

@@ -54,7 +54,9 @@ pub fn quote(ident: &str) -> String {
 }
 
 impl Snapshot {
-    pub fn open(path: &Path) -> Result<Snapshot, SourceError> {
+    /// Open `path` read-only and start the snapshot, waiting up to `busy` for a writer that
+    /// holds the database locked.
+    pub fn open(path: &Path, busy: std::time::Duration) -> Result<Snapshot, SourceError> {
         let err = |cause| SourceError::Database { path: path.into(), cause };
         if !path.is_file() {
             return Err(SourceError::Io {
@@ -65,11 +67,30 @@ impl Snapshot {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(err)?;
-        // A busy writer gets a few seconds to finish before the snapshot gives up.
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        // A busy writer gets some time to finish before the snapshot gives up.
+        conn.busy_timeout(busy).map_err(err)?;
         // The snapshot starts at the first read inside the transaction.
-        conn.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_master;").map_err(err)?;
+        conn.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_master;")
+            .map_err(|cause| Self::explain(path, busy, cause))?;
         Ok(Snapshot { conn, path: path.into() })
+    }
+
+    /// The error of a snapshot that could not start, saying what the usual causes mean.
+    fn explain(path: &Path, busy: std::time::Duration, cause: rusqlite::Error) -> SourceError {
+        let code = cause.sqlite_error_code();
+        let mut journal = path.as_os_str().to_owned();
+        journal.push("-journal");
+        let journal = PathBuf::from(journal);
+        match code {
+            // A read-only connection cannot roll a hot journal back, so SQLite refuses to read.
+            Some(rusqlite::ErrorCode::ReadOnly) if journal.exists() => {
+                SourceError::HotJournal { path: path.into(), journal }
+            }
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                SourceError::Busy { path: path.into(), waited_secs: busy.as_secs() }
+            }
+            _ => SourceError::Database { path: path.into(), cause },
+        }
     }
 
     fn err(&self, cause: rusqlite::Error) -> SourceError {

@@ -165,15 +165,13 @@ impl Store for DirStore {
                 let want = (range.end - range.start) as usize;
                 let mut buf = Vec::with_capacity(want);
                 f.take(want as u64).read_to_end(&mut buf)?;
-                if buf.len() != want {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("range {}..{} is past the end of the object", range.start, range.end),
-                    ));
-                }
                 Ok(buf)
             })();
-            res.map(Bytes::from).map_err(|e| this.io("get", &key, e))
+            match res {
+                Ok(buf) if buf.len() as u64 == range.end - range.start => Ok(Bytes::from(buf)),
+                Ok(_) => Err(StoreError::PastEnd { store: this.describe(), key, start: range.start, end: range.end }),
+                Err(e) => Err(this.io("get", &key, e)),
+            }
         })
         .await
     }

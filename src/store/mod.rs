@@ -75,11 +75,21 @@ pub enum StoreError {
     Failed { store: String, op: &'static str, key: String, cause: String },
     #[error("{store}: {message}")]
     Config { store: String, message: String },
+    /// A ranged read beyond the object's end: the object is shorter than the reader knows it
+    /// must be (for a pack, damage: it was cut short).
+    #[error("get of {key} in {store} failed: range {start}..{end} is past the end of the object")]
+    PastEnd { store: String, key: String, start: u64, end: u64 },
 }
 
 impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// Whether the object is missing or shorter than asked: what damage to an object that must
+    /// exist whole looks like, as opposed to a store that failed to answer.
+    pub fn is_missing_or_short(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. } | StoreError::PastEnd { .. })
     }
 }
 
@@ -97,6 +107,26 @@ pub trait Store: Send + Sync + 'static {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Whether any object exists under `prefix`. Stores that can stop at the first object
+    /// (S3: one key asked for) override this.
+    async fn any_under(&self, prefix: &str) -> Result<bool, StoreError> {
+        Ok(!self.list(prefix).await?.is_empty())
+    }
+
+    /// The distinct next path segments of the keys under `prefix` (which ends in `/`), sorted:
+    /// `tenants/` gives the tenant ids that have objects. Stores that list by delimiter override
+    /// this instead of listing every key.
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter_map(|o| o.key[prefix.len()..].split_once('/').map(|(first, _)| first.to_string()))
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
 
     /// A link that downloads `key` with a plain HTTP GET until `ttl` has passed, or `None` on
     /// stores that cannot make one (`dir`). Exports use it to hand the customer their parts. The

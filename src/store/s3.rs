@@ -13,8 +13,12 @@
 //!   returns that answer and the tenant lock picks its protocol from it.
 //! - **Errors that say what to do.** Every failure names the object, the endpoint and the last
 //!   cause; wrong credentials name the access key id (never the secret).
+//! - **An idle timeout, not a request timeout.** Requests go through our own HTTP client
+//!   (`s3/idle.rs`): an attempt fails when no byte has moved for `io_timeout`, however long a
+//!   transfer that keeps moving takes. CompleteMultipartUpload gets a longer deadline.
 
 pub mod eu;
+mod idle;
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -25,12 +29,14 @@ use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    RequestChecksumCalculation, ResponseChecksumValidation, SharedHttpClient, StalledStreamProtectionConfig,
+};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
-    StorageClass,
+    BucketLocationConstraint, ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart,
+    CreateBucketConfiguration, StorageClass,
 };
 use base64::Engine;
 use bytes::Bytes;
@@ -45,9 +51,18 @@ pub const MAX_PART_SIZE: u64 = 5 << 30;
 const MAX_PARTS: u64 = 10_000;
 /// A request that has not connected after this long is retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// One attempt of one request may not take longer than this, so a hung connection is retried
-/// instead of holding a backup forever. Generous: a 16 MiB part at 100 kB/s takes 3 minutes.
+/// One attempt of one request may not take longer than this. A hung connection is caught much
+/// sooner by `io_timeout`; this is the outer bound, for a transfer that moves too slowly to ever
+/// finish. Generous: a 16 MiB part at 100 kB/s takes 3 minutes.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// `io_timeout` bounds: at least a second; at most one attempt's bound, beyond which it would
+/// never fire.
+pub const MIN_IO_TIMEOUT: Duration = Duration::from_secs(1);
+pub const MAX_IO_TIMEOUT: Duration = ATTEMPT_TIMEOUT;
+/// The idle deadline of CompleteMultipartUpload (or `io_timeout`, if longer). AWS documents that
+/// completing can take minutes (it sends spaces meanwhile, other servers may send nothing), and
+/// a completion cut short is a whole upload to verify or redo.
+const COMPLETE_IDLE_LIMIT: Duration = Duration::from_secs(10 * 60);
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
@@ -227,6 +242,16 @@ pub fn validate(cfg: &S3StoreConfig) -> Result<(), Invalid> {
     if !(1..=20).contains(&cfg.max_attempts) {
         return Err(invalid("store.max_attempts", format!("is {}; use 1 to 20", cfg.max_attempts)));
     }
+    if !(MIN_IO_TIMEOUT..=MAX_IO_TIMEOUT).contains(&cfg.io_timeout) {
+        return Err(invalid(
+            "store.io_timeout",
+            format!(
+                "is {:?}; use 1 s to 15 minutes (e.g. io_timeout = \"60s\"): how long a request may go without \
+                 moving a byte before it is retried",
+                cfg.io_timeout
+            ),
+        ));
+    }
     if let Some(class) = &cfg.storage_class {
         if class.is_empty() || !class.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
             return Err(invalid(
@@ -280,6 +305,8 @@ pub enum OpenMode {
 #[derive(Clone)]
 pub struct S3Store {
     client: aws_sdk_s3::Client,
+    /// The HTTP client of CompleteMultipartUpload, with its longer idle deadline.
+    complete_http: SharedHttpClient,
     bucket: String,
     prefix: String,
     endpoint: Endpoint,
@@ -394,6 +421,16 @@ fn crc32c(data: &[u8]) -> String {
 
 fn crc32c_b64(crc: u64) -> String {
     b64(&(crc as u32).to_be_bytes())
+}
+
+/// The checksum S3 gives a multipart object uploaded with CRC32C parts (without its `-<parts>`
+/// suffix): the CRC32C of the parts' CRC32Cs, concatenated. `None` if a part has none.
+fn composite_crc32c(parts: &[CompletedPart]) -> Option<String> {
+    let mut raw = Vec::with_capacity(parts.len() * 4);
+    for p in parts {
+        raw.extend(base64::engine::general_purpose::STANDARD.decode(p.checksum_crc32_c()?).ok()?);
+    }
+    Some(crc32c(&raw))
 }
 
 /// [`crc32c`] of `len` bytes of `path` from `offset`, read in small buffers (never whole in memory).
@@ -519,6 +556,13 @@ impl S3Store {
             .load()
             .await;
         let describe = || describe(&cfg.bucket, &prefix, &endpoint.url);
+        let http_client = |limit: Duration, what: &'static str| {
+            idle::client(limit, what, CONNECT_TIMEOUT, endpoint.https)
+                .map_err(|message| StoreError::Config { store: describe(), message })
+        };
+        let io_http = http_client(cfg.io_timeout, "store.io_timeout")?;
+        let complete_http =
+            http_client(cfg.io_timeout.max(COMPLETE_IDLE_LIMIT), "the deadline of CompleteMultipartUpload")?;
         let no_creds = |cause: String| StoreError::Config {
             store: describe(),
             message: format!(
@@ -540,9 +584,16 @@ impl S3Store {
             .force_path_style(cfg.force_path_style.unwrap_or(cfg.endpoint.is_some()))
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .http_client(io_http)
+            // Off: io_timeout catches the same failure (no bytes moving) at the socket, in both
+            // directions and while waiting for the response headers too. Left on, the SDK's check
+            // would fail a body stalled for its 20 s grace period whatever io_timeout says, and it
+            // judges throughput where the body is read, not where bytes move.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .build();
         Ok(S3Store {
             client: aws_sdk_s3::Client::from_conf(conf),
+            complete_http,
             bucket: cfg.bucket.clone(),
             prefix,
             endpoint,
@@ -650,6 +701,46 @@ impl S3Store {
             );
         }
         f.text.clone()
+    }
+
+    /// Every page of a ListObjectsV2 of `prefix` (grouped by `delimiter` when given), each
+    /// handed to `page` in order.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        mut page: impl FnMut(&aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output),
+    ) -> Result<(), StoreError> {
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_delimiter(delimiter.map(String::from))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.sdk_failed("list", prefix, &e))?;
+            page(&out);
+            match (out.is_truncated(), out.next_continuation_token()) {
+                (Some(true), Some(t)) => token = Some(t.to_string()),
+                (Some(true), None) => {
+                    return Err(self.failed(
+                        "list",
+                        prefix,
+                        "the server said the listing continues but gave no continuation token".into(),
+                    ))
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn past_end(&self, key: &str, range: Range<u64>) -> StoreError {
+        StoreError::PastEnd { store: self.describe(), key: key.to_string(), start: range.start, end: range.end }
     }
 
     fn sdk_failed<E>(&self, op: &'static str, key: &str, e: &SdkError<E>) -> StoreError
@@ -863,16 +954,7 @@ impl S3Store {
         let result = match uploaded {
             Ok(mut done) => {
                 done.sort_by_key(|p| p.part_number());
-                self.client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(full)
-                    .upload_id(&upload_id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.sdk_failed("put (complete multipart upload)", key, &e))
+                self.complete_upload(key, full, &upload_id, done, len).await
             }
             Err(e) => Err(e),
         };
@@ -906,6 +988,95 @@ impl S3Store {
                 })
             }
         }
+    }
+
+    /// CompleteMultipartUpload, over the client with the longer idle deadline, retried here
+    /// rather than by the SDK: a retry can meet NoSuchUpload because an earlier attempt, whose
+    /// answer was lost, did complete the upload. Only then is the object checked, and accepted if
+    /// it is whole.
+    async fn complete_upload(
+        &self,
+        key: &str,
+        full: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        let op = "put (complete multipart upload)";
+        let checksum = composite_crc32c(&parts);
+        let upload = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+        let once = aws_sdk_s3::config::Builder::default()
+            .http_client(self.complete_http.clone())
+            .retry_config(RetryConfig::disabled());
+        let mut attempt = 0;
+        // The cause of the last attempt whose outcome is unknown (a timeout, a reset, a 5xx).
+        let mut unseen: Option<String> = None;
+        loop {
+            attempt += 1;
+            let res = self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(full)
+                .upload_id(upload_id)
+                .multipart_upload(upload.clone())
+                .customize()
+                .config_override(once.clone())
+                .send()
+                .await;
+            let e = match res {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let f = Fault::of(&e);
+            if let (true, Some(earlier)) = (f.is("NoSuchUpload"), &unseen) {
+                if self.completed_whole(key, full, len, checksum.as_deref()).await? {
+                    tracing::info!(key, upload_id, "an earlier CompleteMultipartUpload did complete the upload");
+                    return Ok(());
+                }
+                return Err(self.failed(
+                    op,
+                    key,
+                    format!(
+                        "{}, after an attempt that failed with {earlier}; the object is not there whole: retry",
+                        self.explain(&f)
+                    ),
+                ));
+            }
+            // InternalError too: AWS can answer it inside a 200 once completing has begun.
+            if !(f.transient || f.is("InternalError")) || attempt >= self.max_attempts {
+                return Err(self.failed(op, key, self.explain(&f)));
+            }
+            unseen = Some(f.text);
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    /// Whether `full` holds the completed upload: `len` bytes and, when the server reports the
+    /// composite CRC32C of the parts (AWS does), the one they were sent with.
+    async fn completed_whole(
+        &self,
+        key: &str,
+        full: &str,
+        len: u64,
+        checksum: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let res =
+            self.client.head_object().bucket(&self.bucket).key(full).checksum_mode(ChecksumMode::Enabled).send().await;
+        let out = match res {
+            Ok(out) => out,
+            Err(e) => {
+                let f = Fault::of(&e);
+                return if f.status == Some(404) { Ok(false) } else { Err(self.failed("head", key, self.explain(&f))) };
+            }
+        };
+        let size_ok = out.content_length() == Some(len as i64);
+        // A composite checksum reads "<base64>-<parts>"; any other kind is not comparable.
+        let checksum_ok = match (out.checksum_crc32_c().and_then(|c| c.split_once('-')), checksum) {
+            (Some((got, _)), Some(want)) => got == want,
+            _ => true,
+        };
+        Ok(size_ok && checksum_ok)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -973,11 +1144,7 @@ impl S3Store {
                     }
                     if f.status == Some(416) {
                         let r = range.clone().unwrap_or(0..0);
-                        return Err(self.failed(
-                            "get",
-                            key,
-                            format!("range {}..{} is past the end of the object", r.start, r.end),
-                        ));
+                        return Err(self.past_end(key, r));
                     }
                     return Err(self.failed("get", key, self.explain(&f)));
                 }
@@ -1001,7 +1168,10 @@ impl S3Store {
                     return Err(self.failed(
                         "get",
                         key,
-                        format!("reading the response failed: {e}; gave up after {attempt} attempts"),
+                        format!(
+                            "reading the response failed: {}; gave up after {attempt} attempts",
+                            DisplayErrorContext(&e)
+                        ),
                     ))
                 }
                 Err(e) => {
@@ -1204,27 +1374,16 @@ impl Store for S3Store {
             // No HTTP range means zero bytes; check the object and the bound instead.
             return match self.head(key).await? {
                 None => Err(StoreError::NotFound { store: self.describe(), key: key.to_string() }),
-                Some(i) if range.start > i.size => Err(self.failed(
-                    "get",
-                    key,
-                    format!("range {}..{} is past the end of the object", range.start, range.end),
-                )),
+                Some(i) if range.start > i.size => Err(self.past_end(key, range)),
                 Some(_) => Ok(Bytes::new()),
             };
         }
         let want = range.end - range.start;
         let bytes = self.get_object(key, Some(range.clone())).await?;
         if bytes.len() as u64 != want {
-            return Err(self.failed(
-                "get",
-                key,
-                format!(
-                    "range {}..{} is past the end of the object (got {} of {want} bytes)",
-                    range.start,
-                    range.end,
-                    bytes.len()
-                ),
-            ));
+            // The server answered whole (the body matched its Content-Length) with fewer bytes
+            // than asked: the object ends before the range does.
+            return Err(self.past_end(key, range));
         }
         Ok(bytes)
     }
@@ -1248,20 +1407,37 @@ impl Store for S3Store {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+    async fn any_under(&self, prefix: &str) -> Result<bool, StoreError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{}{prefix}", self.prefix))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| self.sdk_failed("list", prefix, &e))?;
+        Ok(!page.contents().is_empty())
+    }
+
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let full_prefix = format!("{}{prefix}", self.prefix);
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&full_prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.sdk_failed("list", prefix, &e))?;
+        self.list_pages(prefix, Some("/"), |page| {
+            for p in page.common_prefixes() {
+                if let Some(name) = p.prefix().and_then(|k| k.strip_prefix(full_prefix.as_str())) {
+                    out.push(name.trim_end_matches('/').to_string());
+                }
+            }
+        })
+        .await?;
+        out.sort();
+        Ok(out)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut out = Vec::new();
+        self.list_pages(prefix, None, |page| {
             for o in page.contents() {
                 let Some(k) = o.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else {
                     continue;
@@ -1272,18 +1448,8 @@ impl Store for S3Store {
                     modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
                 });
             }
-            match (page.is_truncated(), page.next_continuation_token()) {
-                (Some(true), Some(t)) => token = Some(t.to_string()),
-                (Some(true), None) => {
-                    return Err(self.failed(
-                        "list",
-                        prefix,
-                        "the server said the listing continues but gave no continuation token".into(),
-                    ))
-                }
-                _ => break,
-            }
-        }
+        })
+        .await?;
         // S3 lists in UTF-8 byte order already; sort anyway, the contract promises it.
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -1425,6 +1591,13 @@ mod tests {
         c.max_concurrency = 0;
         assert!(err(&c).contains("store.max_concurrency"));
         c.max_concurrency = 4;
+        assert_eq!(c.io_timeout, Duration::from_secs(60));
+        c.io_timeout = Duration::ZERO;
+        assert!(err(&c).contains("store.io_timeout"));
+        c.io_timeout = Duration::from_secs(2 * 3600);
+        let e = err(&c);
+        assert!(e.contains("store.io_timeout") && e.contains("15 minutes"), "{e}");
+        c.io_timeout = Duration::from_secs(60);
         c.bucket = "Bad_Bucket".into();
         assert!(err(&c).contains("store.bucket"));
         c.bucket = "good.bucket-1".into();

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -159,7 +159,9 @@ async fn run(
         tables.incremental = Some(incremental);
         let files = Reader::new(seed, 1 << 62, shared, chunk_tx, chunks, progress_bytes.clone());
         let tenant_dir = tenant_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || read_tenant(tables, files, &tenant_dir, &cache_path, &spool_dir))
+        let cache = (cache_path, repo.keys.clone());
+        let busy = agent.config.source.busy_timeout();
+        tokio::task::spawn_blocking(move || read_tenant(tables, files, &tenant_dir, cache, &spool_dir, busy))
     };
     // Show bytes read while the pipeline runs.
     let ticker = async {
@@ -419,18 +421,19 @@ fn read_tenant(
     mut tables: Reader,
     mut files: Reader,
     tenant_dir: &Path,
-    cache_path: &Path,
+    cache: (PathBuf, Arc<TenantKeys>),
     spool_dir: &Path,
+    busy: std::time::Duration,
 ) -> Result<ReadResult> {
     // The snapshot is taken first, so a tenant without a readable database fails before any file
     // is read or stored.
-    let db = Snapshot::open(&tenant_dir.join(DATABASE_FILE))?;
+    let db = Snapshot::open(&tenant_dir.join(DATABASE_FILE), busy)?;
     let snapshot_time = crate::now_rfc3339();
     let tables_spool = tables.open_spool(spool_dir)?;
     let files_spool = files.open_spool(spool_dir)?;
     let (tables_done, files_done) = std::thread::scope(|scope| {
         let db = scope.spawn(|| tables.read_tables(db).and_then(|()| tables.close_spool()));
-        let files_done = files.read_files(tenant_dir, cache_path).and_then(|()| files.close_spool());
+        let files_done = files.read_files(tenant_dir, cache).and_then(|()| files.close_spool());
         (db.join().expect("table reader panicked"), files_done)
     });
     // The database's error first: it is read from the start and is the bigger loss.
@@ -629,9 +632,9 @@ impl Reader {
     }
 
     /// The file folders, skipping files the cache knows unchanged.
-    fn read_files(&mut self, tenant_dir: &Path, cache_path: &Path) -> Result<()> {
+    fn read_files(&mut self, tenant_dir: &Path, (cache_path, keys): (PathBuf, Arc<TenantKeys>)) -> Result<()> {
         let phase = Instant::now();
-        self.cache = FileCache::open(cache_path)
+        self.cache = FileCache::open(&cache_path, keys)
             .map_err(|e| {
                 self.warn(format!("file cache {} is unusable ({e}); every file is read", cache_path.display()));
             })
@@ -791,53 +794,91 @@ impl Reader {
 /// The local file cache: path -> (size, mtime, ctime, inode) -> blobs of the last generation.
 /// It is rebuilt on every backup into a new table and swapped in only once the generation's
 /// manifest is written, so it never names blobs that no generation holds.
+///
+/// Its entries decide what a generation holds without reading the file, so each carries a MAC
+/// under the tenant's key over everything it says: a forged or swapped entry (the state folder
+/// is only a disk) is ignored and its file read again, never stored under the wrong blobs.
 struct FileCache {
     conn: rusqlite::Connection,
+    keys: Arc<TenantKeys>,
 }
 
+/// What a cache entry's MAC is bound to (see [`TenantKeys::state_mac`]).
+const FILE_CACHE_MAC: &str = "file-cache";
+
 impl FileCache {
-    fn open(path: &Path) -> std::result::Result<FileCache, rusqlite::Error> {
+    fn open(path: &Path, keys: Arc<TenantKeys>) -> std::result::Result<FileCache, rusqlite::Error> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
         let conn = rusqlite::Connection::open(path)?;
+        // A cache written before entries had a MAC has no `mac` column: it is dropped and
+        // rebuilt (every file is read once).
+        let has_mac = conn.prepare("SELECT mac FROM files LIMIT 0").map(|_| true).unwrap_or(false);
+        if !has_mac {
+            conn.execute_batch("DROP TABLE IF EXISTS files;")?;
+        }
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER, mtime TEXT, ctime TEXT, inode INTEGER, blobs TEXT);
+             CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER, mtime TEXT, ctime TEXT, inode INTEGER, blobs TEXT, mac BLOB);
              DROP TABLE IF EXISTS files_next;
-             CREATE TABLE files_next (path BLOB PRIMARY KEY, size INTEGER, mtime TEXT, ctime TEXT, inode INTEGER, blobs TEXT);
+             CREATE TABLE files_next (path BLOB PRIMARY KEY, size INTEGER, mtime TEXT, ctime TEXT, inode INTEGER, blobs TEXT, mac BLOB);
              BEGIN;",
         )?;
-        Ok(FileCache { conn })
+        Ok(FileCache { conn, keys })
+    }
+
+    fn mac_parts<'a>(rel: &'a [u8], m: &FileMeta, blobs: &'a str) -> [Vec<u8>; 6] {
+        [
+            rel.to_vec(),
+            m.size.to_le_bytes().to_vec(),
+            m.mtime_ns.to_le_bytes().to_vec(),
+            m.ctime_ns.to_le_bytes().to_vec(),
+            m.inode.to_le_bytes().to_vec(),
+            blobs.as_bytes().to_vec(),
+        ]
     }
 
     fn lookup(&self, rel: &[u8], m: &FileMeta) -> Option<Vec<String>> {
-        let row: Option<(i64, String, String, i64, String)> = self
+        let row: Option<(i64, String, String, i64, String, Vec<u8>)> = self
             .conn
-            .query_row("SELECT size, mtime, ctime, inode, blobs FROM files WHERE path = ?1", [rel], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            .query_row("SELECT size, mtime, ctime, inode, blobs, mac FROM files WHERE path = ?1", [rel], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
             })
             .ok();
-        let (size, mtime, ctime, inode, blobs) = row?;
-        (size as u64 == m.size
+        let (size, mtime, ctime, inode, blobs, mac) = row?;
+        let same = size as u64 == m.size
             && mtime == m.mtime_ns.to_string()
             && ctime == m.ctime_ns.to_string()
-            && inode as u64 == m.inode)
-            .then(|| serde_json::from_str(&blobs).ok())
-            .flatten()
+            && inode as u64 == m.inode;
+        if !same {
+            return None;
+        }
+        // The metadata matched the file as it is now, so the MAC is checked over it.
+        let parts = Self::mac_parts(rel, m, &blobs);
+        if !self.keys.verify_state_mac(FILE_CACHE_MAC, &parts.each_ref().map(|p| p.as_slice()), &mac) {
+            tracing::warn!(
+                "a file cache entry does not match its MAC (the cache was altered or damaged); the file is read again"
+            );
+            return None;
+        }
+        serde_json::from_str(&blobs).ok()
     }
 
     fn record(&mut self, rel: &[u8], m: &FileMeta, blobs: &[String]) {
         let blobs = serde_json::to_string(blobs).expect("blob list serializes");
+        let parts = Self::mac_parts(rel, m, &blobs);
+        let mac = self.keys.state_mac(FILE_CACHE_MAC, &parts.each_ref().map(|p| p.as_slice()));
         let res = self.conn.execute(
-            "INSERT OR REPLACE INTO files_next VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO files_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             rusqlite::params![
                 rel,
                 m.size as i64,
                 m.mtime_ns.to_string(),
                 m.ctime_ns.to_string(),
                 m.inode as i64,
-                blobs
+                blobs,
+                mac.as_slice()
             ],
         );
         if let Err(e) = res {
