@@ -333,6 +333,12 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 for (tenant, from) in &rec.shredded {
                     println!("  key of {tenant}: shredded (recorded in {from}); its backups stay unreadable");
                 }
+                if rec.snapshots.first().is_some_and(|s| s.damage.is_some()) {
+                    println!(
+                        "  warning: the newest snapshots did not open; a key shredded since the newest one that \
+                         opened was taken from it and is in this keystore again"
+                    );
+                }
             }
             for t in &r.unreadable {
                 println!(
@@ -511,47 +517,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     code = exit::DAMAGED;
                 }
                 if !json {
-                    println!(
-                        "{t}: {} generations, {} index files, {} packs, {} blobs{}: {}",
-                        r.generations,
-                        r.index_files,
-                        r.packs,
-                        r.blobs,
-                        match (&read, &r.subset) {
-                            (check::ReadData::None, _) => String::new(),
-                            (_, Some(subset)) => format!(
-                                ", subset {subset}: {} packs, {} blobs read and verified ({})",
-                                r.packs_read,
-                                r.blobs_read,
-                                mb(r.bytes_read)
-                            ),
-                            (_, None) => format!(", {} blobs read and verified ({})", r.blobs_read, mb(r.bytes_read)),
-                        },
-                        if r.is_clean() { "no problems".to_string() } else { format!("{} PROBLEMS", r.problems.len()) }
-                    );
-                    for p in &r.problems {
-                        println!("  damaged: {p}");
-                    }
-                    println!(
-                        "  verified in the last {} days: {:.1}% of the pack bytes ({} of {})",
-                        check::RECENT_DAYS,
-                        r.verified_recently_percent,
-                        mb(r.verified_recently_bytes),
-                        mb(r.pack_bytes)
-                    );
-                    if !r.unreferenced_packs.is_empty() {
-                        println!(
-                            "  note: {} unreferenced packs (left by an interrupted backup; harmless, prune removes them)",
-                            r.unreferenced_packs.len()
-                        );
-                    }
-                    for u in &r.leftover_uploads {
-                        let action = if u.action == "left" { "left (`check --repair` aborts it)" } else { &u.action };
-                        println!(
-                            "  leftover upload: {} (started {}, id {}): {action}",
-                            u.key, u.initiated, u.upload_id
-                        );
-                    }
+                    print_check(&r, &read);
                 }
                 Ok(Some(r))
             })
@@ -642,6 +608,44 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 }
             }
         }
+    }
+}
+
+fn print_check(r: &check::CheckReport, read: &check::ReadData) {
+    let verified = match (read, &r.subset) {
+        (check::ReadData::None, _) => String::new(),
+        (_, Some(subset)) => format!(
+            ", subset {subset}: {} packs, {} blobs read and verified ({})",
+            r.packs_read,
+            r.blobs_read,
+            mb(r.bytes_read)
+        ),
+        (_, None) => format!(", {} blobs read and verified ({})", r.blobs_read, mb(r.bytes_read)),
+    };
+    let verdict = if r.is_clean() { "no problems".to_string() } else { format!("{} PROBLEMS", r.problems.len()) };
+    println!(
+        "{}: {} generations, {} index files, {} packs, {} blobs{verified}: {verdict}",
+        r.tenant, r.generations, r.index_files, r.packs, r.blobs
+    );
+    for p in &r.problems {
+        println!("  damaged: {p}");
+    }
+    println!(
+        "  verified in the last {} days: {:.1}% of the pack bytes ({} of {})",
+        check::RECENT_DAYS,
+        r.verified_recently_percent,
+        mb(r.verified_recently_bytes),
+        mb(r.pack_bytes)
+    );
+    if !r.unreferenced_packs.is_empty() {
+        println!(
+            "  note: {} unreferenced packs (left by an interrupted backup; harmless, prune removes them)",
+            r.unreferenced_packs.len()
+        );
+    }
+    for u in &r.leftover_uploads {
+        let action = if u.action == "left" { "left (`check --repair` aborts it)" } else { &u.action };
+        println!("  leftover upload: {} (started {}, id {}): {action}", u.key, u.initiated, u.upload_id);
     }
 }
 

@@ -492,7 +492,9 @@ impl Keystore {
     /// Seal the keystore for `keystore/<snapshot id>`. Returns the id and the sealed bytes; the
     /// caller uploads them with [`upload_snapshot`] (so no lock is held across the upload).
     pub fn seal_snapshot(&self) -> (String, Vec<u8>) {
-        let id = crate::time_sortable_id();
+        // The real clock, never a simulated one (`REVERSA_NOW`): "newest" must mean written
+        // last, or a check and a recovery would take an older copy for the current one.
+        let id = crate::sortable_id_at(jiff::Timestamp::now());
         let bytes = serde_json::to_vec(&self.file).expect("keystore serializes");
         let sealed = crypto::seal(&self.master.snapshot_key(), &snapshot_ctx(&id), &bytes);
         (id, sealed)
@@ -546,9 +548,18 @@ impl Keystore {
         let snapshots = read_snapshots(&self.master, store).await?;
         let mut check = SnapshotCheck { snapshots: snapshots.len(), ..Default::default() };
         for snap in &snapshots {
-            if let Err(d) = &snap.contents {
-                check.problems.push(format!("keystore snapshot {}: does not open: {}", snap.key, d.cause));
-                check.damaged.push(snap.key.clone());
+            match &snap.contents {
+                Err(d) if d.how == Damage::WrongKey => check.problems.push(format!(
+                    "keystore snapshot {}: does not open: {}; it fails its key commitment, so it was sealed under \
+                     another master key or its header is damaged (`check --repair` leaves it: remove it by hand \
+                     if no agent with another master key uses this store)",
+                    snap.key, d.cause
+                )),
+                Err(d) => {
+                    check.problems.push(format!("keystore snapshot {}: does not open: {}", snap.key, d.cause));
+                    check.damaged.push(snap.key.clone());
+                }
+                Ok(_) => {}
             }
         }
         match snapshots.first() {
@@ -649,8 +660,17 @@ struct Snapshot {
 
 struct SnapshotDamage {
     cause: String,
-    /// The key commitment failed: what another master key gives (or damage to the header).
-    wrong_key: bool,
+    how: Damage,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Damage {
+    /// The key commitment failed: what another master key gives (or damage to the salt).
+    WrongKey,
+    /// Not even a header (empty, or a stranger): it says nothing about the key.
+    NoHeader,
+    /// The header matched the key and the rest did not open or parse: damage.
+    Damaged,
 }
 
 /// What `init` recovered: each snapshot tried (newest first), and where each key came from.
@@ -676,7 +696,8 @@ pub struct SnapshotCheck {
     /// How many snapshots the store holds, and the newest one.
     pub snapshots: usize,
     pub newest: Option<String>,
-    /// The snapshots that do not open.
+    /// The snapshots that do not open although their header matches the master key (damage;
+    /// `--repair` removes them once a fresh snapshot is up).
     pub damaged: Vec<String>,
     /// Tenants whose entry in this agent's keystore the newest snapshot does not hold as is.
     pub missing: Vec<String>,
@@ -709,18 +730,24 @@ async fn read_snapshots(master: &MasterKey, store: &dyn Store) -> Result<Vec<Sna
 fn open_snapshot(master: &MasterKey, key: &str, sealed: &[u8]) -> Result<KeystoreFile, SnapshotDamage> {
     let id = key.trim_start_matches(SNAPSHOT_PREFIX);
     let plain = crypto::open(&master.snapshot_key(), &snapshot_ctx(id), sealed).map_err(|e| SnapshotDamage {
-        wrong_key: matches!(e, crypto::OpenError::WrongKeyOrContext),
+        how: match e {
+            crypto::OpenError::WrongKeyOrContext => Damage::WrongKey,
+            crypto::OpenError::NotSealed | crypto::OpenError::BadHeader(_) => Damage::NoHeader,
+            _ => Damage::Damaged,
+        },
         cause: e.to_string(),
     })?;
-    let damaged = |cause: String| SnapshotDamage { cause, wrong_key: false };
+    let damaged = |cause: String| SnapshotDamage { cause, how: Damage::Damaged };
     let ks = Keystore::from_bytes(PathBuf::from(key), master.clone(), &plain).map_err(|e| damaged(e.to_string()))?;
     Ok(ks.file)
 }
 
-/// The error when no snapshot opens: the master key if any failed its key commitment (every
-/// snapshot does under another master key), else damage.
+/// The error when no snapshot opens: the master key if every snapshot with a readable header
+/// failed its key commitment (as every one does under another master key), else damage.
 fn none_opens(store: &dyn Store, snapshots: &[Snapshot]) -> KeyError {
-    let wrong_key = snapshots.iter().any(|s| s.contents.as_ref().err().is_some_and(|d| d.wrong_key));
+    let how = |s: &Snapshot| s.contents.as_ref().err().map(|d| d.how);
+    let wrong_key = snapshots.iter().any(|s| how(s) == Some(Damage::WrongKey))
+        && snapshots.iter().all(|s| how(s) != Some(Damage::Damaged));
     match wrong_key {
         true => KeyError::WrongMasterKeyForStore { store: store.describe(), count: snapshots.len() },
         false => KeyError::SnapshotsDamaged { store: store.describe(), damaged: describe_tried(snapshots) },

@@ -41,8 +41,12 @@ pub fn now_rfc3339() -> String {
 /// of a tenant are made one at a time under its lock, so microseconds order them; whole seconds
 /// did not (two backups within one second sorted at random).
 pub fn time_sortable_id() -> String {
-    let now = now();
-    format!("{}.{:06}Z-{:08x}", now.strftime("%Y%m%dT%H%M%S"), now.subsec_microsecond(), rand::random::<u32>())
+    sortable_id_at(now())
+}
+
+/// A [`time_sortable_id`] for the time `at`.
+pub fn sortable_id_at(at: jiff::Timestamp) -> String {
+    format!("{}.{:06}Z-{:08x}", at.strftime("%Y%m%dT%H%M%S"), at.subsec_microsecond(), rand::random::<u32>())
 }
 
 #[cfg(test)]

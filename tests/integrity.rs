@@ -433,3 +433,54 @@ fn a_database_locked_past_the_busy_timeout_says_how_long_it_waited() {
     );
     assert!(r.stdout.contains("t2: generation "), "t2 was not backed up:\n{}", r.all());
 }
+
+/// A damaged blob of a table: `restore --partial` leaves the table in the database, empty, lists
+/// it, and brings every other table and every file back exactly.
+#[test]
+fn restore_partial_leaves_a_damaged_table_empty_and_lists_it() {
+    let env = Env::new();
+    env.seed("t1", SMALL, 1);
+    env.backup("t1");
+    let place = env.locate_blob("t1", |e| match e {
+        reversa::generation::Entry::Table { name, blobs, .. } if name == "protocollo" => blobs.first().cloned(),
+        _ => None,
+    });
+    place.flip();
+    let to = env.path("salvaged");
+    let r = env.run(&["restore", "--tenant", "t1", "--to", to.to_str().unwrap(), "--partial"]);
+    assert_eq!(r.code, 6, "{}", r.all());
+    assert!(r.stdout.contains("lost: table protocollo: "), "{}", r.all());
+    let report = std::fs::read_to_string(to.join("RESTORE-REPORT.txt")).unwrap();
+    assert!(report.contains("table protocollo: ") && report.contains("These 1 entries"), "{report}");
+    std::fs::remove_file(to.join("RESTORE-REPORT.txt")).unwrap();
+    let db = rusqlite::Connection::open(to.join("database.sqlite")).unwrap();
+    let rows: i64 = db.query_row("SELECT count(*) FROM protocollo", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 0, "the damaged table kept some rows");
+    let diffs = differences(&env.tenant_dir("t1"), &to);
+    assert!(!diffs.is_empty() && diffs.iter().all(|d| d.contains("protocollo")), "{diffs:#?}");
+}
+
+/// An entry whose data does not add up (a file whose blobs hold more than its size, from a
+/// forged cache entry) is left out whole by `restore --partial`, never written cut short or
+/// too long; `restore` without it fails as damaged.
+#[test]
+fn restore_partial_leaves_out_a_file_whose_data_does_not_add_up() {
+    let env = Env::new();
+    env.seed("t1", SMALL, 1);
+    let dir = env.tenant_dir("t1").join("attachments/sizes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("small.txt"), vec![b's'; 1000]).unwrap();
+    std::fs::write(dir.join("large.txt"), vec![b'L'; 5000]).unwrap();
+    env.backup("t1");
+    forge_cache_entry(&env, "attachments/sizes/small.txt", "attachments/sizes/large.txt");
+    env.backup("t1");
+    let whole = env.path("whole");
+    let r = env.run(&["restore", "--tenant", "t1", "--to", whole.to_str().unwrap()]);
+    assert_eq!(r.code, 6, "{}", r.all());
+    let to = env.path("salvaged");
+    let r = env.run(&["restore", "--tenant", "t1", "--to", to.to_str().unwrap(), "--partial"]);
+    assert_eq!(r.code, 6, "{}", r.all());
+    assert!(r.stdout.contains("lost: file attachments/sizes/small.txt: "), "{}", r.all());
+    assert!(!to.join("attachments/sizes/small.txt").exists(), "the file was written although it does not add up");
+    assert_eq!(std::fs::read(to.join("attachments/sizes/large.txt")).unwrap(), vec![b'L'; 5000]);
+}

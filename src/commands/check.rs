@@ -188,30 +188,9 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read: ReadData, progress: &
     let (stored, mut found) = check_packs(&repo, &index, &mut report).await?;
     check_holds(&repo, &mut report).await?;
 
-    let mut record = VerifyRecord::open(&agent.config.state.dir, repo.keys.clone());
-    let mut verified = record.load();
     let now = crate::now().as_second();
-    let selected = match read {
-        ReadData::None => Vec::new(),
-        ReadData::All => {
-            let mut ids: Vec<[u8; 32]> = stored.keys().copied().collect();
-            ids.sort();
-            ids
-        }
-        ReadData::Subset(s) => s.select(&stored, &verified),
-    };
-    if read != ReadData::None {
-        let total: u64 = selected.iter().map(|id| stored[id]).sum();
-        progress.phase(&format!("check {tenant}"), Some(total));
-        let outcomes = read_packs(&repo, &index, selected, progress, &mut report, &mut found).await;
-        record.save(&outcomes, &stored, now);
-        for (id, ok) in outcomes {
-            match ok {
-                true => verified.insert(id, now),
-                false => verified.remove(&id),
-            };
-        }
-    }
+    let packs = Packs { repo: &repo, index: &index, stored: &stored };
+    let verified = packs.read(&agent.config.state.dir, read, now, progress, &mut report, &mut found).await;
     progress.done();
 
     // Every generation and every blob it references, after the packs were read: damage found
@@ -236,6 +215,50 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read: ReadData, progress: &
     };
     report.problems.dedup();
     Ok(report)
+}
+
+/// The packs of a repository, as the index and the store list them.
+struct Packs<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    stored: &'a HashMap<[u8; 32], u64>,
+}
+
+impl Packs<'_> {
+    /// Read and verify the packs `read` selects, and record the outcomes. Returns when each
+    /// pack was last verified, this run included.
+    async fn read(
+        &self,
+        state_dir: &Path,
+        read: ReadData,
+        now: i64,
+        progress: &dyn Progress,
+        report: &mut CheckReport,
+        found: &mut Found,
+    ) -> HashMap<[u8; 32], i64> {
+        let mut record = VerifyRecord::open(state_dir, self.repo.keys.clone());
+        let mut verified = record.load();
+        let selected = match read {
+            ReadData::None => return verified,
+            ReadData::All => {
+                let mut ids: Vec<[u8; 32]> = self.stored.keys().copied().collect();
+                ids.sort();
+                ids
+            }
+            ReadData::Subset(s) => s.select(self.stored, &verified),
+        };
+        let total: u64 = selected.iter().map(|id| self.stored[id]).sum();
+        progress.phase(&format!("check {}", self.repo.tenant()), Some(total));
+        let outcomes = read_packs(self.repo, self.index, selected, progress, report, found).await;
+        record.save(&outcomes, self.stored, now);
+        for (id, ok) in outcomes {
+            match ok {
+                true => verified.insert(id, now),
+                false => verified.remove(&id),
+            };
+        }
+        verified
+    }
 }
 
 /// What reading the packs found about blobs: which are damaged (and why), and the plaintext
@@ -363,7 +386,9 @@ impl Walk<'_> {
 /// generations, so each is counted once), with the counts the catalogs give for them.
 #[derive(Default)]
 struct RowCounts {
-    seen: HashSet<Vec<String>>,
+    /// A stream and the counts expected of it: two tables with the same stream (two empty
+    /// ones) are both checked when the catalogs expect different counts.
+    seen: HashSet<(Vec<String>, u64, u64)>,
     streams: Vec<Counted>,
 }
 
@@ -401,7 +426,7 @@ impl RowCounts {
     }
 
     fn push(&mut self, what: String, shape: Shape, blobs: &[String], expected: (u64, u64)) {
-        if self.seen.insert(blobs.to_vec()) {
+        if self.seen.insert((blobs.to_vec(), expected.0, expected.1)) {
             self.streams.push(Counted { what, shape, blobs: blobs.to_vec(), expected });
         }
     }
@@ -802,6 +827,56 @@ mod tests {
         );
     }
 
+    fn table(rows: u64, base_rows: u64, deltas: &[(u64, u64, u64)]) -> Entry {
+        let deltas = deltas
+            .iter()
+            .enumerate()
+            .map(|(i, &(inserted, updated, deleted))| crate::generation::Delta {
+                generation: format!("g{i}"),
+                inserted,
+                updated,
+                deleted,
+                bytes: 0,
+                blobs: vec![format!("{i:064x}")],
+            })
+            .collect();
+        Entry::Table {
+            name: "atti".into(),
+            columns: vec!["a".into(), "b".into()],
+            rowid: true,
+            rows,
+            bytes: 0,
+            blobs: vec![format!("{:064x}", 99)],
+            keyed: Some(crate::generation::Keyed {
+                key: vec![0],
+                base_generation: "g0".into(),
+                base_rows,
+                base_bytes: 0,
+                digests: Vec::new(),
+                deltas,
+                digest_mac: String::new(),
+            }),
+        }
+    }
+
+    /// A keyed table holds its base's rows plus what its deltas inserted, less what they
+    /// deleted; each stream is counted against what the catalog says of it.
+    #[test]
+    fn table_counts_are_checked_against_base_and_deltas() {
+        let mut counts = RowCounts::default();
+        let mut problems = Vec::new();
+        counts.add("g2", &table(12, 10, &[(3, 4, 1), (1, 0, 1)]), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let expected: Vec<_> = counts.streams.iter().map(|c| c.expected).collect();
+        assert_eq!(expected, [(10, 0), (7, 1), (1, 1)], "the base's rows, each delta's upserts and deletes");
+        counts.add("g3", &table(13, 10, &[(3, 4, 1), (1, 0, 1)]), &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("generation g3: table atti: the catalog says 13 rows"), "{problems:?}");
+        assert_eq!(counts.streams.len(), 3, "streams shared by generations are counted once");
+        counts.add("g4", &table(1, 0, &[(0, 0, 5)]), &mut problems);
+        assert_eq!(problems.len(), 2, "more deleted than there were: {problems:?}");
+    }
+
     #[test]
     fn a_damaged_record_is_started_afresh() {
         let dir = tempfile::tempdir().unwrap();
@@ -816,12 +891,25 @@ mod tests {
         record.save(&[(pack(1), false)], &HashMap::from([(pack(1), 10)]), 600);
         assert!(record.load().is_empty());
         drop(record);
-        // A row edited to claim a verification it never had counts as none.
+        // A row edited to claim a verification it never had counts as none: a time moved on, a
+        // MAC copied from another pack's row, a row without a MAC.
+        let stored: HashMap<[u8; 32], u64> = (1..=4).map(|n| (pack(n), 10)).collect();
+        let mut record = VerifyRecord::open(dir.path(), keys.clone());
+        record.save(&[(pack(1), true), (pack(2), true)], &stored, 650);
+        drop(record);
         let db = rusqlite::Connection::open(dir.path().join("checks/t1.sqlite")).unwrap();
-        db.execute("UPDATE packs SET verified = 999999 WHERE id = ?1", [hex::encode(pack(2))]).unwrap();
-        db.execute("INSERT INTO packs VALUES (?1, 999999, NULL, NULL)", [hex::encode(pack(3))]).unwrap();
+        db.execute("UPDATE packs SET verified = 999999 WHERE id = ?1", [hex::encode(pack(1))]).unwrap();
+        db.execute(
+            "INSERT INTO packs SELECT ?1, verified, NULL, mac FROM packs WHERE id = ?2",
+            [hex::encode(pack(3)), hex::encode(pack(2))],
+        )
+        .unwrap();
+        db.execute("INSERT INTO packs VALUES (?1, 650, NULL, NULL)", [hex::encode(pack(4))]).unwrap();
         drop(db);
-        assert!(VerifyRecord::open(dir.path(), keys.clone()).load().is_empty());
+        assert_eq!(VerifyRecord::open(dir.path(), keys.clone()).load(), HashMap::from([(pack(2), 650)]));
+        // Another tenant's key does not vouch for this tenant's rows.
+        let other = Arc::new(TenantKeys::for_tests("t1"));
+        assert!(VerifyRecord::open(dir.path(), other).load().is_empty());
         std::fs::write(dir.path().join("checks/t1.sqlite"), b"not a database, not at all; garbage").unwrap();
         let mut record = VerifyRecord::open(dir.path(), keys.clone());
         assert!(record.load().is_empty());

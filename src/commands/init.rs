@@ -33,24 +33,20 @@ pub async fn init(config: &Config, generate_master_key: Option<&Path>) -> Result
 /// `init`; with `create_bucket`, an S3 bucket that does not exist is created in the configured
 /// region (without it, `init` stops and says how to create it).
 pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, create_bucket: bool) -> Result<InitReport> {
-    // A new key is written only once the store is reachable, so a failed init (missing bucket,
-    // wrong credentials) can be run again with the same command.
-    let master = match generate_master_key {
-        Some(path) if path.exists() => {
-            return Err(crate::keys::KeyError::Write {
-                path: path.into(),
-                cause: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "the file exists; reversa never overwrites a key (use it with [keys] master_key_file)",
-                ),
-            }
-            .into())
-        }
-        Some(_) => MasterKey::generate(),
-        None => MasterKey::load(config.keys.master_key_file.as_deref())?,
-    };
+    let master = master_key(config, generate_master_key)?;
     let store = open_store_for_init(&config.store, create_bucket).await?;
     if let Some(path) = generate_master_key {
+        // A new key is written only once the store is reachable, so a failed init (missing
+        // bucket, wrong credentials) can be run again with the same command; and never for a
+        // store whose keystore snapshots another master key made, which it could not open.
+        if !Keystore::path_in(&config.state.dir).exists() && !store.list("keystore/").await?.is_empty() {
+            return Err(super::Error::Usage(format!(
+                "{} already holds keystore snapshots, made with another master key, which a new key cannot \
+                 open; give that master key in [keys] master_key_file (or REVERSA_MASTER_KEY) instead of \
+                 --generate-master-key",
+                store.describe()
+            )));
+        }
         master.save_new(path)?;
     }
     let marker = Marker {
@@ -64,48 +60,7 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
         .await?;
     // An existing marker keeps the facts it recorded: every agent must keep using the same.
     let facts = if store_created { marker.facts } else { repository::check_marker(&*store).await?.facts };
-    let state = &config.state.dir;
-    let mut recovery = None;
-    let mut unreadable = Vec::new();
-    let keystore = if Keystore::path_in(state).exists() {
-        let ks = Keystore::open(state, master)?;
-        // This store may never have had a snapshot of it (a new store, same state folder).
-        match ks.snapshot_needed(&*store) {
-            Some(p) => {
-                p.upload(&*store).await?;
-                "existing (snapshot uploaded to the store)".to_string()
-            }
-            None => "existing".to_string(),
-        }
-    } else {
-        match Keystore::recover(state, master.clone(), &*store).await? {
-            Some((ks, r)) => {
-                // The merged keystore becomes the store's newest snapshot, so the next host
-                // recovers from one snapshot even if the newest one here did not open.
-                if let Some(p) = ks.snapshot_needed(&*store) {
-                    p.upload(&*store).await?;
-                }
-                unreadable = tenants_without_key(&*store, &ks).await?;
-                let opened = r.snapshots.iter().filter(|s| s.damage.is_none()).count();
-                let line = format!(
-                    "recovered from the store's keystore snapshots ({opened} of {} opened, {} keys)",
-                    r.snapshots.len(),
-                    r.keys.len()
-                );
-                recovery = Some(r);
-                line
-            }
-            None => {
-                let ks = Keystore::new(state, master);
-                ks.save()?;
-                if let Some(p) = ks.snapshot_needed(&*store) {
-                    p.upload(&*store).await?;
-                }
-                unreadable = tenants_without_key(&*store, &ks).await?;
-                "created".to_string()
-            }
-        }
-    };
+    let (keystore, recovery, unreadable) = open_keystore(&config.state.dir, master, &*store).await?;
     Ok(InitReport {
         store: store.describe(),
         store_created,
@@ -115,6 +70,67 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
         master_key_file: generate_master_key.map(|p| p.display().to_string()),
         facts,
     })
+}
+
+/// A new master key, or the configured one.
+fn master_key(config: &Config, generate: Option<&Path>) -> Result<MasterKey> {
+    match generate {
+        Some(path) if path.exists() => Err(crate::keys::KeyError::Write {
+            path: path.into(),
+            cause: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the file exists; reversa never overwrites a key (use it with [keys] master_key_file)",
+            ),
+        }
+        .into()),
+        Some(_) => Ok(MasterKey::generate()),
+        None => Ok(MasterKey::load(config.keys.master_key_file.as_deref())?),
+    }
+}
+
+/// The local keystore: the existing one, recovered from the store's snapshots, or a new one.
+/// Returns how it was had, the recovery (if any) and the tenants whose key it lacks.
+async fn open_keystore(
+    state: &Path,
+    master: MasterKey,
+    store: &dyn crate::store::Store,
+) -> Result<(String, Option<crate::keys::Recovery>, Vec<String>)> {
+    if Keystore::path_in(state).exists() {
+        let ks = Keystore::open(state, master)?;
+        // This store may never have had a snapshot of it (a new store, same state folder).
+        let how = match ks.snapshot_needed(store) {
+            Some(p) => {
+                p.upload(store).await?;
+                "existing (snapshot uploaded to the store)"
+            }
+            None => "existing",
+        };
+        return Ok((how.to_string(), None, Vec::new()));
+    }
+    let (ks, recovery) = match Keystore::recover(state, master.clone(), store).await? {
+        Some((ks, r)) => (ks, Some(r)),
+        None => {
+            let ks = Keystore::new(state, master);
+            ks.save()?;
+            (ks, None)
+        }
+    };
+    // A recovered keystore becomes the store's newest snapshot, so the next host recovers from
+    // one snapshot even if the newest one here did not open.
+    if let Some(p) = ks.snapshot_needed(store) {
+        p.upload(store).await?;
+    }
+    let unreadable = tenants_without_key(store, &ks).await?;
+    let how = match &recovery {
+        Some(r) => format!(
+            "recovered from the store's keystore snapshots ({} of {} opened, {} keys)",
+            r.snapshots.iter().filter(|s| s.damage.is_none()).count(),
+            r.snapshots.len(),
+            r.keys.len()
+        ),
+        None => "created".to_string(),
+    };
+    Ok((how, recovery, unreadable))
 }
 
 /// The tenants with objects under `tenants/` in the store that the keystore has no entry for.

@@ -208,11 +208,15 @@ impl Agent {
             ks.reload()?;
             ks.clone()
         };
-        let check = ks.verify_snapshots(&*self.store).await?;
+        let mut check = ks.verify_snapshots(&*self.store).await?;
         if !repair || check.problems.is_empty() {
             return Ok(check);
         }
-        ks.is_sound()?;
+        // Only a keystore whose every key opens may replace what the store holds.
+        if let Err(e) = ks.is_sound() {
+            check.problems.push(format!("`--repair` uploaded no snapshot: this agent's keystore is not sound: {e}"));
+            return Ok(check);
+        }
         let uploaded = ks.upload_fresh_snapshot(&*self.store).await?;
         // The fresh snapshot holds every key this agent has; one that does not open is of no
         // use to anyone with this master key, and would be reported on every run.

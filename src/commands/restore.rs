@@ -161,6 +161,15 @@ fn write_report(to: &Path, tenant: &TenantId, generation: &str, lost: &[Lost]) -
     fs::write(&path, text).map_err(|cause| Error::Io { what: "cannot write", path, cause })
 }
 
+/// How feeding one entry on its own ended.
+enum Fed {
+    Whole,
+    /// A blob is missing or damaged: the entry cannot be restored.
+    Damaged(String),
+    /// The writer stopped (its error is reported by the caller).
+    WriterStopped,
+}
+
 /// One pass over a generation's catalog, restoring the entries it wants.
 struct Pass<'a> {
     repo: &'a crate::repository::Repository,
@@ -201,6 +210,29 @@ impl Pass<'_> {
         Ok(stats)
     }
 
+    /// Fetch one entry's blobs with a stream of their own and send them to the writer (a
+    /// partial restore). Damage ends the entry; any other failure is the restore's.
+    async fn feed_alone(
+        &self,
+        ids: Vec<crate::keys::BlobId>,
+        tx: &tokio::sync::mpsc::Sender<Event>,
+        progress: &dyn Progress,
+    ) -> Result<Fed> {
+        let mut blobs = std::pin::pin!(self.repo.blob_stream(self.index, ids.into_iter()));
+        while let Some(data) = futures::StreamExt::next(&mut blobs).await {
+            let data = match data {
+                Ok(data) => data,
+                Err(e) if is_damage(&e) => return Ok(Fed::Damaged(e.to_string())),
+                Err(e) => return Err(e.into()),
+            };
+            progress.bytes(data.len() as u64);
+            if tx.send(Event::Data(data)).await.is_err() {
+                return Ok(Fed::WriterStopped);
+            }
+        }
+        Ok(Fed::Whole)
+    }
+
     async fn feed(
         &self,
         tx: &tokio::sync::mpsc::Sender<Event>,
@@ -227,7 +259,7 @@ impl Pass<'_> {
             let ids = entry_blobs(&entry, self.generation)?;
             let merger = match self.repo.table_merger(self.index, &entry, self.generation, self.tmp).await {
                 Ok(m) => m,
-                Err(e) if self.partial => {
+                Err(e) if self.partial && is_damage(&e) => {
                     send!(Event::Start(Box::new(entry), None));
                     send!(Event::Abort(e.to_string()));
                     continue;
@@ -243,26 +275,14 @@ impl Pass<'_> {
                         send!(Event::Data(data));
                     }
                 }
-                None => {
-                    let mut blobs = std::pin::pin!(self.repo.blob_stream(self.index, ids.into_iter()));
-                    let mut failed = None;
-                    while let Some(data) = futures::StreamExt::next(&mut blobs).await {
-                        match data {
-                            Ok(data) => {
-                                progress.bytes(data.len() as u64);
-                                send!(Event::Data(data));
-                            }
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    if let Some(e) = failed {
-                        send!(Event::Abort(e.to_string()));
+                None => match self.feed_alone(ids, tx, progress).await? {
+                    Fed::Whole => {}
+                    Fed::Damaged(cause) => {
+                        send!(Event::Abort(cause));
                         continue;
                     }
-                }
+                    Fed::WriterStopped => return Ok(()),
+                },
             }
             send!(Event::End);
         }
@@ -385,6 +405,19 @@ struct Writer {
     skipping: bool,
 }
 
+/// Whether `e` is damage to the repository (what a partial restore leaves out and lists), as
+/// opposed to a store that failed to answer.
+fn is_damage(e: &RepoError) -> bool {
+    matches!(e, RepoError::Damaged { .. } | RepoError::MissingBlob { .. })
+}
+
+/// Data of the generation that does not add up (a size, a row count, a record that does not
+/// decode): damage, which a partial restore survives by leaving the entry out. A failure to
+/// write (a full disk, SQLite refusing) is not, and stops any restore.
+fn inconsistent(cause: String) -> Error {
+    Error::Repo(RepoError::Damaged { what: "restored data of", key: "the generation".into(), cause })
+}
+
 fn db_err(e: rusqlite::Error) -> Error {
     Error::Failed(format!("cannot write the restored database: {e}"))
 }
@@ -424,9 +457,8 @@ impl Writer {
             Event::Abort(cause) => self.abort(cause),
         };
         match applied {
-            // Data that does not add up (a size, a row count, a record that does not decode)
-            // costs its entry in a partial restore; a write that fails stops it all.
-            Err(Error::Failed(cause)) if self.partial => self.abort(cause),
+            // Damaged data costs its entry in a partial restore; a write that fails stops it all.
+            Err(Error::Repo(e)) if self.partial && is_damage(&e) => self.abort(e.to_string()),
             other => other,
         }
     }
@@ -533,7 +565,7 @@ impl Writer {
             Current::Table { name, insert, ncols, rows, carry, merger, .. } => {
                 self.stats.bytes += d.len() as u64;
                 match merger {
-                    Some(m) => m.push(&d, carry).map_err(|e| Error::Failed(format!("table {name}: {e}")))?,
+                    Some(m) => m.push(&d, carry).map_err(|e| inconsistent(format!("table {name}: {e}")))?,
                     None => carry.extend_from_slice(&d),
                 }
                 let db =
@@ -550,7 +582,7 @@ impl Writer {
                                 at += n;
                             }
                             Ok(None) => break 'rows,
-                            Err(e) => return Err(Error::Failed(format!("table {name}: {e}"))),
+                            Err(e) => return Err(inconsistent(format!("table {name}: {e}"))),
                         }
                     }
                     let params: Vec<ToSqlOutput<'_>> = vals.into_iter().map(ToSqlOutput::Borrowed).collect();
@@ -560,38 +592,41 @@ impl Writer {
                 }
                 carry.drain(..pos);
             }
-            Current::None => return Err(Error::Failed("restore received data outside an entry".into())),
+            Current::None => return Err(inconsistent("data outside an entry".into())),
         }
         Ok(())
     }
 
     fn end(&mut self) -> Result<()> {
+        // The changes after the base's last row first; the entry stays current until it is
+        // checked, so that a partial restore can still remove it whole.
+        if let Current::Table { name, merger, .. } = &mut self.current {
+            if let Some(m) = merger.take() {
+                let name = name.clone();
+                let mut tail = Vec::new();
+                m.finish(&mut tail).map_err(|e| inconsistent(format!("table {name}: {e}")))?;
+                self.data(tail)?;
+            }
+        }
+        match &self.current {
+            Current::File { path, size, written, .. } if written != size => {
+                return Err(inconsistent(format!(
+                    "{}: restored {written} bytes, the generation says {size}",
+                    path.display()
+                )))
+            }
+            Current::Table { name, expected, rows, carry, .. } if !carry.is_empty() || rows != expected => {
+                return Err(inconsistent(format!("table {name}: restored {rows} rows, the generation says {expected}")))
+            }
+            _ => {}
+        }
         match std::mem::replace(&mut self.current, Current::None) {
-            Current::File { path, file, size, written, mode, mtime_ns } => {
-                if written != size {
-                    return Err(Error::Failed(format!(
-                        "{}: restored {written} bytes, the generation says {size}",
-                        path.display()
-                    )));
-                }
+            Current::File { path, file, mode, mtime_ns, .. } => {
                 drop(file);
                 set_mode_and_mtime(&path, mode, mtime_ns)?;
                 self.stats.files += 1;
             }
-            Current::Table { name, expected, rows, carry, merger: Some(m), insert, ncols } => {
-                // The changes after the base's last row, then the usual checks.
-                let mut tail = Vec::new();
-                m.finish(&mut tail).map_err(|e| Error::Failed(format!("table {name}: {e}")))?;
-                self.current = Current::Table { name, insert, ncols, expected, rows, carry, merger: None };
-                self.data(tail)?;
-                return self.end();
-            }
-            Current::Table { name, expected, rows, carry, .. } => {
-                if !carry.is_empty() || rows != expected {
-                    return Err(Error::Failed(format!(
-                        "table {name}: restored {rows} rows, the generation says {expected}"
-                    )));
-                }
+            Current::Table { rows, .. } => {
                 self.stats.tables += 1;
                 self.stats.rows += rows;
             }
