@@ -12,7 +12,14 @@ use crate::progress;
 use crate::tenant::TenantId;
 
 #[derive(Parser, Debug)]
-#[command(name = "reversa", version, about = "Backups, exports and reversibility for the data of SaaS tenants")]
+#[command(
+    name = "reversa",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("REVERSA_COMMIT"), ")"),
+    about = "Backups, exports and reversibility for the data of SaaS tenants",
+    after_help = "Environment: REVERSA_MASTER_KEY (base64 of the 32-byte master key; overrides [keys] \
+                  master_key_file), REVERSA_LOG (diagnostics on stderr: warn, info, debug), REVERSA_CONFIG \
+                  (the configuration file), NO_COLOR (no colour on a terminal). Exit codes: README.md."
+)]
 pub struct Cli {
     /// The configuration file (TOML); see config/reversa.example.toml.
     #[arg(long, global = true, env = "REVERSA_CONFIG")]
@@ -39,19 +46,25 @@ pub enum Command {
         create_bucket: bool,
     },
     /// Back up one tenant, or all tenants of the source, into new generations.
+    #[command(group(clap::ArgGroup::new("which").required(true)))]
     Backup {
-        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        /// The tenant id (as in [source] root and in the store).
+        #[arg(long, group = "which")]
         tenant: Option<String>,
-        #[arg(long)]
+        /// Every tenant of the source (instead of --tenant).
+        #[arg(long, group = "which")]
         all: bool,
+        /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
     },
     /// List a tenant's generations (with their holds), or place and release legal holds.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Generations {
+        /// The tenant id (as in [source] root and in the store).
         #[arg(long, required = true)]
         tenant: Option<String>,
+        /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
@@ -59,24 +72,30 @@ pub enum Command {
     },
     /// Apply the retention policy ([retention] in the configuration): delete the manifests of the
     /// generations it does not keep. Packs stay until prune.
+    #[command(group(clap::ArgGroup::new("which").required(true)))]
     Forget {
-        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        /// The tenant id (as in [source] root and in the store).
+        #[arg(long, group = "which")]
         tenant: Option<String>,
         /// Every tenant that has a key, i.e. a repository in the store.
-        #[arg(long)]
+        #[arg(long, group = "which")]
         all: bool,
         /// Show what would be kept and forgotten; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
     },
     /// Restore a generation (the newest by default) into a folder.
     Restore {
+        /// The tenant id (as in [source] root and in the store).
         #[arg(long)]
         tenant: String,
+        /// The generation id, as `reversa generations` lists them.
         #[arg(long)]
         generation: Option<String>,
+        /// The folder to restore into: database.sqlite, attachments/ and documents/.
         #[arg(long)]
         to: PathBuf,
         /// Restore into a folder that is not empty, replacing its database and file folders.
@@ -88,10 +107,13 @@ pub enum Command {
         partial: bool,
     },
     /// Check that every reference in a tenant's repository resolves.
+    #[command(group(clap::ArgGroup::new("which").required(true)))]
     Check {
-        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        /// The tenant id (as in [source] root and in the store).
+        #[arg(long, group = "which")]
         tenant: Option<String>,
-        #[arg(long)]
+        /// Every tenant (instead of --tenant).
+        #[arg(long, group = "which")]
         all: bool,
         /// Also read, decrypt and verify every blob.
         #[arg(long)]
@@ -103,26 +125,31 @@ pub enum Command {
         /// Abort the multipart uploads interrupted backups left behind (under the tenant lock).
         #[arg(long)]
         repair: bool,
+        /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
     },
     /// Delete the packs no generation references and rewrite half-empty ones (under the tenant
     /// lock; packs younger than [prune] grace_hours are left alone).
+    #[command(group(clap::ArgGroup::new("which").required(true)))]
     Prune {
-        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        /// The tenant id (as in [source] root and in the store).
+        #[arg(long, group = "which")]
         tenant: Option<String>,
         /// Every tenant with a repository in the store.
-        #[arg(long)]
+        #[arg(long, group = "which")]
         all: bool,
         /// Report what would be deleted and repacked, and the bytes freed, changing nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
     },
     /// Write the customer's copy of a tenant: an AES-256 ZIP with its records as XLSX and CSV and
     /// its files (docs/EXPORT.md). Prints the passphrase once, or writes it to a file.
     Export {
+        /// The tenant id (as in [source] root and in the store).
         #[arg(long)]
         tenant: String,
         /// Export this backup generation instead of the live source.
@@ -155,22 +182,28 @@ pub enum Command {
 pub enum GenerationsCommand {
     /// Put a generation on legal hold: `forget` keeps it until it is released.
     Hold {
+        /// The tenant id (as in [source] root and in the store).
         #[arg(long)]
         tenant: String,
+        /// The generation id, as `reversa generations` lists them.
         #[arg(long)]
         generation: String,
         /// Why (a case number, a request); stored sealed, shown by `generations` and `forget`.
         #[arg(long)]
         reason: Option<String>,
+        /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
     },
     /// Lift a legal hold: the generation falls under the retention policy again.
     Release {
+        /// The tenant id (as in [source] root and in the store).
         #[arg(long)]
         tenant: String,
+        /// The generation id, as `reversa generations` lists them.
         #[arg(long)]
         generation: String,
+        /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
     },
@@ -180,13 +213,16 @@ pub enum GenerationsCommand {
 pub enum ExportsCommand {
     /// List the uploaded exports.
     List {
+        /// The tenant id (as in [source] root and in the store).
         #[arg(long)]
         tenant: Option<String>,
+        /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
     },
     /// Remove the uploaded exports older than [exports] keep_days.
     Prune {
+        /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
     },
@@ -209,6 +245,8 @@ fn load_config(cli: &Cli) -> Result<Config, Error> {
     Config::load(path).map_err(|e| Error::Usage(e.to_string()))
 }
 
+/// The one human form of a size, everywhere (summaries, tables, progress bars): decimal MB, as
+/// disks and links are sold. `--json` gives bytes.
 fn mb(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
 }
@@ -411,12 +449,15 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 }
                 Some(GenerationsCommand::Hold { tenant, generation, reason, json }) => {
                     let tenant = TenantId::parse(tenant)?;
-                    let r = generations::hold(&agent, &tenant, generation, reason.as_deref()).await?;
+                    let r = generations::hold(&agent, &tenant, generation, reason.as_deref(), &actor()).await?;
                     if *json {
                         print_json(&r);
                     } else {
-                        let again =
-                            if r.replaced.is_some() { " (it was already held; the reason is replaced)" } else { "" };
+                        let again = if r.replaced.is_some() {
+                            " (it was already held; the earlier reason is kept in its history)"
+                        } else {
+                            ""
+                        };
                         println!(
                             "{tenant}: generation {} is on {}{again}; forget keeps it until it is released",
                             generation,
@@ -570,7 +611,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     if *json {
                         print_json(&list);
                     } else {
-                        println!("{:<20} {:<26} {:<20} {:>6} {:>12}", "TENANT", "EXPORT", "CREATED", "FILES", "BYTES");
+                        println!("{:<20} {:<26} {:<20} {:>6} {:>12}", "TENANT", "EXPORT", "CREATED", "FILES", "SIZE");
                         for e in &list {
                             println!(
                                 "{:<20} {:<26} {:<20} {:>6} {:>12}",
@@ -578,7 +619,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                                 e.id,
                                 e.created,
                                 e.objects.len(),
-                                e.bytes
+                                mb(e.bytes)
                             );
                         }
                     }
@@ -649,6 +690,15 @@ fn print_check(r: &check::CheckReport, read: &check::ReadData) {
     }
 }
 
+/// Who runs this command, as records name them: `REVERSA_ACTOR`, else the OS user and host.
+fn actor() -> String {
+    if let Some(a) = std::env::var("REVERSA_ACTOR").ok().filter(|a| !a.trim().is_empty()) {
+        return a.trim().to_string();
+    }
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{}", crate::repository::lock::hostname())
+}
+
 fn print_keystore_check(k: &crate::keys::SnapshotCheck) {
     if let Some(up) = &k.uploaded {
         println!("keystore: uploaded a fresh snapshot {up} (--repair)");
@@ -701,7 +751,7 @@ fn print_generations(listing: &generations::Listing, json: bool) {
     }
     println!(
         "{:<34} {:<20} {:>10} {:>8} {:>12} {:>12} {:>9} {:>9} {:>9}  HOLD",
-        "GENERATION", "TIME", "ROWS", "FILES", "BYTES", "ADDED", "INSERTED", "UPDATED", "DELETED"
+        "GENERATION", "TIME", "ROWS", "FILES", "SIZE", "ADDED", "INSERTED", "UPDATED", "DELETED"
     );
     for g in &listing.generations {
         let (m, s) = (&g.manifest, &g.manifest.summary);
@@ -711,8 +761,8 @@ fn print_generations(listing: &generations::Listing, json: bool) {
             m.time,
             s.rows,
             s.files,
-            s.table_bytes + s.file_bytes,
-            s.bytes_added,
+            mb(s.table_bytes + s.file_bytes),
+            mb(s.bytes_added),
             s.rows_inserted,
             s.rows_updated,
             s.rows_deleted,

@@ -44,6 +44,13 @@ pub enum KeyError {
     Missing { path: PathBuf },
     #[error("cannot write the keystore {path}: {cause}")]
     Write { path: PathBuf, cause: std::io::Error },
+    #[error(
+        "the key file {path} exists; reversa never overwrites a key: use it with [keys] master_key_file, or \
+         give --generate-master-key a new path"
+    )]
+    KeyFileExists { path: PathBuf },
+    #[error("cannot write the key file {path}: {cause}")]
+    WriteKeyFile { path: PathBuf, cause: std::io::Error },
     #[error("the key of tenant {tenant} was shredded: its backups can no longer be read")]
     Shredded { tenant: String },
     /// No key here and nothing of the tenant in the store: a tenant never backed up.
@@ -132,7 +139,10 @@ impl MasterKey {
             f.write_all(self.0.expose())?;
             f.sync_all()
         };
-        write().map_err(|cause| KeyError::Write { path: path.into(), cause })
+        write().map_err(|cause| match cause.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyError::KeyFileExists { path: path.into() },
+            _ => KeyError::WriteKeyFile { path: path.into(), cause },
+        })
     }
 
     fn wrapping_key(&self) -> SecretKey {

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    quiet_on_closed_pipe();
     let cli = reversa::cli::Cli::parse();
     use reversa::cli::Command;
     tune_allocator(matches!(cli.command, Command::Backup { .. } | Command::Demo { .. } | Command::Restore { .. }));
@@ -12,6 +13,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .with_target(false)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -26,6 +28,24 @@ fn main() {
         Err(e) => reversa::cli::report_error(&e),
     };
     std::process::exit(code);
+}
+
+/// Colour only for a person at a terminal: never in cron mail, journald or a file, and never
+/// when `NO_COLOR` is set (no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `reversa generations --json | head -1`: when the reader goes away, end as other Unix tools
+/// do (killed by SIGPIPE, nothing printed) instead of panicking in `println!`. Rust ignores
+/// SIGPIPE by default, which turns the closed pipe into an error every print would panic on.
+/// Sockets are not affected: std (and so tokio and hyper) send with MSG_NOSIGNAL.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// The pipelines pass buffers of up to a few MiB between threads. Two arenas instead of one per

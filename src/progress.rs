@@ -29,12 +29,12 @@ impl Progress for Bar {
             Some(t) => {
                 self.0.set_length(t);
                 indicatif::ProgressStyle::with_template(
-                    "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
+                    "{prefix:>12} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} {wide_msg}",
                 )
             }
-            None => {
-                indicatif::ProgressStyle::with_template("{prefix:>12} {spinner} {bytes} {bytes_per_sec} {wide_msg}")
-            }
+            None => indicatif::ProgressStyle::with_template(
+                "{prefix:>12} {spinner} {decimal_bytes} {decimal_bytes_per_sec} {wide_msg}",
+            ),
         }
         .expect("static template")
         .progress_chars("=> ");

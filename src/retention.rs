@@ -75,8 +75,25 @@ pub struct Decision {
 pub struct Hold {
     pub generation: String,
     pub reason: Option<String>,
-    /// RFC 3339 UTC, when the hold was placed.
+    /// RFC 3339 UTC, when the hold was placed (or last changed).
     pub created: String,
+    /// Who placed it (or last changed it); absent in holds written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// What the hold said before each change, oldest first: a reason (a court case) is never
+    /// lost by placing the hold again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HoldState>,
+}
+
+/// A hold as it was before a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldState {
+    pub reason: Option<String>,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl Hold {

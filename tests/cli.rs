@@ -135,3 +135,98 @@ fn all_goes_on_past_a_tenant_that_fails() {
     assert_eq!(r.code, 6, "{}", r.all());
     assert!(r.stderr.contains("error: comune-a:") && r.stdout.contains("comune-b:"), "{}", r.all());
 }
+
+/// Diagnostics on stderr carry no colour codes when stderr is not a terminal (cron mail,
+/// journald), whatever the log level.
+#[test]
+fn diagnostics_are_plain_text_when_stderr_is_not_a_terminal() {
+    let env = Env::new();
+    env.seed("t1", SMALL, 1);
+    let r: Run = env.cmd(&["backup", "--tenant", "t1"]).env("REVERSA_LOG", "debug").output().unwrap().into();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.lines().count() > 3, "no diagnostics to look at:\n{}", r.stderr);
+    assert!(!r.stderr.contains('\u{1b}'), "colour codes on a pipe:\n{:?}", r.stderr);
+}
+
+/// `reversa generations --json | head -1`: a reader that goes away ends the process quietly,
+/// never with a panic (exit 101).
+#[test]
+fn a_closed_stdout_ends_the_process_quietly() {
+    let env = Env::new();
+    env.seed("t1", SMALL, 1);
+    env.backup("t1");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = env.cmd(&["generations", "--tenant", "t1", "--json"]).stdout(writer).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}
+
+/// `--version` names the commit; the help describes the shared flags and the environment;
+/// a verb over tenants without a tenant says that --all is the other choice.
+#[test]
+fn version_help_and_a_missing_tenant_say_what_to_give() {
+    let run = |args: &[&str]| -> Run { std::process::Command::new(bin()).args(args).output().unwrap().into() };
+    let v = run(&["--version"]);
+    assert!(v.stdout.starts_with("reversa ") && v.stdout.contains("(commit "), "{}", v.all());
+    let help = run(&["--help"]).ok().stdout;
+    assert!(help.contains("REVERSA_MASTER_KEY") && help.contains("REVERSA_LOG"), "{help}");
+    for verb in ["backup", "check", "forget", "prune"] {
+        let h = run(&[verb, "--help"]).ok().stdout;
+        assert!(
+            h.contains("The tenant id") && h.contains("--all") && h.contains("Print the report as JSON"),
+            "{verb}: {h}"
+        );
+        let r = run(&[verb]);
+        assert_eq!(r.code, 2, "{verb}: {}", r.all());
+        assert!(r.stderr.contains("--tenant") && r.stderr.contains("--all"), "{verb}: {}", r.stderr);
+    }
+    let h = run(&["restore", "--help"]).ok().stdout;
+    assert!(h.contains("The generation id") && h.contains("The folder to restore into"), "{h}");
+}
+
+/// What does not exist is "not found" (exit 8) everywhere: an unknown tenant, a generation that
+/// does not exist, a tenant with none yet. A key file that exists is bad input (2), named as a
+/// key file.
+#[test]
+fn what_does_not_exist_is_not_found_everywhere() {
+    let env = Env::new();
+    env.seed("t1", SMALL, 1);
+    env.seed("t2", SMALL, 2);
+    env.backup("t1");
+    let to = env.path("to");
+    let to = to.to_str().unwrap();
+    let missing = "20200101T000000.000000Z-00000000";
+    let cases: [(&str, Vec<&str>); 6] = [
+        ("restore of an unknown tenant", vec!["restore", "--tenant", "nobody", "--to", to]),
+        ("check of an unknown tenant", vec!["check", "--tenant", "nobody"]),
+        ("restore of a missing generation", vec!["restore", "--tenant", "t1", "--generation", missing, "--to", to]),
+        ("hold of a missing generation", vec!["generations", "hold", "--tenant", "t1", "--generation", missing]),
+        ("generations of an unknown tenant", vec!["generations", "--tenant", "nobody"]),
+        ("backup of a tenant not in the source", vec!["backup", "--tenant", "nobody"]),
+    ];
+    for (what, args) in cases {
+        let r = env.run(&args);
+        assert_eq!(r.code, 8, "{what}: {}", r.all());
+    }
+    let key = env.path("master.key");
+    let r = env.run(&["init", "--generate-master-key", key.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("the key file") && !r.stderr.contains("keystore"), "{}", r.all());
+}
+
+/// One human form of a size in every verb's output (decimal MB); `--json` has bytes.
+#[test]
+fn sizes_read_the_same_in_every_verb() {
+    let env = Env::new();
+    env.seed("t1", SMALL, 1);
+    let backup = env.run(&["backup", "--tenant", "t1"]).ok().stdout;
+    assert!(backup.contains(" MB") && !backup.contains("MiB"), "{backup}");
+    let listing = env.run(&["generations", "--tenant", "t1"]).ok().stdout;
+    let row = listing.lines().nth(1).unwrap();
+    assert_eq!(row.matches(" MB").count(), 2, "size and added in MB: {row}");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["generations", "--tenant", "t1", "--json"]).ok().stdout).unwrap();
+    assert!(json[0]["summary"]["bytes_added"].as_u64().unwrap() > 1000, "{json}");
+}

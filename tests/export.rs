@@ -1112,17 +1112,17 @@ fn bad_input_is_named_and_leaves_no_archive() {
     };
     let base = ["export", "--out", &out_s, "--passphrase-file", &pass_s];
     let cases: Vec<(&str, Vec<&str>, i32, Vec<String>)> = vec![
-        ("unknown tenant", vec!["--tenant", "nobody"], 1, vec!["tenant nobody does not exist".into()]),
+        ("unknown tenant", vec!["--tenant", "nobody"], 8, vec!["tenant nobody does not exist".into()]),
         (
             "unknown tenant, from a generation",
             vec!["--tenant", "nobody", "--generation", &gen_id],
-            1,
+            8,
             vec!["tenant nobody has no repository in the store and no key".into()],
         ),
         (
             "generation that does not exist",
             vec!["--tenant", "comune-b", "--generation", "20200101T000000Z-00000000"],
-            1,
+            8,
             vec!["generation 20200101T000000Z-00000000 does not exist".into()],
         ),
         ("invalid tenant id", vec!["--tenant", "../x"], 2, vec!["invalid tenant id".into()]),

@@ -150,9 +150,27 @@ fn a_legal_hold_keeps_a_generation_until_it_is_released() {
     assert_eq!(list[1]["hold"], Value::Null);
     assert!(list[1]["summary"]["bytes_added"].as_u64().unwrap() > 0);
 
+    // Placing it again without a reason is refused, and the first reason stays; a new reason
+    // keeps the old one, its time and who placed it in the hold's history.
+    let again = ["generations", "hold", "--tenant", "comune-h", "--generation", &ids[0]];
+    let r = env.cmd(&again).env("REVERSA_ACTOR", "ops-mario").output().unwrap();
+    let r: Run = r.into();
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("already on hold since") && r.stderr.contains("--reason"), "{}", r.all());
+    let second = "ricorso TAR Lazio 123/2026, appello";
+    let mut with_reason = again.to_vec();
+    with_reason.extend(["--reason", second]);
+    let r: Run = env.cmd(&with_reason).env("REVERSA_ACTOR", "ops-lucia").output().unwrap().into();
+    assert_eq!(r.code, 0, "{}", r.all());
+    let list = json(&env.run(&["generations", "--tenant", "comune-h", "--json"]).ok());
+    assert_eq!(list[0]["hold"]["reason"], second);
+    assert_eq!(list[0]["hold"]["by"], "ops-lucia");
+    assert_eq!(list[0]["hold"]["history"][0]["reason"], reason, "{:#}", list[0]["hold"]);
+    assert!(list[0]["hold"]["history"][0]["by"].as_str().unwrap().contains('@'), "{:#}", list[0]["hold"]);
+
     let report = &json(&at(&env, "2026-11-04T10:00:00Z", &["forget", "--tenant", "comune-h", "--json"]).ok())[0];
     let d = decisions(report);
-    assert_eq!(d[0], (ids[0].clone(), true, vec![format!("hold: {reason}")]));
+    assert_eq!(d[0], (ids[0].clone(), true, vec![format!("hold: {second}")]));
     assert!(!d[1].1);
     assert_eq!(generation_ids(&env, "comune-h"), [ids[0].clone(), ids[2].clone()]);
 
@@ -164,7 +182,7 @@ fn a_legal_hold_keeps_a_generation_until_it_is_released() {
 
     // Holding what does not exist, or releasing what is not held, is an error that names it.
     let r = env.run(&["generations", "hold", "--tenant", "comune-h", "--generation", &ids[0]]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.code, 8, "not found: {}", r.all());
     assert!(r.stderr.contains(&format!("generation {} does not exist", ids[0])), "{}", r.all());
     let r = env.run(&["generations", "release", "--tenant", "comune-h", "--generation", &ids[2]]);
     assert_eq!(r.code, 2, "{}", r.all());

@@ -8,7 +8,7 @@ use super::{Agent, Error, Result};
 use crate::generation::{self, Manifest};
 use crate::repository::lock::TenantLock;
 use crate::repository::{RepoError, Repository};
-use crate::retention::Hold;
+use crate::retention::{Hold, HoldState};
 use crate::tenant::TenantId;
 
 /// One line of the listing: the manifest as it is stored, and its hold.
@@ -57,29 +57,53 @@ pub struct HoldReport {
     pub replaced: Option<Hold>,
 }
 
-/// Put `generation` on legal hold, with an optional reason (sealed: it may name people).
-pub async fn hold(agent: &Agent, tenant: &TenantId, generation: &str, reason: Option<&str>) -> Result<HoldReport> {
+/// Put `generation` on legal hold, with an optional reason (sealed: it may name people), on
+/// behalf of `actor`. A generation already on hold keeps its hold unless a new reason is given;
+/// then the earlier reason, time and actor go into the hold's history.
+pub async fn hold(
+    agent: &Agent,
+    tenant: &TenantId,
+    generation: &str,
+    reason: Option<&str>,
+    actor: &str,
+) -> Result<HoldReport> {
     check_id(tenant, generation)?;
     let repo = agent.repository(tenant, false).await?;
     // Under the tenant lock, so that a `forget` cannot be between reading the holds and
     // deleting this generation while the hold is placed.
     let lock = TenantLock::acquire(agent.store.clone(), tenant, "hold").await?;
-    let result = place(&repo, generation, reason).await;
+    let result = place(&repo, generation, reason, actor).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(tenant = %tenant, error = %e, "could not release the tenant lock");
     }
     result
 }
 
-async fn place(repo: &Repository, generation: &str, reason: Option<&str>) -> Result<HoldReport> {
+async fn place(repo: &Repository, generation: &str, reason: Option<&str>, actor: &str) -> Result<HoldReport> {
     // A hold on nothing protects nothing: the generation must exist (the error names it).
     repo.load_generation(generation).await?;
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty()).map(String::from);
     // A damaged hold is replaced: the new one says what the operator wants now.
     let replaced = repo.load_hold(generation).await.unwrap_or(None);
+    if let (Some(old), None) = (&replaced, &reason) {
+        return Err(Error::Usage(format!(
+            "generation {generation} of tenant {} is already on hold since {}{}; placing it again without a \
+             reason would lose that one: give --reason to change it",
+            repo.tenant(),
+            old.created,
+            old.by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default()
+        )));
+    }
+    let mut history = replaced.as_ref().map(|h| h.history.clone()).unwrap_or_default();
+    if let Some(old) = &replaced {
+        history.push(HoldState { reason: old.reason.clone(), created: old.created.clone(), by: old.by.clone() });
+    }
     let hold = Hold {
         generation: generation.to_string(),
-        reason: reason.map(str::trim).filter(|r| !r.is_empty()).map(String::from),
+        reason,
         created: crate::now_rfc3339(),
+        by: Some(actor.to_string()),
+        history,
     };
     repo.write_hold(&hold).await?;
     Ok(HoldReport { tenant: repo.tenant().to_string(), hold, replaced })

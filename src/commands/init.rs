@@ -75,14 +75,7 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
 /// A new master key, or the configured one.
 fn master_key(config: &Config, generate: Option<&Path>) -> Result<MasterKey> {
     match generate {
-        Some(path) if path.exists() => Err(crate::keys::KeyError::Write {
-            path: path.into(),
-            cause: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "the file exists; reversa never overwrites a key (use it with [keys] master_key_file)",
-            ),
-        }
-        .into()),
+        Some(path) if path.exists() => Err(crate::keys::KeyError::KeyFileExists { path: path.into() }.into()),
         Some(_) => Ok(MasterKey::generate()),
         None => Ok(MasterKey::load(config.keys.master_key_file.as_deref())?),
     }

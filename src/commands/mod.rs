@@ -57,7 +57,12 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Tenant(_) => 2,
             // A key file that cannot be used is bad input, like a broken config.
-            Error::Key(KeyError::LooseMode { .. } | KeyError::BadLength { .. } | KeyError::Read { .. }) => 2,
+            Error::Key(
+                KeyError::LooseMode { .. }
+                | KeyError::BadLength { .. }
+                | KeyError::Read { .. }
+                | KeyError::KeyFileExists { .. },
+            ) => 2,
             Error::Lock(_) => 4,
             Error::Key(e) if e.is_wrong_master_key() => 5,
             Error::Key(KeyError::SnapshotsDamaged { .. }) => 6,
@@ -68,11 +73,29 @@ impl Error {
             {
                 6
             }
+            e if e.is_not_found() => 8,
             Error::Export(e) if e.is_bad_input() => 2,
             Error::Export(crate::export::ExportError::Repo(
                 RepoError::Damaged { .. } | RepoError::MissingBlob { .. },
             )) => 6,
             _ => 1,
+        }
+    }
+}
+
+impl Error {
+    /// Whether what was asked for does not exist: a tenant (neither in the source nor in the
+    /// store), a generation, or a tenant's first generation.
+    pub fn is_not_found(&self) -> bool {
+        let repo = |e: &RepoError| matches!(e, RepoError::NoSuchGeneration { .. } | RepoError::NoGenerations { .. });
+        let source = |e: &crate::source::SourceError| matches!(e, crate::source::SourceError::UnknownTenant { .. });
+        match self {
+            Error::Key(KeyError::NoKey { .. }) => true,
+            Error::Repo(e) => repo(e),
+            Error::Source(e) => source(e),
+            Error::Export(crate::export::ExportError::Repo(e)) => repo(e),
+            Error::Export(crate::export::ExportError::Source(e)) => source(e),
+            _ => false,
         }
     }
 }
