@@ -230,10 +230,26 @@ pub enum ExportsCommand {
 
 /// Exit codes (README.md, "Exit codes").
 pub mod exit {
+    use crate::commands::ErrorKind;
+
     pub const OK: i32 = 0;
     pub const WARNINGS: i32 = 3;
     pub const DAMAGED: i32 = 6;
     pub const MISSING_KEY: i32 = 7;
+
+    /// The exit code of a failure: only the CLI maps error kinds to codes.
+    pub fn of(kind: ErrorKind) -> i32 {
+        match kind {
+            ErrorKind::BadInput => 2,
+            ErrorKind::Locked => 4,
+            ErrorKind::WrongKey => 5,
+            ErrorKind::Damaged => DAMAGED,
+            ErrorKind::MissingKey => MISSING_KEY,
+            ErrorKind::NotFound => 8,
+            ErrorKind::NotAllowed => 9,
+            ErrorKind::Transient | ErrorKind::Internal => 1,
+        }
+    }
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Error> {
@@ -282,7 +298,7 @@ async fn per_tenant<R: serde::Serialize>(
             Ok(None) => {}
             Err(e) if keep_going => {
                 eprintln!("error: {t}: {e}");
-                done.failed.get_or_insert(e.exit_code());
+                done.failed.get_or_insert(exit::of(e.kind()));
             }
             Err(e) => return Err(e),
         }
@@ -853,5 +869,5 @@ fn format_ms(ms: u64) -> String {
 /// Map an error to its exit code and print it with its whole chain.
 pub fn report_error(e: &Error) -> i32 {
     eprintln!("error: {e}");
-    e.exit_code()
+    exit::of(e.kind())
 }

@@ -102,7 +102,7 @@ fn commands_need_an_initialized_store() {
         .output()
         .unwrap();
     let r: Run = out.into();
-    assert_ne!(r.code, 0);
+    assert_eq!(r.code, 2, "a store never initialized is bad input: {}", r.all());
     assert!(r.stderr.contains("init"), "{}", r.stderr);
     assert!(!dir.path().join("store").exists());
 }

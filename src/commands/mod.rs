@@ -51,39 +51,58 @@ pub enum Error {
     PruneRefused { tenant: String, what: String, cause: Box<RepoError> },
 }
 
-impl Error {
-    /// The process exit code for this error (README.md documents them).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Usage(_) | Error::Tenant(_) => 2,
-            // A key file that cannot be used is bad input, like a broken config.
-            Error::Key(
-                KeyError::LooseMode { .. }
-                | KeyError::BadLength { .. }
-                | KeyError::Read { .. }
-                | KeyError::KeyFileExists { .. },
-            ) => 2,
-            Error::Lock(_) => 4,
-            Error::Key(e) if e.is_wrong_master_key() => 5,
-            Error::Key(KeyError::SnapshotsDamaged { .. }) => 6,
-            Error::Key(KeyError::MissingKey { .. }) => 7,
-            Error::Repo(RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) => 6,
-            Error::PruneRefused { cause, .. }
-                if matches!(**cause, RepoError::Damaged { .. } | RepoError::MissingBlob { .. }) =>
-            {
-                6
-            }
-            e if e.is_not_found() => 8,
-            Error::Export(e) if e.is_bad_input() => 2,
-            Error::Export(crate::export::ExportError::Repo(
-                RepoError::Damaged { .. } | RepoError::MissingBlob { .. },
-            )) => 6,
-            _ => 1,
-        }
+/// What kind of failure an error is. The CLI maps kinds to exit codes (README.md); the daemon
+/// will map them to HTTP statuses and decide from them what to retry.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// What was asked is wrong: a flag, the configuration, a key file, an id.
+    BadInput,
+    /// What was asked for does not exist: a tenant, a generation.
+    NotFound,
+    /// Another job holds the tenant.
+    Locked,
+    /// The master key does not open the keystore or its snapshots.
+    WrongKey,
+    /// The tenant's data exists, but no keystore holds its key.
+    MissingKey,
+    /// Damaged or missing data in the store.
+    Damaged,
+    /// The store or the source did not answer as it should; a later try may succeed.
+    Transient,
+    /// Not allowed in the tenant's state (its key is shredded).
+    NotAllowed,
+    /// Anything else: a local I/O failure, or a bug.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Whether trying again later may succeed without anyone changing anything.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::Locked)
     }
 }
 
 impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        if self.is_not_found() {
+            return ErrorKind::NotFound;
+        }
+        match self {
+            Error::Usage(_) | Error::Tenant(_) => ErrorKind::BadInput,
+            Error::Key(e) => key_kind(e),
+            Error::Lock(_) => ErrorKind::Locked,
+            Error::Repo(e) => repo_kind(e),
+            Error::PruneRefused { cause, .. } => repo_kind(cause),
+            Error::Store(_) => ErrorKind::Transient,
+            Error::Source(crate::source::SourceError::Busy { .. }) => ErrorKind::Transient,
+            Error::Export(e) if e.is_bad_input() => ErrorKind::BadInput,
+            Error::Export(crate::export::ExportError::Repo(e)) => repo_kind(e),
+            _ => ErrorKind::Internal,
+        }
+    }
+
     /// Whether what was asked for does not exist: a tenant (neither in the source nor in the
     /// store), a generation, or a tenant's first generation.
     pub fn is_not_found(&self) -> bool {
@@ -97,6 +116,32 @@ impl Error {
             Error::Export(crate::export::ExportError::Source(e)) => source(e),
             _ => false,
         }
+    }
+}
+
+fn key_kind(e: &KeyError) -> ErrorKind {
+    match e {
+        // A key file that cannot be used is bad input, like a broken config.
+        KeyError::LooseMode { .. }
+        | KeyError::BadLength { .. }
+        | KeyError::Read { .. }
+        | KeyError::KeyFileExists { .. } => ErrorKind::BadInput,
+        e if e.is_wrong_master_key() => ErrorKind::WrongKey,
+        KeyError::SnapshotsDamaged { .. } => ErrorKind::Damaged,
+        KeyError::MissingKey { .. } => ErrorKind::MissingKey,
+        KeyError::Shredded { .. } => ErrorKind::NotAllowed,
+        KeyError::Store(_) => ErrorKind::Transient,
+        _ => ErrorKind::Internal,
+    }
+}
+
+fn repo_kind(e: &RepoError) -> ErrorKind {
+    match e {
+        RepoError::Damaged { .. } | RepoError::MissingBlob { .. } => ErrorKind::Damaged,
+        RepoError::NoSuchGeneration { .. } | RepoError::NoGenerations { .. } => ErrorKind::NotFound,
+        RepoError::NotInitialized { .. } | RepoError::UnsupportedFormat { .. } => ErrorKind::BadInput,
+        RepoError::Store(_) => ErrorKind::Transient,
+        RepoError::Local { .. } => ErrorKind::Internal,
     }
 }
 
