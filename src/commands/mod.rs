@@ -95,7 +95,7 @@ impl Error {
             Error::Lock(_) => ErrorKind::Locked,
             Error::Repo(e) => repo_kind(e),
             Error::PruneRefused { cause, .. } => repo_kind(cause),
-            Error::Store(_) => ErrorKind::Transient,
+            Error::Store(e) => store_kind(e),
             Error::Source(crate::source::SourceError::Busy { .. }) => ErrorKind::Transient,
             Error::Export(e) if e.is_bad_input() => ErrorKind::BadInput,
             Error::Export(crate::export::ExportError::Repo(e)) => repo_kind(e),
@@ -130,7 +130,7 @@ fn key_kind(e: &KeyError) -> ErrorKind {
         KeyError::SnapshotsDamaged { .. } => ErrorKind::Damaged,
         KeyError::MissingKey { .. } => ErrorKind::MissingKey,
         KeyError::Shredded { .. } => ErrorKind::NotAllowed,
-        KeyError::Store(_) => ErrorKind::Transient,
+        KeyError::Store(e) => store_kind(e),
         _ => ErrorKind::Internal,
     }
 }
@@ -140,8 +140,17 @@ fn repo_kind(e: &RepoError) -> ErrorKind {
         RepoError::Damaged { .. } | RepoError::MissingBlob { .. } => ErrorKind::Damaged,
         RepoError::NoSuchGeneration { .. } | RepoError::NoGenerations { .. } => ErrorKind::NotFound,
         RepoError::NotInitialized { .. } | RepoError::UnsupportedFormat { .. } => ErrorKind::BadInput,
-        RepoError::Store(_) => ErrorKind::Transient,
+        RepoError::Store(e) => store_kind(e),
         RepoError::Local { .. } => ErrorKind::Internal,
+    }
+}
+
+fn store_kind(e: &StoreError) -> ErrorKind {
+    match e {
+        // A store that cannot be used as configured (a missing folder or bucket, a bad region).
+        StoreError::Config { .. } => ErrorKind::BadInput,
+        StoreError::PastEnd { .. } => ErrorKind::Damaged,
+        StoreError::NotFound { .. } | StoreError::Failed { .. } => ErrorKind::Transient,
     }
 }
 

@@ -760,7 +760,10 @@ impl S3Store {
         };
         let f = Fault::of(&e);
         if !f.is("NoSuchBucket") {
-            return Err(self.config_error(self.explain(&f)));
+            // A server that did not answer may answer later; any other refusal is about how the
+            // store is set up (credentials, bucket, region).
+            let cause = self.explain(&f);
+            return Err(if f.transient { self.failed("open", &self.bucket, cause) } else { self.config_error(cause) });
         }
         match mode {
             OpenMode::Init { create_bucket: true } => self.create_bucket().await,
