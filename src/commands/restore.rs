@@ -626,9 +626,11 @@ impl Writer {
                 set_mode_and_mtime(&path, mode, mtime_ns)?;
                 self.stats.files += 1;
             }
-            Current::Table { rows, .. } => {
-                self.stats.tables += 1;
-                self.stats.rows += rows;
+            Current::Table { name, rows, .. } => {
+                if crate::source::is_record_table(&name) {
+                    self.stats.tables += 1;
+                    self.stats.rows += rows;
+                }
             }
             Current::None => {}
         }

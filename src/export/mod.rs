@@ -489,7 +489,7 @@ impl Exporter {
         rowid: bool,
         expected: Option<u64>,
     ) -> Result<(), ExportError> {
-        let skip = name == "sqlite_sequence";
+        let skip = !crate::source::is_record_table(&name);
         let stem = if skip { String::new() } else { self.stems.unique(&name) };
         let mut col_stems = Stems::default();
         let file_columns = columns.iter().map(|c| col_stems.unique(c)).collect();

@@ -12,6 +12,14 @@ use crate::tenant::TenantId;
 pub const FILE_FOLDERS: [&str; 2] = ["attachments", "documents"];
 pub const DATABASE_FILE: &str = "database.sqlite";
 
+/// Whether a table holds the tenant's records. `sqlite_sequence` holds SQLite's AUTOINCREMENT
+/// counters: it is backed up and restored (restore needs it to hand out the same ids), but it is
+/// not exported and not counted, so that backup, restore, export and `generations` give the
+/// same table and row counts for the same data.
+pub fn is_record_table(name: &str) -> bool {
+    name != "sqlite_sequence"
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("tenant {tenant} does not exist: no folder {path}; check the tenant id and [source] root")]

@@ -323,8 +323,10 @@ impl Reader {
             }
         };
         let rows_range = first..self.seq;
-        self.summary.tables += 1;
-        self.summary.rows += counts.rows;
+        if crate::source::is_record_table(&spec.name) {
+            self.summary.tables += 1;
+            self.summary.rows += counts.rows;
+        }
         self.summary.table_bytes += counts.bytes;
         self.summary.bytes_read += counts.bytes;
         self.summary.rows_inserted += counts.inserted;
