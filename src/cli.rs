@@ -176,6 +176,18 @@ pub enum Command {
         #[command(subcommand)]
         command: ExportsCommand,
     },
+    /// Remove a tenant's stale lock (left by a killed or vanished process); a live lock is
+    /// refused and left in place.
+    Unlock {
+        /// The tenant id (as in [source] root and in the store).
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell, e.g. bash: `reversa completions bash > /etc/bash_completion.d/reversa`.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -614,6 +626,26 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let r = export::export(&agent, &tenant, &opts, &*progress).await?;
             print_export(&r);
             Ok(if r.warnings.is_empty() { exit::OK } else { exit::WARNINGS })
+        }
+        Command::Unlock { tenant } => {
+            let agent = Agent::open(load_config(&cli)?).await?;
+            let tenant = TenantId::parse(tenant)?;
+            let removed = crate::repository::lock::remove_stale(&*agent.store, &tenant).await?;
+            if removed.is_empty() {
+                println!("{tenant}: not locked");
+            }
+            for (key, info) in &removed {
+                println!(
+                    "{tenant}: removed the stale lock {key} of {} (pid {} on {}, since {})",
+                    info.purpose, info.pid, info.host, info.created
+                );
+            }
+            Ok(exit::OK)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "reversa", &mut std::io::stdout());
+            Ok(exit::OK)
         }
         Command::Exports { command } => {
             let agent = Agent::open(load_config(&cli)?).await?;

@@ -249,7 +249,13 @@ fn every_verb_counts_the_same_tables_and_rows() {
     let out = env.path("out");
     let pass = env.path("pass");
     let r = env.run(&[
-        "export", "--tenant", "t1", "--out", out.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap(),
+        "export",
+        "--tenant",
+        "t1",
+        "--out",
+        out.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
     ]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains(&counted), "export: {}\nbackup said {counted}", r.stdout);
@@ -257,4 +263,58 @@ fn every_verb_counts_the_same_tables_and_rows() {
     let list: serde_json::Value = serde_json::from_str(&listing.stdout).unwrap();
     assert_eq!(list[0]["summary"]["rows"].as_u64(), Some(rows));
     assert_eq!(list[0]["summary"]["rows_inserted"].as_u64(), Some(rows), "a first generation inserts every row");
+}
+
+/// `reversa unlock` removes a lock whose process is gone, and refuses a live one.
+#[test]
+fn unlock_removes_a_stale_lock_and_refuses_a_live_one() {
+    let env = Env::new();
+    env.seed("t1", SMALL, 1);
+    env.backup("t1");
+    let lock = env.path("store/tenants/t1/locks/exclusive");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let write_lock = |pid: u32| {
+        let info = serde_json::json!({
+            "host": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim(),
+            "pid": pid,
+            "purpose": "backup",
+            "created": "2026-12-01T00:00:00Z",
+            "refreshed": jiff::Timestamp::now().as_second(),
+            "nonce": "00",
+            "boot": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim(),
+        });
+        std::fs::write(&lock, serde_json::to_vec(&info).unwrap()).unwrap();
+    };
+    // Held by this test process, which is alive: refused, and the lock stays.
+    write_lock(std::process::id());
+    let r = env.run(&["unlock", "--tenant", "t1"]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(r.stderr.contains("is locked by backup") && r.stderr.contains("reversa unlock"), "{}", r.all());
+    assert!(lock.exists());
+    let b = env.run(&["backup", "--tenant", "t1"]);
+    assert_eq!(b.code, 4, "{}", b.all());
+    // Held by a process that is gone: removed, and the tenant can be backed up again.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    write_lock(gone);
+    let r = env.run(&["unlock", "--tenant", "t1"]).ok();
+    assert!(r.stdout.contains("removed the stale lock tenants/t1/locks/exclusive of backup"), "{}", r.all());
+    assert!(!lock.exists());
+    assert!(env.run(&["unlock", "--tenant", "t1"]).ok().stdout.contains("t1: not locked"));
+    env.backup("t1");
+}
+
+/// `reversa completions bash` prints a completion script that knows the verbs.
+#[test]
+fn completions_are_printed_for_a_shell() {
+    let r: Run = std::process::Command::new(bin()).args(["completions", "bash"]).output().unwrap().into();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("_reversa") && r.stdout.contains("backup") && r.stdout.contains("--tenant"),
+        "{}",
+        r.stdout
+    );
+    let r: Run = std::process::Command::new(bin()).args(["completions", "tcsh"]).output().unwrap().into();
+    assert_eq!(r.code, 2, "{}", r.all());
 }

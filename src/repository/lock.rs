@@ -40,9 +40,9 @@ pub struct LockInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "tenant {tenant} is locked by {} (pid {}) on host {} since {}; wait for it to finish, or \
-         if that process is gone remove the lock object {key} (it expires by itself {} minutes \
-         after its last refresh)",
+        "tenant {tenant} is locked by {} (pid {}) on host {} since {} ({key}); wait for it to finish. \
+         A lock whose process is gone is stale, at once on its own host and {} minutes after its \
+         last refresh elsewhere; `reversa unlock --tenant {tenant}` then removes it",
         info.purpose, info.pid, info.host, info.created, STALE_AFTER.as_secs() / 60
     )]
     Held { tenant: String, key: String, info: Box<LockInfo> },
@@ -203,6 +203,25 @@ impl Drop for TenantLock {
     fn drop(&mut self) {
         self.refresher.abort();
     }
+}
+
+/// `reversa unlock`: remove the tenant's stale locks (a killed process's, or one no longer
+/// refreshed), each re-read just before it is deleted; a live one is refused and left. Returns
+/// the locks removed.
+pub async fn remove_stale(store: &dyn Store, tenant: &TenantId) -> Result<Vec<(String, LockInfo)>, LockError> {
+    let dir = format!("tenants/{tenant}/locks/");
+    let mut removed = Vec::new();
+    for obj in store.list(&dir).await? {
+        let Some(h) = read(store, &obj.key).await? else { continue };
+        if !h.is_stale() {
+            return Err(LockError::Held { tenant: tenant.to_string(), key: obj.key, info: Box::new(h) });
+        }
+        if read(store, &obj.key).await?.as_ref() == Some(&h) {
+            store.delete(&obj.key).await?;
+            removed.push((obj.key, h));
+        }
+    }
+    Ok(removed)
 }
 
 async fn read(store: &dyn Store, key: &str) -> Result<Option<LockInfo>, StoreError> {
