@@ -176,6 +176,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ExportsCommand,
     },
+    /// The tenants: those of the source and those with a repository in the store.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
     /// Remove a tenant's stale lock (left by a killed or vanished process); a live lock is
     /// refused and left in place.
     Unlock {
@@ -215,6 +220,16 @@ pub enum GenerationsCommand {
         /// The generation id, as `reversa generations` lists them.
         #[arg(long)]
         generation: String,
+        /// Print the report as JSON on stdout (byte counts in bytes).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Every tenant of the source and of the store, with its key, generations and repository size.
+    List {
         /// Print the report as JSON on stdout (byte counts in bytes).
         #[arg(long)]
         json: bool,
@@ -627,6 +642,18 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             print_export(&r);
             Ok(if r.warnings.is_empty() { exit::OK } else { exit::WARNINGS })
         }
+        Command::Tenant { command: TenantCommand::List { json } } => {
+            let agent = Agent::open(load_config(&cli)?).await?;
+            let list = crate::commands::tenant::list(&agent).await?;
+            for w in &list.warnings {
+                eprintln!("warning: {w}");
+            }
+            match json {
+                true => print_json(&list.tenants),
+                false => print_tenants(&list.tenants),
+            }
+            Ok(exit::OK)
+        }
         Command::Unlock { tenant } => {
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenant = TenantId::parse(tenant)?;
@@ -745,6 +772,26 @@ fn actor() -> String {
     }
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
     format!("{user}@{}", crate::repository::lock::hostname())
+}
+
+fn print_tenants(tenants: &[crate::commands::tenant::TenantLine]) {
+    println!(
+        "{:<24} {:<6} {:<5} {:<8} {:>11} {:<34} {:>12}",
+        "TENANT", "SOURCE", "STORE", "KEY", "GENERATIONS", "LAST", "SIZE"
+    );
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    for t in tenants {
+        println!(
+            "{:<24} {:<6} {:<5} {:<8} {:>11} {:<34} {:>12}",
+            t.tenant,
+            yes(t.in_source),
+            yes(t.in_store),
+            t.key,
+            t.generations,
+            t.last_generation.as_deref().unwrap_or("-"),
+            mb(t.repository_bytes)
+        );
+    }
 }
 
 fn print_keystore_check(k: &crate::keys::SnapshotCheck) {

@@ -318,3 +318,33 @@ fn completions_are_printed_for_a_shell() {
     let r: Run = std::process::Command::new(bin()).args(["completions", "tcsh"]).output().unwrap().into();
     assert_eq!(r.code, 2, "{}", r.all());
 }
+
+/// `tenant list`: the tenants of the source and of the store, each with what the store holds.
+#[test]
+fn tenant_list_shows_the_source_and_the_store() {
+    let env = Env::new();
+    for (t, seed) in [("t1", 1), ("t2", 2), ("t3", 3)] {
+        env.seed(t, SMALL, seed);
+    }
+    let g1 = env.backup("t1")["id"].as_str().unwrap().to_string();
+    env.backup("t3");
+    std::fs::remove_dir_all(env.tenant_dir("t3")).unwrap();
+    let r = env.run(&["tenant", "list", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let names: Vec<&str> = v.as_array().unwrap().iter().map(|t| t["tenant"].as_str().unwrap()).collect();
+    assert_eq!(names, ["t1", "t2", "t3"]);
+    assert_eq!(v[0]["in_source"], true);
+    assert_eq!(v[0]["in_store"], true);
+    assert_eq!(v[0]["key"], "present");
+    assert_eq!(v[0]["generations"], 1);
+    assert_eq!(v[0]["last_generation"], g1.as_str());
+    assert!(v[0]["repository_bytes"].as_u64().unwrap() > 100_000, "{v:#}");
+    assert_eq!(
+        (v[1]["in_source"].as_bool(), v[1]["in_store"].as_bool(), v[1]["key"].as_str()),
+        (Some(true), Some(false), Some("none"))
+    );
+    assert_eq!(v[1]["repository_bytes"], 0);
+    assert_eq!((v[2]["in_source"].as_bool(), v[2]["in_store"].as_bool()), (Some(false), Some(true)));
+    let text = env.run(&["tenant", "list"]).ok().stdout;
+    assert!(text.contains("TENANT") && text.contains(&g1) && text.contains(" MB"), "{text}");
+}

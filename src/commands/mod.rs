@@ -10,6 +10,7 @@ pub mod generations;
 pub mod init;
 pub mod prune;
 pub mod restore;
+pub mod tenant;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
