@@ -285,7 +285,17 @@ fn load_config(cli: &Cli) -> Result<Config, Error> {
             "this command needs a configuration file: pass --config FILE (see config/reversa.example.toml)".into(),
         )
     })?;
-    Config::load(path).map_err(|e| Error::Usage(e.to_string()))
+    let mut config = Config::load(path).map_err(|e| Error::Usage(e.to_string()))?;
+    config.keys.master_key_env = master_key_from_env();
+    if config.keys.master_key_file.is_none() && config.keys.master_key_env.is_none() {
+        return Err(crate::keys::KeyError::NoMasterKey.into());
+    }
+    Ok(config)
+}
+
+/// `REVERSA_MASTER_KEY`: the environment is read here, in the CLI, and nowhere below it.
+fn master_key_from_env() -> Option<crate::keys::KeyText> {
+    std::env::var(crate::keys::MASTER_KEY_ENV).ok().map(crate::keys::KeyText::new)
 }
 
 /// The one human form of a size, everywhere (summaries, tables, progress bars): decimal MB, as
@@ -338,17 +348,20 @@ async fn per_tenant<R: serde::Serialize>(
 
 pub async fn run(cli: Cli) -> Result<i32, Error> {
     if let Ok(s) = std::env::var(crate::NOW_ENV) {
-        if let Err(e) = s.parse::<jiff::Timestamp>() {
-            return Err(Error::Usage(format!(
-                "{}={s:?} is not an RFC 3339 time ({e}); unset it, or give a time such as 2026-11-23T02:00:00Z",
-                crate::NOW_ENV
-            )));
+        match s.parse::<jiff::Timestamp>() {
+            Ok(at) => crate::simulate_clock(at),
+            Err(e) => {
+                return Err(Error::Usage(format!(
+                    "{}={s:?} is not an RFC 3339 time ({e}); unset it, or give a time such as 2026-11-23T02:00:00Z",
+                    crate::NOW_ENV
+                )))
+            }
         }
     }
     let progress = progress::for_terminal();
     match &cli.command {
         Command::Demo { dir } => {
-            let r = demo::demo(dir, &*progress).await?;
+            let r = demo::demo(dir, master_key_from_env(), &*progress).await?;
             println!("reversa demo: {} sample tenants backed up, one restored and verified\n", r.backups.len());
             println!("  source   {}/source  ({})", r.base.display(), mb(r.source_bytes));
             println!(

@@ -296,6 +296,10 @@ pub fn parse_seconds(s: &str) -> Option<std::time::Duration> {
 pub struct KeysConfig {
     /// A file holding the 32-byte master key, mode 0600. `REVERSA_MASTER_KEY` (base64) overrides it.
     pub master_key_file: Option<PathBuf>,
+    /// The master key as the environment gave it (`REVERSA_MASTER_KEY`, base64), which only the
+    /// CLI reads; it overrides the file. Never read from the configuration file.
+    #[serde(skip)]
+    pub master_key_env: Option<crate::keys::KeyText>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -393,13 +397,6 @@ impl Config {
         })?;
         if self.prune.repack_unused_percent > 100 {
             return Err(invalid("prune.repack_unused_percent", "is a percentage: use 0 to 100 (50 by default)"));
-        }
-        if self.keys.master_key_file.is_none() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none() {
-            return Err(invalid(
-                "keys.master_key_file",
-                "is missing and REVERSA_MASTER_KEY is not set; set one of them (`reversa init \
-                 --generate-master-key PATH` makes a key file)",
-            ));
         }
         Ok(())
     }

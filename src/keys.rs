@@ -42,6 +42,11 @@ pub enum KeyError {
     Damaged { path: PathBuf, message: String },
     #[error("no keystore at {path}; run `reversa --config FILE init` first")]
     Missing { path: PathBuf },
+    #[error(
+        "no master key: [keys] master_key_file is missing and REVERSA_MASTER_KEY is not set; set one of them \
+         (`reversa init --generate-master-key PATH` makes a key file)"
+    )]
+    NoMasterKey,
     #[error("cannot write the keystore {path}: {cause}")]
     Write { path: PathBuf, cause: std::io::Error },
     #[error(
@@ -88,6 +93,22 @@ impl KeyError {
     }
 }
 
+/// A key as text (base64), as the environment gives it: zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct KeyText(zeroize::Zeroizing<String>);
+
+impl KeyText {
+    pub fn new(text: String) -> KeyText {
+        KeyText(zeroize::Zeroizing::new(text))
+    }
+}
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyText(<redacted>)")
+    }
+}
+
 /// The master key. Its bytes never leave this module except through HKDF.
 #[derive(Clone)]
 pub struct MasterKey(SecretKey);
@@ -99,13 +120,13 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
-    /// `REVERSA_MASTER_KEY` if set, else the file. The file must not be readable by group or others.
-    pub fn load(file: Option<&Path>) -> Result<MasterKey, KeyError> {
-        if let Some(v) = std::env::var_os(MASTER_KEY_ENV) {
-            let v = v.to_string_lossy();
-            return decode_key(v.trim().as_bytes(), MASTER_KEY_ENV);
+    /// The key the environment gave (`REVERSA_MASTER_KEY`), else the file. The file must not
+    /// be readable by group or others.
+    pub fn load(keys: &crate::config::KeysConfig) -> Result<MasterKey, KeyError> {
+        if let Some(text) = &keys.master_key_env {
+            return decode_key(text.0.trim().as_bytes(), MASTER_KEY_ENV);
         }
-        let path = file.ok_or_else(|| KeyError::Missing { path: PathBuf::from("[keys] master_key_file") })?;
+        let path = keys.master_key_file.as_deref().ok_or(KeyError::NoMasterKey)?;
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(path).map_err(|cause| KeyError::Read { path: path.into(), cause })?;
         let mode = meta.permissions().mode() & 0o777;

@@ -22,13 +22,19 @@ pub mod tenant;
 /// tests and drills. Never set it in production: generation times and retention follow it.
 pub const NOW_ENV: &str = "REVERSA_NOW";
 
-/// The current time: the system clock, or `REVERSA_NOW` when it is set (see [`NOW_ENV`]).
-/// Every time reversa records or compares against goes through here.
+/// The simulated time, when the CLI was given one ([`NOW_ENV`]).
+static SIMULATED: std::sync::OnceLock<jiff::Timestamp> = std::sync::OnceLock::new();
+
+/// Run this process on a simulated clock stopped at `at` (the CLI does, for `REVERSA_NOW`;
+/// the environment is read there and nowhere below). Only the first call counts.
+pub fn simulate_clock(at: jiff::Timestamp) {
+    let _ = SIMULATED.set(at);
+}
+
+/// The current time: the system clock, or the simulated one (see [`simulate_clock`]). Every
+/// time reversa records or compares against goes through here.
 pub fn now() -> jiff::Timestamp {
-    match std::env::var(NOW_ENV) {
-        Ok(s) => s.parse().unwrap_or_else(|e| panic!("{NOW_ENV}={s:?} is not an RFC 3339 time: {e}")),
-        Err(_) => jiff::Timestamp::now(),
-    }
+    SIMULATED.get().copied().unwrap_or_else(jiff::Timestamp::now)
 }
 
 /// The current time as RFC 3339 UTC with seconds, for manifests and keystore entries.

@@ -348,3 +348,26 @@ fn tenant_list_shows_the_source_and_the_store() {
     let text = env.run(&["tenant", "list"]).ok().stdout;
     assert!(text.contains("TENANT") && text.contains(&g1) && text.contains(" MB"), "{text}");
 }
+
+/// The environment is read at the binary's edge only (`cli`, `main`): the library takes a
+/// clock and a key source from its caller, as the daemon will give them.
+#[test]
+fn the_library_reads_no_environment_variable() {
+    let mut stack = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+    let mut readers = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let edge = path.ends_with("src/cli.rs") || path.ends_with("src/main.rs");
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !edge && (text.contains("env::var") || text.contains("env::vars")) {
+                readers.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(readers.is_empty(), "environment read below the CLI in {readers:?}");
+}

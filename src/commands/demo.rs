@@ -24,7 +24,9 @@ pub struct DemoReport {
     pub duration_ms: u64,
 }
 
-pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
+/// The demo under `base`; `env_key` is a master key the environment gave, used instead of the
+/// demo's own key file.
+pub async fn demo(base: &Path, env_key: Option<crate::keys::KeyText>, progress: &dyn Progress) -> Result<DemoReport> {
     let started = Instant::now();
     let base =
         std::path::absolute(base).map_err(|cause| Error::Io { what: "cannot resolve", path: base.into(), cause })?;
@@ -42,7 +44,7 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     let config = Config {
         source: SourceConfig::Sqlite { root: source.clone(), busy_timeout_secs: 30 },
         store: StoreConfig::Dir { path: base.join("store") },
-        keys: KeysConfig { master_key_file: Some(key_file.clone()) },
+        keys: KeysConfig { master_key_file: Some(key_file.clone()), master_key_env: env_key.clone() },
         state: StateConfig { dir: base.join("state") },
         exports: Default::default(),
         backup: Default::default(),
@@ -59,8 +61,7 @@ pub async fn demo(base: &Path, progress: &dyn Progress) -> Result<DemoReport> {
     );
     std::fs::write(&config_file, text).map_err(io("cannot write", &config_file))?;
     // The demo's own key file; an existing one (from an earlier run) is reused.
-    let generate =
-        (!key_file.exists() && std::env::var_os(crate::keys::MASTER_KEY_ENV).is_none()).then_some(key_file.as_path());
+    let generate = (!key_file.exists() && env_key.is_none()).then_some(key_file.as_path());
     init::init(&config, generate).await?;
     let agent = Agent::open(config).await?;
 

@@ -77,7 +77,7 @@ fn master_key(config: &Config, generate: Option<&Path>) -> Result<MasterKey> {
     match generate {
         Some(path) if path.exists() => Err(crate::keys::KeyError::KeyFileExists { path: path.into() }.into()),
         Some(_) => Ok(MasterKey::generate()),
-        None => Ok(MasterKey::load(config.keys.master_key_file.as_deref())?),
+        None => Ok(MasterKey::load(&config.keys)?),
     }
 }
 

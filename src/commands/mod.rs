@@ -126,7 +126,8 @@ fn key_kind(e: &KeyError) -> ErrorKind {
         KeyError::LooseMode { .. }
         | KeyError::BadLength { .. }
         | KeyError::Read { .. }
-        | KeyError::KeyFileExists { .. } => ErrorKind::BadInput,
+        | KeyError::KeyFileExists { .. }
+        | KeyError::NoMasterKey => ErrorKind::BadInput,
         e if e.is_wrong_master_key() => ErrorKind::WrongKey,
         KeyError::SnapshotsDamaged { .. } => ErrorKind::Damaged,
         KeyError::MissingKey { .. } => ErrorKind::MissingKey,
@@ -225,7 +226,7 @@ impl Agent {
     /// Open an initialized store and the keystore, proving the master key.
     pub async fn open(config: Config) -> Result<Agent> {
         // The key first: a bad key file is reported before anything touches the store.
-        let master = MasterKey::load(config.keys.master_key_file.as_deref())?;
+        let master = MasterKey::load(&config.keys)?;
         let store = open_store(&config.store).await?;
         let keystore = Keystore::open(&config.state.dir, master.clone())?;
         remove_stale_temporaries(&config.state.dir.join("tmp"));
