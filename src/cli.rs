@@ -11,6 +11,27 @@ use crate::config::Config;
 use crate::progress;
 use crate::tenant::TenantId;
 
+/// `println!` for a command's output. A reader that went away (`reversa generations --json |
+/// head -1`) ends the process quietly, as ripgrep does, instead of the panic `println!` gives;
+/// SIGPIPE stays ignored, so a server closing a socket mid-write is an error the verb handles.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+/// Stdout cannot be written: quietly done when its reader left, else an error.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(exit::OK);
+    }
+    eprintln!("error: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "reversa",
@@ -18,7 +39,8 @@ use crate::tenant::TenantId;
     about = "Backups, exports and reversibility for the data of SaaS tenants",
     after_help = "Environment: REVERSA_MASTER_KEY (base64 of the 32-byte master key; overrides [keys] \
                   master_key_file), REVERSA_LOG (diagnostics on stderr: warn, info, debug), REVERSA_CONFIG \
-                  (the configuration file), NO_COLOR (no colour on a terminal). Exit codes: README.md."
+                  (the configuration file), REVERSA_ACTOR (who runs the command, as holds record it; else the OS user \
+                  and host), NO_COLOR (no colour on a terminal). Exit codes: README.md."
 )]
 pub struct Cli {
     /// The configuration file (TOML); see config/reversa.example.toml.
@@ -295,7 +317,8 @@ fn load_config(cli: &Cli) -> Result<Config, Error> {
 
 /// `REVERSA_MASTER_KEY`: the environment is read here, in the CLI, and nowhere below it.
 fn master_key_from_env() -> Option<crate::keys::KeyText> {
-    std::env::var(crate::keys::MASTER_KEY_ENV).ok().map(crate::keys::KeyText::new)
+    // Not UTF-8 is kept (lossily), so that it fails as a bad key rather than passing unseen.
+    std::env::var_os(crate::keys::MASTER_KEY_ENV).map(|v| crate::keys::KeyText::new(v.to_string_lossy().into_owned()))
 }
 
 /// The one human form of a size, everywhere (summaries, tables, progress bars): decimal MB, as
@@ -309,7 +332,7 @@ fn rate(bytes: u64, ms: u64) -> String {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("report serializes"));
+    out!("{}", serde_json::to_string_pretty(v).expect("report serializes"));
 }
 
 /// What a verb run over tenants gave: the reports, and the exit code of the first tenant that
@@ -362,17 +385,17 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
     match &cli.command {
         Command::Demo { dir } => {
             let r = demo::demo(dir, master_key_from_env(), &*progress).await?;
-            println!("reversa demo: {} sample tenants backed up, one restored and verified\n", r.backups.len());
-            println!("  source   {}/source  ({})", r.base.display(), mb(r.source_bytes));
-            println!(
+            out!("reversa demo: {} sample tenants backed up, one restored and verified\n", r.backups.len());
+            out!("  source   {}/source  ({})", r.base.display(), mb(r.source_bytes));
+            out!(
                 "  store    {}/store  ({} after dedup, compression and encryption)",
                 r.base.display(),
                 mb(r.store_bytes)
             );
-            println!("  key      {}/master.key (mode 0600; keep it apart from the store)\n", r.base.display());
+            out!("  key      {}/master.key (mode 0600; keep it apart from the store)\n", r.base.display());
             for b in &r.backups {
                 let s = &b.manifest.summary;
-                println!(
+                out!(
                     "  {:<16} generation {}  {} tables, {} rows, {} files, read {}, added {} in {} ms",
                     b.manifest.tenant,
                     b.manifest.id,
@@ -384,7 +407,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     s.duration_ms
                 );
             }
-            println!(
+            out!(
                 "\n  restored {} ({} tables, {} rows, {} files) into {} in {} ms: identical to the source",
                 demo::TENANTS[0],
                 r.restored.tables,
@@ -393,22 +416,22 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 r.restored_to.display(),
                 r.restored.duration_ms
             );
-            println!("  total {} ms\n", r.duration_ms);
+            out!("  total {} ms\n", r.duration_ms);
             let c = r.config_file.display();
-            println!("Next:");
-            println!("  reversa --config {c} generations --tenant {}", demo::TENANTS[0]);
-            println!("  reversa --config {c} backup --all          # a second run stores almost nothing");
-            println!("  reversa --config {c} check --tenant {} --read-data", demo::TENANTS[0]);
-            println!("  reversa --config {c} restore --tenant {} --to /tmp/restored", demo::TENANTS[1]);
+            out!("Next:");
+            out!("  reversa --config {c} generations --tenant {}", demo::TENANTS[0]);
+            out!("  reversa --config {c} backup --all          # a second run stores almost nothing");
+            out!("  reversa --config {c} check --tenant {} --read-data", demo::TENANTS[0]);
+            out!("  reversa --config {c} restore --tenant {} --to /tmp/restored", demo::TENANTS[1]);
             Ok(exit::OK)
         }
         Command::Init { generate_master_key, create_bucket } => {
             let cfg = load_config(&cli)?;
             let r = init::init_with(&cfg, generate_master_key.as_deref(), *create_bucket).await?;
             if let Some(k) = &r.master_key_file {
-                println!("master key written to {k} (mode 0600); keep a copy apart from the store");
+                out!("master key written to {k} (mode 0600); keep a copy apart from the store");
             }
-            println!(
+            out!(
                 "store {}: {}; keystore: {}",
                 r.store,
                 if r.store_created { "initialized" } else { "already initialized" },
@@ -417,39 +440,39 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             if let Some(rec) = &r.recovery {
                 for snap in &rec.snapshots {
                     match &snap.damage {
-                        None => println!("  snapshot {}: opened", snap.key),
-                        Some(d) => println!("  snapshot {}: DOES NOT OPEN: {d}", snap.key),
+                        None => out!("  snapshot {}: opened", snap.key),
+                        Some(d) => out!("  snapshot {}: DOES NOT OPEN: {d}", snap.key),
                     }
                 }
                 for (tenant, from) in &rec.keys {
-                    println!("  key of {tenant}: from {from}");
+                    out!("  key of {tenant}: from {from}");
                 }
                 for (tenant, from) in &rec.shredded {
-                    println!("  key of {tenant}: shredded (recorded in {from}); its backups stay unreadable");
+                    out!("  key of {tenant}: shredded (recorded in {from}); its backups stay unreadable");
                 }
                 if rec.snapshots.first().is_some_and(|s| s.damage.is_some()) {
-                    println!(
+                    out!(
                         "  warning: the newest snapshots did not open; a key shredded since the newest one that \
                          opened was taken from it and is in this keystore again"
                     );
                 }
             }
             for t in &r.unreadable {
-                println!(
+                out!(
                     "  tenant {t}: its repository is in the store, but no keystore snapshot holds its key: \
                      its data CANNOT BE READ"
                 );
             }
             if let Some(region) = &r.facts.bucket_region {
-                println!("bucket location: {region}");
+                out!("bucket location: {region}");
             }
             match r.facts.conditional_writes {
                 Some(true) => {
-                    println!("conditional writes: honoured (tenant lock: one object created with If-None-Match)")
+                    out!("conditional writes: honoured (tenant lock: one object created with If-None-Match)")
                 }
-                Some(false) => println!(
-                    "conditional writes: ignored by this server (tenant lock: unique lock objects, oldest wins)"
-                ),
+                Some(false) => {
+                    out!("conditional writes: ignored by this server (tenant lock: unique lock objects, oldest wins)")
+                }
                 None => {}
             }
             Ok(if r.unreadable.is_empty() { exit::OK } else { exit::MISSING_KEY })
@@ -468,7 +491,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 }
                 if !json {
                     let s = &r.manifest.summary;
-                    println!(
+                    out!(
                         "{}: generation {}: {} tables, {} rows, {} files ({}); read {}, added {} in {} packs, {} ({})",
                         t,
                         r.manifest.id,
@@ -483,7 +506,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                         rate(s.bytes_read, s.duration_ms)
                     );
                     for w in &r.manifest.warnings {
-                        println!("  warning: {w}");
+                        out!("  warning: {w}");
                     }
                 }
                 Ok(Some(r.manifest))
@@ -514,7 +537,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                         } else {
                             ""
                         };
-                        println!(
+                        out!(
                             "{tenant}: generation {} is on {}{again}; forget keeps it until it is released",
                             generation,
                             r.hold.describe()
@@ -528,9 +551,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     if *json {
                         print_json(&r);
                     } else {
-                        println!(
-                            "{tenant}: generation {generation} released; the retention policy applies to it again"
-                        );
+                        out!("{tenant}: generation {generation} released; the retention policy applies to it again");
                     }
                     Ok(exit::OK)
                 }
@@ -556,7 +577,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 // A shredded tenant has nothing readable left to apply a policy to.
                 Err(Error::Key(crate::keys::KeyError::Shredded { .. })) if *all => {
                     if !json {
-                        println!("{t}: skipped, its key is shredded");
+                        out!("{t}: skipped, its key is shredded");
                     }
                     Ok(None)
                 }
@@ -576,20 +597,20 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 partial: *partial,
             };
             let r = restore::restore(&agent, &tenant, &opts, &*progress).await?;
-            println!(
+            out!(
                 "{tenant}: restored generation {} into {}: {} tables, {} rows, {} files, {} in {} ({}); every blob it read was verified",
                 r.generation, to.display(), r.tables, r.rows, r.files, mb(r.bytes), format_ms(r.duration_ms), rate(r.bytes, r.duration_ms)
             );
             if r.lost.is_empty() {
                 return Ok(exit::OK);
             }
-            println!(
+            out!(
                 "  {} entries COULD NOT BE RESTORED (listed in {}):",
                 r.lost.len(),
                 to.join(restore::REPORT_FILE).display()
             );
             for l in &r.lost {
-                println!("  lost: {}: {}", l.what, l.cause);
+                out!("  lost: {}: {}", l.what, l.cause);
             }
             Ok(exit::DAMAGED)
         }
@@ -672,12 +693,15 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let tenant = TenantId::parse(tenant)?;
             let removed = crate::repository::lock::remove_stale(&*agent.store, &tenant).await?;
             if removed.is_empty() {
-                println!("{tenant}: not locked");
+                out!("{tenant}: not locked");
             }
             for (key, info) in &removed {
-                println!(
+                out!(
                     "{tenant}: removed the stale lock {key} of {} (pid {} on {}, since {})",
-                    info.purpose, info.pid, info.host, info.created
+                    info.purpose,
+                    info.pid,
+                    info.host,
+                    info.created
                 );
             }
             Ok(exit::OK)
@@ -699,9 +723,9 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     if *json {
                         print_json(&list);
                     } else {
-                        println!("{:<20} {:<26} {:<20} {:>6} {:>12}", "TENANT", "EXPORT", "CREATED", "FILES", "SIZE");
+                        out!("{:<20} {:<26} {:<20} {:>6} {:>12}", "TENANT", "EXPORT", "CREATED", "FILES", "SIZE");
                         for e in &list {
-                            println!(
+                            out!(
                                 "{:<20} {:<26} {:<20} {:>6} {:>12}",
                                 e.tenant,
                                 e.id,
@@ -722,7 +746,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                         print_json(&r);
                     } else {
                         for e in &r.removed {
-                            println!(
+                            out!(
                                 "removed export {} of {} (made {}, {} files, {})",
                                 e.id,
                                 e.tenant,
@@ -731,7 +755,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                                 mb(e.bytes)
                             );
                         }
-                        println!("{} exports removed, {} kept (keep_days = {})", r.removed.len(), r.kept, r.keep_days);
+                        out!("{} exports removed, {} kept (keep_days = {})", r.removed.len(), r.kept, r.keep_days);
                     }
                     Ok(exit::OK)
                 }
@@ -752,14 +776,18 @@ fn print_check(r: &check::CheckReport, read: &check::ReadData) {
         (_, None) => format!(", {} blobs read and verified ({})", r.blobs_read, mb(r.bytes_read)),
     };
     let verdict = if r.is_clean() { "no problems".to_string() } else { format!("{} PROBLEMS", r.problems.len()) };
-    println!(
+    out!(
         "{}: {} generations, {} index files, {} packs, {} blobs{verified}: {verdict}",
-        r.tenant, r.generations, r.index_files, r.packs, r.blobs
+        r.tenant,
+        r.generations,
+        r.index_files,
+        r.packs,
+        r.blobs
     );
     for p in &r.problems {
-        println!("  damaged: {p}");
+        out!("  damaged: {p}");
     }
-    println!(
+    out!(
         "  verified in the last {} days: {:.1}% of the pack bytes ({} of {})",
         check::RECENT_DAYS,
         r.verified_recently_percent,
@@ -767,14 +795,14 @@ fn print_check(r: &check::CheckReport, read: &check::ReadData) {
         mb(r.pack_bytes)
     );
     if !r.unreferenced_packs.is_empty() {
-        println!(
+        out!(
             "  note: {} unreferenced packs (left by an interrupted backup; harmless, prune removes them)",
             r.unreferenced_packs.len()
         );
     }
     for u in &r.leftover_uploads {
         let action = if u.action == "left" { "left (`check --repair` aborts it)" } else { &u.action };
-        println!("  leftover upload: {} (started {}, id {}): {action}", u.key, u.initiated, u.upload_id);
+        out!("  leftover upload: {} (started {}, id {}): {action}", u.key, u.initiated, u.upload_id);
     }
 }
 
@@ -788,13 +816,19 @@ fn actor() -> String {
 }
 
 fn print_tenants(tenants: &[crate::commands::tenant::TenantLine]) {
-    println!(
+    out!(
         "{:<24} {:<6} {:<5} {:<8} {:>11} {:<34} {:>12}",
-        "TENANT", "SOURCE", "STORE", "KEY", "GENERATIONS", "LAST", "SIZE"
+        "TENANT",
+        "SOURCE",
+        "STORE",
+        "KEY",
+        "GENERATIONS",
+        "LAST",
+        "SIZE"
     );
     let yes = |b: bool| if b { "yes" } else { "no" };
     for t in tenants {
-        println!(
+        out!(
             "{:<24} {:<6} {:<5} {:<8} {:>11} {:<34} {:>12}",
             t.tenant,
             yes(t.in_source),
@@ -809,23 +843,23 @@ fn print_tenants(tenants: &[crate::commands::tenant::TenantLine]) {
 
 fn print_keystore_check(k: &crate::keys::SnapshotCheck) {
     if let Some(up) = &k.uploaded {
-        println!("keystore: uploaded a fresh snapshot {up} (--repair)");
+        out!("keystore: uploaded a fresh snapshot {up} (--repair)");
     }
     match (&k.newest, k.problems.is_empty()) {
         (Some(newest), true) => {
-            println!("keystore: {} snapshots open; the newest, {newest}, holds every key of this agent", k.snapshots)
+            out!("keystore: {} snapshots open; the newest, {newest}, holds every key of this agent", k.snapshots)
         }
-        (None, true) => println!("keystore: no snapshot in the store, and no key to keep"),
-        (_, false) => println!("keystore: {} snapshots, {} PROBLEMS", k.snapshots, k.problems.len()),
+        (None, true) => out!("keystore: no snapshot in the store, and no key to keep"),
+        (_, false) => out!("keystore: {} snapshots, {} PROBLEMS", k.snapshots, k.problems.len()),
     }
     for p in &k.problems {
-        println!("  damaged: {p}");
+        out!("  damaged: {p}");
     }
 }
 
 fn print_prune(r: &prune::PruneReport) {
     let (head, would) = if r.dry_run { ("dry run, nothing changed: ", "would be ") } else { ("", "") };
-    println!(
+    out!(
         "{}: {head}{} generations read; packs: {} {would}deleted, {} {would}repacked into {}, {} left for the grace \
          period ({} h), {} -> {}; blobs: {} kept, {} {would}removed ({} moved); {} {would}freed ({} -> {})",
         r.tenant,
@@ -845,7 +879,7 @@ fn print_prune(r: &prune::PruneReport) {
         mb(r.bytes_after)
     );
     for w in &r.warnings {
-        println!("  warning: {w}");
+        out!("  warning: {w}");
     }
 }
 
@@ -857,13 +891,21 @@ fn print_generations(listing: &generations::Listing, json: bool) {
         print_json(&listing.generations);
         return;
     }
-    println!(
+    out!(
         "{:<34} {:<20} {:>10} {:>8} {:>12} {:>12} {:>9} {:>9} {:>9}  HOLD",
-        "GENERATION", "TIME", "ROWS", "FILES", "SIZE", "ADDED", "INSERTED", "UPDATED", "DELETED"
+        "GENERATION",
+        "TIME",
+        "ROWS",
+        "FILES",
+        "SIZE",
+        "ADDED",
+        "INSERTED",
+        "UPDATED",
+        "DELETED"
     );
     for g in &listing.generations {
         let (m, s) = (&g.manifest, &g.manifest.summary);
-        println!(
+        out!(
             "{:<34} {:<20} {:>10} {:>8} {:>12} {:>12} {:>9} {:>9} {:>9}  {}",
             m.id,
             m.time,
@@ -880,9 +922,9 @@ fn print_generations(listing: &generations::Listing, json: bool) {
 }
 
 fn print_forget(r: &forget::ForgetReport) {
-    println!("{}: policy {}{}", r.tenant, r.policy, if r.dry_run { " (dry run: nothing is deleted)" } else { "" });
+    out!("{}: policy {}{}", r.tenant, r.policy, if r.dry_run { " (dry run: nothing is deleted)" } else { "" });
     for w in &r.warnings {
-        println!("  warning: {w}");
+        out!("  warning: {w}");
     }
     for d in &r.generations {
         let verdict = match (d.keep, r.dry_run) {
@@ -891,12 +933,12 @@ fn print_forget(r: &forget::ForgetReport) {
             (false, false) => "forgot",
         };
         let line = format!("  {verdict:<12} {:<34} {:<20} {}", d.id, d.time, d.reasons.join(", "));
-        println!("{}", line.trim_end());
+        out!("{}", line.trim_end());
     }
     for p in &r.problems {
-        println!("  damaged: {p}");
+        out!("  damaged: {p}");
     }
-    println!(
+    out!(
         "{}: {} kept, {} {}",
         r.tenant,
         r.kept,
@@ -911,7 +953,7 @@ fn print_export(r: &export::ExportReport) {
         crate::export::SourceInfo::Generation { id, .. } => format!("generation {id}"),
     };
     let rows: u64 = r.tables.iter().map(|t| t.rows).sum();
-    println!(
+    out!(
         "{}: export {} from {source}: {} tables, {rows} rows, {} files ({}) in {} ({})",
         r.tenant,
         r.export_id,
@@ -922,11 +964,11 @@ fn print_export(r: &export::ExportReport) {
         mb(r.bytes)
     );
     for p in &r.parts {
-        println!("  {}", p.display());
+        out!("  {}", p.display());
     }
-    println!("  SHA-256 {}", r.sha256);
+    out!("  SHA-256 {}", r.sha256);
     if let Some(note) = &r.join_note {
-        println!(
+        out!(
             "  the archive is in {} parts; {} says how to join them (cat, copy /b, or 7-Zip on NAME.zip.001)",
             r.parts.len(),
             note.display()
@@ -934,19 +976,18 @@ fn print_export(r: &export::ExportReport) {
     }
     for u in &r.uploaded {
         match &u.link {
-            Some(link) => println!("  uploaded {}\n    download: {link}", u.key),
-            None => println!("  uploaded {}", u.key),
+            Some(link) => out!("  uploaded {}\n    download: {link}", u.key),
+            None => out!("  uploaded {}", u.key),
         }
     }
     for w in &r.warnings {
-        println!("  warning: {w}");
+        out!("  warning: {w}");
     }
     match (&r.passphrase, &r.passphrase_file) {
-        (_, Some(f)) => println!(
-            "passphrase written to {} (mode 0600); give it to the requester apart from the archive",
-            f.display()
-        ),
-        (Some(p), None) => println!(
+        (_, Some(f)) => {
+            out!("passphrase written to {} (mode 0600); give it to the requester apart from the archive", f.display())
+        }
+        (Some(p), None) => out!(
             "passphrase (shown only now, stored nowhere; give it to the requester apart from the archive):\n{}",
             p.expose()
         ),

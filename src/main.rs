@@ -3,7 +3,6 @@
 use clap::Parser;
 
 fn main() {
-    quiet_on_closed_pipe();
     let cli = reversa::cli::Cli::parse();
     use reversa::cli::Command;
     tune_allocator(matches!(cli.command, Command::Backup { .. } | Command::Demo { .. } | Command::Restore { .. }));
@@ -35,17 +34,6 @@ fn main() {
 fn colour_on_stderr() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
-
-/// `reversa generations --json | head -1`: when the reader goes away, end as other Unix tools
-/// do (killed by SIGPIPE, nothing printed) instead of panicking in `println!`. Rust ignores
-/// SIGPIPE by default, which turns the closed pipe into an error every print would panic on.
-/// Sockets are not affected: std (and so tokio and hyper) send with MSG_NOSIGNAL.
-fn quiet_on_closed_pipe() {
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
 }
 
 /// The pipelines pass buffers of up to a few MiB between threads. Two arenas instead of one per

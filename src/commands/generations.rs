@@ -83,8 +83,13 @@ async fn place(repo: &Repository, generation: &str, reason: Option<&str>, actor:
     // A hold on nothing protects nothing: the generation must exist (the error names it).
     repo.load_generation(generation).await?;
     let reason = reason.map(str::trim).filter(|r| !r.is_empty()).map(String::from);
-    // A damaged hold is replaced: the new one says what the operator wants now.
-    let replaced = repo.load_hold(generation).await.unwrap_or(None);
+    // A damaged hold is replaced: the new one says what the operator wants now. A store that
+    // did not answer stops here, so no hold is ever overwritten unseen.
+    let replaced = match repo.load_hold(generation).await {
+        Ok(h) => h,
+        Err(RepoError::Damaged { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
     if let (Some(old), None) = (&replaced, &reason) {
         return Err(Error::Usage(format!(
             "generation {generation} of tenant {} is already on hold since {}{}; placing it again without a \

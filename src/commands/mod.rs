@@ -93,6 +93,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Tenant(_) => ErrorKind::BadInput,
             Error::Key(e) => key_kind(e),
+            Error::Lock(crate::repository::lock::LockError::Store(e)) => store_kind(e),
             Error::Lock(_) => ErrorKind::Locked,
             Error::Repo(e) => repo_kind(e),
             Error::PruneRefused { cause, .. } => repo_kind(cause),
@@ -152,7 +153,9 @@ fn store_kind(e: &StoreError) -> ErrorKind {
         // A store that cannot be used as configured (a missing folder or bucket, a bad region).
         StoreError::Config { .. } => ErrorKind::BadInput,
         StoreError::PastEnd { .. } => ErrorKind::Damaged,
-        StoreError::NotFound { .. } | StoreError::Failed { .. } => ErrorKind::Transient,
+        StoreError::Failed { .. } => ErrorKind::Transient,
+        // An object that had to be there is not: retrying will not bring it back.
+        StoreError::NotFound { .. } => ErrorKind::Internal,
     }
 }
 

@@ -42,7 +42,7 @@ pub enum LockError {
     #[error(
         "tenant {tenant} is locked by {} (pid {}) on host {} since {} ({key}); wait for it to finish. \
          A lock whose process is gone is stale, at once on its own host and {} minutes after its \
-         last refresh elsewhere; `reversa unlock --tenant {tenant}` then removes it",
+         last refresh elsewhere; the next run (or `reversa unlock --tenant {tenant}`) then removes it",
         info.purpose, info.pid, info.host, info.created, STALE_AFTER.as_secs() / 60
     )]
     Held { tenant: String, key: String, info: Box<LockInfo> },
