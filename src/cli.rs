@@ -564,24 +564,26 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 None => agent.keystore_tenants().iter().map(|t| TenantId::parse(t)).collect::<Result<_, _>>()?,
             };
             let mut code = exit::OK;
-            let failed = per_tenant(&tenants, *all, *json, async |t| match forget::forget(&agent, t, *dry_run).await {
-                Ok(r) => {
-                    if !r.problems.is_empty() {
-                        code = exit::DAMAGED;
+            let failed = per_tenant(&tenants, *all, *json, async |t| {
+                match forget::forget(&agent, t, &forget::ForgetOptions { dry_run: *dry_run }).await {
+                    Ok(r) => {
+                        if !r.problems.is_empty() {
+                            code = exit::DAMAGED;
+                        }
+                        if !json {
+                            print_forget(&r);
+                        }
+                        Ok(Some(r))
                     }
-                    if !json {
-                        print_forget(&r);
+                    // A shredded tenant has nothing readable left to apply a policy to.
+                    Err(Error::Key(crate::keys::KeyError::Shredded { .. })) if *all => {
+                        if !json {
+                            out!("{t}: skipped, its key is shredded");
+                        }
+                        Ok(None)
                     }
-                    Ok(Some(r))
+                    Err(e) => Err(e),
                 }
-                // A shredded tenant has nothing readable left to apply a policy to.
-                Err(Error::Key(crate::keys::KeyError::Shredded { .. })) if *all => {
-                    if !json {
-                        out!("{t}: skipped, its key is shredded");
-                    }
-                    Ok(None)
-                }
-                Err(e) => Err(e),
             })
             .await?
             .failed;
@@ -628,8 +630,8 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             }
             let mut code = if keystore.problems.is_empty() { exit::OK } else { exit::DAMAGED };
             let failed = per_tenant(&tenants, tenants.len() > 1, *json, async |t| {
-                let mut r = check::check(&agent, t, read, &*progress).await?;
-                r.leftover_uploads = check::leftover_uploads(&agent, t, *repair).await?;
+                let opts = check::CheckOptions { read_data: read, repair: *repair };
+                let mut r = check::check(&agent, t, &opts, &*progress).await?;
                 r.keystore = Some(keystore.clone());
                 if !r.is_clean() {
                     code = exit::DAMAGED;
@@ -649,7 +651,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let agent = Agent::open(load_config(&cli)?).await?;
             let tenants = agent.repository_tenants(if *all { None } else { tenant.as_deref() })?;
             let done = per_tenant(&tenants, tenants.len() > 1, *json, async |t| {
-                let r = prune::prune(&agent, t, *dry_run, &*progress).await?;
+                let r = prune::prune(&agent, t, &prune::PruneOptions { dry_run: *dry_run }, &*progress).await?;
                 if !json {
                     print_prune(&r);
                 }

@@ -27,10 +27,24 @@ use crate::tenant::TenantId;
 /// A pack verified within this many days counts as recently verified.
 pub const RECENT_DAYS: i64 = 30;
 
+/// What `check` is asked (the daemon takes the same as a request body).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckOptions {
+    /// Which packs to read and verify besides checking every reference.
+    #[serde(default)]
+    pub read_data: ReadData,
+    /// Abort the multipart uploads interrupted runs left (the tenant's under its lock).
+    #[serde(default)]
+    pub repair: bool,
+}
+
 /// Which packs a check reads, decrypts and verifies.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ReadData {
     /// None: only the references are checked.
+    #[default]
     None,
     /// Every pack (`--read-data`).
     All,
@@ -38,8 +52,10 @@ pub enum ReadData {
     Subset(Subset),
 }
 
-/// `--read-data-subset`: a share of the pack bytes, or one fixed slice of the packs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// `--read-data-subset`: a share of the pack bytes, or one fixed slice of the packs. Written
+/// as on the command line (`"5%"`, `"1/20"`) in a request body too.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Subset {
     /// At least this percentage of the pack bytes, the packs verified longest ago first (those
     /// never verified, or that failed, before all others).
@@ -78,6 +94,14 @@ impl std::str::FromStr for Subset {
         } else {
             Err(usage("it is neither N% nor n/t"))
         }
+    }
+}
+
+impl TryFrom<String> for Subset {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Subset, String> {
+        s.parse()
     }
 }
 
@@ -172,7 +196,15 @@ impl CheckReport {
     }
 }
 
-pub async fn check(agent: &Agent, tenant: &TenantId, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+/// Check one tenant's repository (the store's keystore snapshots are checked once per run, by
+/// [`Agent::check_keystore`]).
+pub async fn check(
+    agent: &Agent,
+    tenant: &TenantId,
+    opts: &CheckOptions,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
+    let read = opts.read_data;
     let repo = agent.repository(tenant, false).await?;
     let mut report = CheckReport { tenant: tenant.to_string(), ..Default::default() };
     if let ReadData::Subset(s) = read {
@@ -214,6 +246,7 @@ pub async fn check(agent: &Agent, tenant: &TenantId, read: ReadData, progress: &
         total => report.verified_recently_bytes as f64 * 100.0 / total as f64,
     };
     report.problems.dedup();
+    report.leftover_uploads = leftover_uploads(agent, tenant, opts.repair).await?;
     Ok(report)
 }
 
@@ -775,6 +808,30 @@ pub async fn leftover_uploads(agent: &Agent, tenant: &TenantId, repair: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The options a request body gives: the same words as the flags, and a typo is refused.
+    #[test]
+    fn options_come_from_a_request_body_and_refuse_unknown_fields() {
+        let o: CheckOptions = serde_json::from_str(r#"{"read_data": {"subset": "5%"}, "repair": true}"#).unwrap();
+        assert_eq!(o.read_data, ReadData::Subset(Subset::Percent(5.0)));
+        assert!(o.repair);
+        let o: CheckOptions = serde_json::from_str(r#"{"read_data": "all"}"#).unwrap();
+        assert_eq!((o.read_data, o.repair), (ReadData::All, false));
+        assert_eq!(serde_json::from_str::<CheckOptions>("{}").unwrap().read_data, ReadData::None);
+        assert!(serde_json::from_str::<CheckOptions>(r#"{"read-data": "all"}"#).is_err());
+        let e = serde_json::from_str::<CheckOptions>(r#"{"read_data": {"subset": "0%"}}"#).unwrap_err().to_string();
+        assert!(e.contains("5%"), "{e}");
+        assert!(serde_json::from_str::<crate::commands::forget::ForgetOptions>(r#"{"dryrun": true}"#).is_err());
+        assert!(serde_json::from_str::<crate::commands::prune::PruneOptions>(r#"{"dry_run": true}"#).unwrap().dry_run);
+        let r: crate::commands::restore::RestoreOptions =
+            serde_json::from_str(r#"{"to": "/srv/r", "partial": true}"#).unwrap();
+        assert!(r.partial && !r.force && r.generation.is_none());
+        let x: crate::commands::export::ExportOptions =
+            serde_json::from_str(r#"{"out": "/srv/x", "upload": true}"#).unwrap();
+        assert!(x.upload && x.formats.xlsx && x.formats.csv && x.split_size == 512 << 20);
+        assert!(serde_json::from_str::<crate::commands::export::ExportOptions>(r#"{"out": "/x", "sheet_rows": 5}"#)
+            .is_err());
+    }
 
     #[test]
     fn subsets_parse_or_say_how_to_write_them() {

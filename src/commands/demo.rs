@@ -13,6 +13,7 @@ use crate::tenant::TenantId;
 
 pub const TENANTS: [&str; 3] = ["comune-di-pisa", "asl-roma-3", "scuola-leopardi"];
 
+#[derive(Debug, serde::Serialize)]
 pub struct DemoReport {
     pub base: PathBuf,
     pub config_file: PathBuf,

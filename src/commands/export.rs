@@ -24,20 +24,27 @@ use crate::tenant::TenantId;
 /// Events in flight between the reader and the writer (each about 1 MiB).
 const QUEUE: usize = 4;
 
-/// What the user asked for.
-#[derive(Debug, Clone)]
+/// What the user asked for (`reversa export`; the daemon takes the same as a request body).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExportOptions {
     /// A generation id; `None` reads the live source.
+    #[serde(default)]
     pub generation: Option<String>,
     pub out: PathBuf,
+    #[serde(default = "Formats::both")]
     pub formats: Formats,
     /// Largest part, in bytes.
+    #[serde(default = "ExportOptions::default_split_size")]
     pub split_size: u64,
     /// Write the passphrase here (mode 0600) instead of returning it.
+    #[serde(default)]
     pub passphrase_file: Option<PathBuf>,
     /// Put the parts under `exports/<tenant>/<export id>/` in the store.
+    #[serde(default)]
     pub upload: bool,
     /// Data rows per sheet: [`xlsx::SHEET_ROWS_MAX`]; tests make it small to cross it quickly.
+    #[serde(skip, default = "ExportOptions::default_sheet_rows")]
     pub sheet_rows: u32,
 }
 
@@ -46,23 +53,34 @@ impl ExportOptions {
         ExportOptions {
             generation: None,
             out: out.into(),
-            formats: Formats { xlsx: true, csv: true },
-            split_size: 512 << 20,
+            formats: Formats::both(),
+            split_size: Self::default_split_size(),
             passphrase_file: None,
             upload: false,
-            sheet_rows: xlsx::SHEET_ROWS_MAX,
+            sheet_rows: Self::default_sheet_rows(),
         }
+    }
+
+    fn default_split_size() -> u64 {
+        512 << 20
+    }
+
+    fn default_sheet_rows() -> u32 {
+        xlsx::SHEET_ROWS_MAX
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct UploadedPart {
     pub key: String,
-    /// A pre-signed download link, on stores that make them.
+    /// A pre-signed download link, on stores that make them. A bearer secret for its lifetime:
+    /// never serialized (a report may be logged); whoever hands it over does so on purpose.
+    #[serde(skip)]
     pub link: Option<String>,
 }
 
-#[derive(Debug)]
+/// What an export made. Serializing it leaves out the passphrase and the download links.
+#[derive(Debug, serde::Serialize)]
 pub struct ExportReport {
     pub tenant: String,
     pub export_id: String,
@@ -78,6 +96,7 @@ pub struct ExportReport {
     pub files: u64,
     pub file_bytes: u64,
     /// The passphrase, when it was not written to a file. Show it once, to the requester only.
+    #[serde(skip)]
     pub passphrase: Option<Passphrase>,
     pub passphrase_file: Option<PathBuf>,
     pub uploaded: Vec<UploadedPart>,

@@ -33,7 +33,17 @@ pub struct ForgetReport {
 
 /// Apply the policy to `tenant`. Without `dry_run` this runs under the tenant lock, so no backup
 /// or hold changes the generations between the decision and the deletes.
-pub async fn forget(agent: &Agent, tenant: &TenantId, dry_run: bool) -> Result<ForgetReport> {
+/// What `forget` is asked (the daemon takes the same as a request body).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetOptions {
+    /// Say what would be kept and forgotten; delete nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+pub async fn forget(agent: &Agent, tenant: &TenantId, opts: &ForgetOptions) -> Result<ForgetReport> {
+    let dry_run = opts.dry_run;
     // The configuration was validated at load; this cannot fail unless the caller built it by hand.
     let policy =
         Policy::from_config(&agent.config.retention).map_err(|e| Error::Usage(format!("configuration: {e}")))?;

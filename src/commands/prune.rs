@@ -82,7 +82,22 @@ pub struct PruneReport {
 }
 
 /// Prune one tenant's repository (see the module documentation).
-pub async fn prune(agent: &Agent, tenant: &TenantId, dry_run: bool, progress: &dyn Progress) -> Result<PruneReport> {
+/// What `prune` is asked (the daemon takes the same as a request body).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneOptions {
+    /// Report what would be deleted and repacked, changing nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+pub async fn prune(
+    agent: &Agent,
+    tenant: &TenantId,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    let dry_run = opts.dry_run;
     let repo = agent.repository(tenant, false).await?;
     let lock =
         TenantLock::acquire(agent.store.clone(), tenant, if dry_run { "prune --dry-run" } else { "prune" }).await?;

@@ -118,13 +118,18 @@ pub enum Event {
 }
 
 /// Which data formats an export writes (the files are always there).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Formats {
     pub xlsx: bool,
     pub csv: bool,
 }
 
 impl Formats {
+    pub fn both() -> Formats {
+        Formats { xlsx: true, csv: true }
+    }
+
     /// Parse `xlsx,csv`, `xlsx` or `csv`.
     pub fn parse(s: &str) -> Result<Formats, ExportError> {
         let mut f = Formats { xlsx: false, csv: false };

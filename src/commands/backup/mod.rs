@@ -58,6 +58,7 @@ const READ_SIZE: usize = 1 << 20;
 /// queued chunk holds a pool buffer.
 const CHUNK_QUEUE: usize = 2;
 
+#[derive(Debug, serde::Serialize)]
 pub struct BackupReport {
     pub manifest: Manifest,
 }
