@@ -368,7 +368,7 @@ async fn a_failed_upload_fails_the_backup_without_hanging() {
     )
     .await
     .expect("the backup hung after a failed upload");
-    let err = res.err().expect("the backup must fail").to_string();
+    let err = res.expect_err("the backup must fail").to_string();
     assert!(err.contains("No space left on device (injected)"), "{err}");
     let gens: serde_json::Value =
         serde_json::from_str(&env.run(&["generations", "--tenant", "t1", "--json"]).ok().stdout).unwrap();
