@@ -154,16 +154,24 @@ impl BlobPlace {
 }
 
 impl Env {
+    /// The tenant's repository through the library, as the verbs open it, with the runtime to
+    /// drive it and the state folder's `tmp/`.
+    pub fn repository(&self, tenant: &str) -> (tokio::runtime::Runtime, reversa::repository::Repository, PathBuf) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let cfg = reversa::config::Config::load(&self.config).unwrap();
+        let tmp = cfg.state.dir.join("tmp");
+        let repo = rt.block_on(async {
+            let agent = reversa::commands::Agent::open(cfg).await.unwrap();
+            agent.repository(&reversa::tenant::TenantId::parse(tenant).unwrap(), false).await.unwrap()
+        });
+        (rt, repo, tmp)
+    }
+
     /// The place of the first blob that `pick` chooses from the newest generation's catalog,
     /// found through the index (library calls, the same ones the verbs make).
     pub fn locate_blob(&self, tenant: &str, pick: impl Fn(&reversa::generation::Entry) -> Option<String>) -> BlobPlace {
-        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (rt, repo, tmp) = self.repository(tenant);
         rt.block_on(async {
-            let cfg = reversa::config::Config::load(&self.config).unwrap();
-            let tmp = cfg.state.dir.join("tmp");
-            let agent = reversa::commands::Agent::open(cfg).await.unwrap();
-            let t = reversa::tenant::TenantId::parse(tenant).unwrap();
-            let repo = agent.repository(&t, false).await.unwrap();
             let index = repo.load_index().await.unwrap();
             let m = repo.resolve_generation(None).await.unwrap();
             std::fs::create_dir_all(&tmp).unwrap();

@@ -255,6 +255,20 @@ fn a_forged_file_cache_entry_is_ignored_and_the_file_read_again() {
 /// under the tenant's own key, as a bug could) is named by `check --read-data`.
 #[test]
 fn check_read_data_finds_a_file_whose_blobs_do_not_add_up() {
+    let env = generation_with_a_file_that_does_not_add_up();
+    let c = env.run(&["check", "--tenant", "t1", "--read-data"]);
+    assert_eq!(c.code, 6, "{}", c.all());
+    assert!(
+        c.stdout.contains("file attachments/sizes/small.txt: its blobs hold 5000 bytes, the catalog says 1000"),
+        "{}",
+        c.all()
+    );
+}
+
+/// A tenant whose newest generation says `attachments/sizes/small.txt` holds 1000 bytes while
+/// its blobs hold 5000 (those of `large.txt`), through a cache entry forged under the tenant's
+/// own key.
+fn generation_with_a_file_that_does_not_add_up() -> Env {
     let env = Env::new();
     env.seed("t1", SMALL, 1);
     let dir = env.tenant_dir("t1").join("attachments/sizes");
@@ -264,13 +278,7 @@ fn check_read_data_finds_a_file_whose_blobs_do_not_add_up() {
     env.backup("t1");
     forge_cache_entry(&env, "attachments/sizes/small.txt", "attachments/sizes/large.txt");
     env.backup("t1");
-    let c = env.run(&["check", "--tenant", "t1", "--read-data"]);
-    assert_eq!(c.code, 6, "{}", c.all());
-    assert!(
-        c.stdout.contains("file attachments/sizes/small.txt: its blobs hold 5000 bytes, the catalog says 1000"),
-        "{}",
-        c.all()
-    );
+    env
 }
 
 /// Give `victim`'s cache entry the blobs of `donor`, with a valid MAC computed with the
@@ -285,18 +293,11 @@ fn forge_cache_entry(env: &Env, victim: &str, donor: &str) {
     };
     let (size, mtime, ctime, inode, _) = get(victim);
     let donor_blobs = get(donor).4;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mac = rt.block_on(async {
-        let cfg = reversa::config::Config::load(&env.config).unwrap();
-        let agent = reversa::commands::Agent::open(cfg).await.unwrap();
-        let repo = agent.repository(&reversa::tenant::TenantId::parse("t1").unwrap(), false).await.unwrap();
-        let le = |n: i64| n.to_le_bytes().to_vec();
-        let mtime: i64 = mtime.parse().unwrap();
-        let ctime: i64 = ctime.parse().unwrap();
-        let parts =
-            [victim.as_bytes().to_vec(), le(size), le(mtime), le(ctime), le(inode), donor_blobs.clone().into_bytes()];
-        repo.keys.state_mac("file-cache", &parts.each_ref().map(|p| p.as_slice()))
-    });
+    let (_rt, repo, _) = env.repository("t1");
+    let le = |n: i64| n.to_le_bytes();
+    let (mtime, ctime): (i64, i64) = (mtime.parse().unwrap(), ctime.parse().unwrap());
+    let [a, b, c, d] = [le(size), le(mtime), le(ctime), le(inode)];
+    let mac = repo.keys.state_mac("file-cache", &[victim.as_bytes(), &a, &b, &c, &d, donor_blobs.as_bytes()]);
     db.execute(
         "UPDATE files SET blobs = ?1, mac = ?2 WHERE path = ?3",
         rusqlite::params![donor_blobs, mac.as_slice(), victim.as_bytes()],
@@ -465,15 +466,7 @@ fn restore_partial_leaves_a_damaged_table_empty_and_lists_it() {
 /// too long; `restore` without it fails as damaged.
 #[test]
 fn restore_partial_leaves_out_a_file_whose_data_does_not_add_up() {
-    let env = Env::new();
-    env.seed("t1", SMALL, 1);
-    let dir = env.tenant_dir("t1").join("attachments/sizes");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("small.txt"), vec![b's'; 1000]).unwrap();
-    std::fs::write(dir.join("large.txt"), vec![b'L'; 5000]).unwrap();
-    env.backup("t1");
-    forge_cache_entry(&env, "attachments/sizes/small.txt", "attachments/sizes/large.txt");
-    env.backup("t1");
+    let env = generation_with_a_file_that_does_not_add_up();
     let whole = env.path("whole");
     let r = env.run(&["restore", "--tenant", "t1", "--to", whole.to_str().unwrap()]);
     assert_eq!(r.code, 6, "{}", r.all());

@@ -222,7 +222,7 @@ impl Pass<'_> {
         while let Some(data) = futures::StreamExt::next(&mut blobs).await {
             let data = match data {
                 Ok(data) => data,
-                Err(e) if is_damage(&e) => return Ok(Fed::Damaged(e.to_string())),
+                Err(e) if e.is_damage() => return Ok(Fed::Damaged(e.to_string())),
                 Err(e) => return Err(e.into()),
             };
             progress.bytes(data.len() as u64);
@@ -259,7 +259,7 @@ impl Pass<'_> {
             let ids = entry_blobs(&entry, self.generation)?;
             let merger = match self.repo.table_merger(self.index, &entry, self.generation, self.tmp).await {
                 Ok(m) => m,
-                Err(e) if self.partial && is_damage(&e) => {
+                Err(e) if self.partial && e.is_damage() => {
                     send!(Event::Start(Box::new(entry), None));
                     send!(Event::Abort(e.to_string()));
                     continue;
@@ -405,12 +405,6 @@ struct Writer {
     skipping: bool,
 }
 
-/// Whether `e` is damage to the repository (what a partial restore leaves out and lists), as
-/// opposed to a store that failed to answer.
-fn is_damage(e: &RepoError) -> bool {
-    matches!(e, RepoError::Damaged { .. } | RepoError::MissingBlob { .. })
-}
-
 /// Data of the generation that does not add up (a size, a row count, a record that does not
 /// decode): damage, which a partial restore survives by leaving the entry out. A failure to
 /// write (a full disk, SQLite refusing) is not, and stops any restore.
@@ -458,7 +452,7 @@ impl Writer {
         };
         match applied {
             // Damaged data costs its entry in a partial restore; a write that fails stops it all.
-            Err(Error::Repo(e)) if self.partial && is_damage(&e) => self.abort(e.to_string()),
+            Err(Error::Repo(e)) if self.partial && e.is_damage() => self.abort(e.to_string()),
             other => other,
         }
     }

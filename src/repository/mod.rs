@@ -48,6 +48,14 @@ pub enum RepoError {
     UnsupportedFormat { store: String, found: u32 },
 }
 
+impl RepoError {
+    /// Whether this is damage to the repository (an object that does not open or is missing),
+    /// as opposed to a store that did not answer or a request for what does not exist.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, RepoError::Damaged { .. } | RepoError::MissingBlob { .. })
+    }
+}
+
 /// The plaintext store marker. No secrets: it only says what the store is.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Marker {

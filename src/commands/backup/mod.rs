@@ -829,15 +829,9 @@ impl FileCache {
         Ok(FileCache { conn, keys })
     }
 
-    fn mac_parts<'a>(rel: &'a [u8], m: &FileMeta, blobs: &'a str) -> [Vec<u8>; 6] {
-        [
-            rel.to_vec(),
-            m.size.to_le_bytes().to_vec(),
-            m.mtime_ns.to_le_bytes().to_vec(),
-            m.ctime_ns.to_le_bytes().to_vec(),
-            m.inode.to_le_bytes().to_vec(),
-            blobs.as_bytes().to_vec(),
-        ]
+    /// The numbers an entry's MAC covers, little-endian, besides its path and blob list.
+    fn mac_numbers(m: &FileMeta) -> [[u8; 8]; 4] {
+        [m.size.to_le_bytes(), m.mtime_ns.to_le_bytes(), m.ctime_ns.to_le_bytes(), m.inode.to_le_bytes()]
     }
 
     fn lookup(&self, rel: &[u8], m: &FileMeta) -> Option<Vec<String>> {
@@ -856,8 +850,8 @@ impl FileCache {
             return None;
         }
         // The metadata matched the file as it is now, so the MAC is checked over it.
-        let parts = Self::mac_parts(rel, m, &blobs);
-        if !self.keys.verify_state_mac(FILE_CACHE_MAC, &parts.each_ref().map(|p| p.as_slice()), &mac) {
+        let [a, b, c, d] = Self::mac_numbers(m);
+        if !self.keys.verify_state_mac(FILE_CACHE_MAC, &[rel, &a, &b, &c, &d, blobs.as_bytes()], &mac) {
             tracing::warn!(
                 "a file cache entry does not match its MAC (the cache was altered or damaged); the file is read again"
             );
@@ -868,8 +862,8 @@ impl FileCache {
 
     fn record(&mut self, rel: &[u8], m: &FileMeta, blobs: &[String]) {
         let blobs = serde_json::to_string(blobs).expect("blob list serializes");
-        let parts = Self::mac_parts(rel, m, &blobs);
-        let mac = self.keys.state_mac(FILE_CACHE_MAC, &parts.each_ref().map(|p| p.as_slice()));
+        let [a, b, c, d] = Self::mac_numbers(m);
+        let mac = self.keys.state_mac(FILE_CACHE_MAC, &[rel, &a, &b, &c, &d, blobs.as_bytes()]);
         let res = self.conn.execute(
             "INSERT OR REPLACE INTO files_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             rusqlite::params![
