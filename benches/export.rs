@@ -214,7 +214,7 @@ fn export_cmd(config: &Path, tenant: &str, out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_reversa"));
     c.arg("--config")
         .arg(config)
-        .args(["export", "--tenant", tenant, "--out", out.to_str().unwrap()])
+        .args(["export", "--tenant", tenant, "--out", out.to_str().unwrap(), "--recipient", "bench"])
         .arg("--passphrase-file")
         .arg(out.with_extension("pass"))
         .stdout(std::process::Stdio::null());

@@ -32,6 +32,11 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub prune: PruneConfig,
+    #[serde(default)]
+    pub lock: crate::repository::lock::LockConfig,
+    /// SHA-256 of the configuration file's text, so the audit log records when it changed.
+    #[serde(skip)]
+    pub file_sha256: String,
 }
 
 /// How tables are stored from one generation to the next (see `generation::delta`).
@@ -270,7 +275,7 @@ pub fn parse_byte_size(s: &str) -> Option<u64> {
 }
 
 /// A duration: whole seconds, or a string with a unit (`"90s"`, `"2m"`, `"1h"`).
-fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+pub(crate) fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
     match NumberOrText::deserialize(d)? {
         NumberOrText::Int(n) => Ok(std::time::Duration::from_secs(n)),
         NumberOrText::Text(s) => parse_seconds(&s).ok_or_else(|| {
@@ -325,6 +330,7 @@ impl Config {
                 + "; see config/reversa.example.toml for every key",
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.file_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
         cfg.resolve_paths(&base);
         cfg.validate(path)?;
         Ok(cfg)
@@ -370,6 +376,7 @@ impl Config {
             })?,
             _ => {}
         }
+        self.lock.validate().map_err(|message| invalid("lock.refresh", &message))?;
         if self.exports.keep_days == 0 {
             return Err(invalid(
                 "exports.keep_days",

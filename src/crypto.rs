@@ -45,6 +45,8 @@ pub enum Kind {
     LocalCache = 7,
     /// A legal hold on a generation (its reason may name people, so it is sealed too).
     Hold = 6,
+    /// A segment of an agent's audit log (actors, tickets, reasons: sealed like the rest).
+    AuditSegment = 8,
 }
 
 impl Kind {
@@ -57,6 +59,7 @@ impl Kind {
             5 => Kind::Keystore,
             7 => Kind::LocalCache,
             6 => Kind::Hold,
+            8 => Kind::AuditSegment,
             _ => return None,
         })
     }
@@ -69,6 +72,7 @@ impl Kind {
             Kind::Keystore => "keystore",
             Kind::LocalCache => "local-cache",
             Kind::Hold => "hold",
+            Kind::AuditSegment => "audit-segment",
         }
     }
 }

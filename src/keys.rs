@@ -172,6 +172,113 @@ impl MasterKey {
     fn snapshot_key(&self) -> SecretKey {
         self.0.derive(b"reversa/v1/keystore-snapshot")
     }
+    fn audit_key(&self) -> SecretKey {
+        self.0.derive(b"reversa/v1/audit-segment")
+    }
+
+    /// Seal an audit segment for `audit/<agent>/<segment>`: under the master key, so that any
+    /// agent of the store, and a new host after this one is lost, can verify the log.
+    pub fn seal_audit_segment(&self, agent: &str, segment: &str, bytes: &[u8]) -> Vec<u8> {
+        let id = format!("{agent}/{segment}");
+        crypto::seal(&self.audit_key(), &audit_ctx(&id), bytes)
+    }
+
+    pub fn open_audit_segment(&self, agent: &str, segment: &str, sealed: &[u8]) -> Result<Vec<u8>, crypto::OpenError> {
+        let id = format!("{agent}/{segment}");
+        crypto::open(&self.audit_key(), &audit_ctx(&id), sealed)
+    }
+}
+
+fn audit_ctx(id: &str) -> Context<'_> {
+    Context { tenant: "", kind: Kind::AuditSegment, id, key_version: 1 }
+}
+
+/// The agent's signing key (Ed25519): it signs the audit log's checkpoints, and later drill
+/// reports and deletion certificates. The secret lives in `<state>/agent.key` (mode 0600) and
+/// nowhere else; its public half is published as `agents/<agent id>.pub`.
+pub struct AgentKey(ed25519_dalek::SigningKey);
+
+impl std::fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AgentKey({}, <redacted>)", self.id())
+    }
+}
+
+/// The file of the agent key in the state folder.
+pub const AGENT_KEY_FILE: &str = "agent.key";
+
+impl AgentKey {
+    /// The agent key of `state_dir`, made (and written, mode 0600) when there is none yet.
+    /// Returns whether it was made now.
+    pub fn load_or_create(state_dir: &Path) -> Result<(AgentKey, bool), KeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let path = state_dir.join(AGENT_KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(mut bytes) => {
+                let meta = std::fs::metadata(&path).map_err(|cause| KeyError::Read { path: path.clone(), cause })?;
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(KeyError::LooseMode { path, mode });
+                }
+                let seed: Result<[u8; 32], _> = bytes.as_slice().try_into();
+                zeroize::Zeroize::zeroize(&mut bytes);
+                let mut seed = seed.map_err(|_| KeyError::BadLength { source_name: path.display().to_string() })?;
+                let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+                zeroize::Zeroize::zeroize(&mut seed);
+                Ok((AgentKey(key), false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut seed = [0u8; 32];
+                rand::fill(&mut seed);
+                let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+                let write = || -> std::io::Result<()> {
+                    std::fs::create_dir_all(state_dir)?;
+                    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+                    f.write_all(&seed)?;
+                    f.sync_all()
+                };
+                let written = write();
+                zeroize::Zeroize::zeroize(&mut seed);
+                written.map_err(|cause| KeyError::WriteKeyFile { path: path.clone(), cause })?;
+                Ok((AgentKey(key), true))
+            }
+            Err(cause) => Err(KeyError::Read { path, cause }),
+        }
+    }
+
+    /// The agent id: the first 16 hex digits of the SHA-256 of the public key, so that the id
+    /// itself names the key that verifies it.
+    pub fn id(&self) -> String {
+        agent_id_of(&self.public())
+    }
+
+    /// The public key, hex.
+    pub fn public(&self) -> String {
+        hex::encode(self.0.verifying_key().as_bytes())
+    }
+
+    /// The Ed25519 signature of `message`, hex.
+    pub fn sign(&self, message: &[u8]) -> String {
+        use ed25519_dalek::Signer;
+        hex::encode(self.0.sign(message).to_bytes())
+    }
+}
+
+/// The agent id of a public key (hex), as [`AgentKey::id`] gives it.
+pub fn agent_id_of(public_hex: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(public_hex.as_bytes()))[..16].to_string()
+}
+
+/// Whether `signature` (hex) is `public`'s (hex) Ed25519 signature of `message`.
+pub fn verify_agent_signature(public: &str, message: &[u8], signature: &str) -> bool {
+    use ed25519_dalek::Verifier;
+    let key: Option<[u8; 32]> = hex::decode(public).ok().and_then(|b| b.try_into().ok());
+    let sig: Option<[u8; 64]> = hex::decode(signature).ok().and_then(|b| b.try_into().ok());
+    let (Some(key), Some(sig)) = (key, sig) else { return false };
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key) else { return false };
+    key.verify(message, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
 }
 
 fn decode_key(bytes: &[u8], source_name: &str) -> Result<MasterKey, KeyError> {

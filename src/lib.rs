@@ -1,6 +1,7 @@
 //! reversa: backup, export and reversibility of SaaS tenants' data. See ARCHITECTURE.md for the
 //! code map and the invariants, and DESIGN.md (shared) for the concepts.
 
+pub mod audit;
 pub mod chunker;
 pub mod cli;
 pub mod commands;
@@ -8,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod export;
 pub mod generation;
+pub mod jobs;
 pub mod keys;
 pub mod pool;
 pub mod progress;
@@ -35,6 +37,11 @@ pub fn simulate_clock(at: jiff::Timestamp) {
 /// time reversa records or compares against goes through here.
 pub fn now() -> jiff::Timestamp {
     SIMULATED.get().copied().unwrap_or_else(jiff::Timestamp::now)
+}
+
+/// The simulated time, when this process runs on one (recorded in the audit log).
+pub fn simulated_now() -> Option<jiff::Timestamp> {
+    SIMULATED.get().copied()
 }
 
 /// The current time as RFC 3339 UTC with seconds, for manifests and keystore entries.

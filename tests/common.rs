@@ -84,9 +84,21 @@ impl Env {
         seed_tenant(&self.path("source"), tenant, scale, seed).unwrap();
     }
 
+    /// The binary with this agent's configuration. `restore` and `export` give the tenant's
+    /// data to someone, so the disclosure register needs a recipient: one is added when the
+    /// arguments name none (the tests of that rule use [`Env::cmd_exact`]).
     pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.cmd_exact(args);
+        if matches!(args.first(), Some(&"restore" | &"export")) && !args.contains(&"--recipient") {
+            c.args(["--recipient", "test operator", "--recipient-kind", "provider"]);
+        }
+        c
+    }
+
+    /// The binary with this agent's configuration and exactly `args`.
+    pub fn cmd_exact(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--config").arg(&self.config).args(args).env_remove("REVERSA_MASTER_KEY");
+        c.arg("--config").arg(&self.config).args(args).env_remove("REVERSA_MASTER_KEY").env_remove("REVERSA_ACTOR");
         c
     }
 
@@ -199,4 +211,14 @@ pub fn first_digest_map_blob(e: &reversa::generation::Entry) -> Option<String> {
         reversa::generation::Entry::Table { keyed: Some(k), .. } => k.digests.first().cloned(),
         _ => None,
     }
+}
+
+/// Run one job of `task` on `tenant` in process, as the CLI does.
+pub async fn run_job(
+    agent: &reversa::commands::Agent,
+    task: reversa::jobs::Task,
+    tenant: &reversa::tenant::TenantId,
+) -> Result<reversa::jobs::Report, reversa::commands::Error> {
+    let job = reversa::jobs::Job::new(task, Some(tenant.clone()), "test");
+    reversa::jobs::run(agent, &job, &tokio_util::sync::CancellationToken::new(), &reversa::progress::Silent).await
 }

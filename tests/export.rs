@@ -906,7 +906,13 @@ fn tables_continue_on_further_sheets() {
         let mut opts = reversa::commands::export::ExportOptions::new(&env.path("out"));
         opts.sheet_rows = 100;
         let tenant = reversa::tenant::TenantId::parse("piccolo").unwrap();
-        reversa::commands::export::export(&agent, &tenant, &opts, &reversa::progress::Silent).await.unwrap()
+        let mut job = reversa::jobs::Job::new(reversa::jobs::Task::Export(opts), Some(tenant), "test");
+        job.recipient = Some(reversa::jobs::Recipient { name: "test".into(), kind: Default::default(), legal_basis: None });
+        let cancel = tokio_util::sync::CancellationToken::new();
+        match reversa::jobs::run(&agent, &job, &cancel, &reversa::progress::Silent).await.unwrap() {
+            reversa::jobs::Report::Export(r) => r,
+            other => panic!("{other:?}"),
+        }
     });
     let pass = report.passphrase.as_ref().unwrap().expose().to_string();
     assert_eq!(report.tables[0].sheets, ["piccola", "piccola (2)", "piccola (3)"]);

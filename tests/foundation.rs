@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{differences, first_digest_map_blob, first_file_blob, Env, SMALL};
+use crate::common::{differences, first_digest_map_blob, first_file_blob, run_job, Env, SMALL};
 
 /// A tenant with every edge case of the seed, plus links inside and outside the tenant.
 fn edge_tenant(env: &Env, tenant: &str) {
@@ -364,7 +364,7 @@ async fn a_failed_upload_fails_the_backup_without_hanging() {
     let tenant = reversa::tenant::TenantId::parse("t1").unwrap();
     let res = tokio::time::timeout(
         Duration::from_secs(120),
-        reversa::commands::backup::backup(&agent, &tenant, &reversa::progress::Silent),
+        run_job(&agent, reversa::jobs::Task::Backup(Default::default()), &tenant),
     )
     .await
     .expect("the backup hung after a failed upload");

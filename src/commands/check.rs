@@ -28,7 +28,7 @@ use crate::tenant::TenantId;
 pub const RECENT_DAYS: i64 = 30;
 
 /// What `check` is asked (the daemon takes the same as a request body).
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckOptions {
     /// Which packs to read and verify besides checking every reference.
@@ -40,7 +40,7 @@ pub struct CheckOptions {
 }
 
 /// Which packs a check reads, decrypts and verifies.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ReadData {
     /// None: only the references are checked.
@@ -54,8 +54,8 @@ pub enum ReadData {
 
 /// `--read-data-subset`: a share of the pack bytes, or one fixed slice of the packs. Written
 /// as on the command line (`"5%"`, `"1/20"`) in a request body too.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Subset {
     /// At least this percentage of the pack bytes, the packs verified longest ago first (those
     /// never verified, or that failed, before all others).
@@ -102,6 +102,12 @@ impl TryFrom<String> for Subset {
 
     fn try_from(s: String) -> Result<Subset, String> {
         s.parse()
+    }
+}
+
+impl From<Subset> for String {
+    fn from(s: Subset) -> String {
+        s.to_string()
     }
 }
 
@@ -200,12 +206,12 @@ impl CheckReport {
 /// [`Agent::check_keystore`]).
 pub async fn check(
     agent: &Agent,
-    tenant: &TenantId,
+    repo: &Repository,
     opts: &CheckOptions,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
     let read = opts.read_data;
-    let repo = agent.repository(tenant, false).await?;
+    let tenant = repo.tenant();
     let mut report = CheckReport { tenant: tenant.to_string(), ..Default::default() };
     if let ReadData::Subset(s) = read {
         report.subset = Some(s.to_string());
@@ -217,11 +223,11 @@ pub async fn check(
     report.problems.extend(damaged.into_iter().map(|e| e.to_string()));
     report.index_files = index.files.len();
     report.blobs = index.blobs.len();
-    let (stored, mut found) = check_packs(&repo, &index, &mut report).await?;
-    check_holds(&repo, &mut report).await?;
+    let (stored, mut found) = check_packs(repo, &index, &mut report).await?;
+    check_holds(repo, &mut report).await?;
 
     let now = crate::now().as_second();
-    let packs = Packs { repo: &repo, index: &index, stored: &stored };
+    let packs = Packs { repo, index: &index, stored: &stored };
     let verified = packs.read(&agent.config.state.dir, read, now, progress, &mut report, &mut found).await;
     progress.done();
 
@@ -780,7 +786,10 @@ pub async fn leftover_uploads(agent: &Agent, tenant: &TenantId, repair: bool) ->
     if !repair || pending.is_empty() {
         return Ok(out);
     }
-    match TenantLock::acquire(agent.store.clone(), tenant, "check --repair").await {
+    let refresh = agent.config.lock.refresh;
+    let unused = tokio_util::sync::CancellationToken::new();
+    // Held for a few aborts only: a lost lock has nothing to stop.
+    match TenantLock::acquire(agent.store.clone(), tenant, "check --repair", refresh, unused).await {
         Ok(lock) => {
             for (u, report) in pending.iter().zip(out.iter_mut()) {
                 report.action = match agent.store.abort_upload(u).await {

@@ -5,7 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{backup, init, restore, Agent, Error, Result};
+use tokio_util::sync::CancellationToken;
+
+use super::{backup, init, restore, Agent, Error, Result, AGENT_ACTOR};
+use crate::audit::RecipientKind;
+use crate::jobs::{self, BackupOptions, Job, Recipient, Report, Task};
 use crate::config::{Config, KeysConfig, SourceConfig, StateConfig, StoreConfig};
 use crate::progress::Progress;
 use crate::seed::{seed_tenant, Scale};
@@ -51,6 +55,8 @@ pub async fn demo(base: &Path, env_key: Option<crate::keys::KeyText>, progress: 
         backup: Default::default(),
         retention: Default::default(),
         prune: Default::default(),
+        lock: Default::default(),
+        file_sha256: String::new(),
     };
     let config_file = base.join("reversa.toml");
     let text = format!(
@@ -63,18 +69,12 @@ pub async fn demo(base: &Path, env_key: Option<crate::keys::KeyText>, progress: 
     std::fs::write(&config_file, text).map_err(io("cannot write", &config_file))?;
     // The demo's own key file; an existing one (from an earlier run) is reused.
     let generate = (!key_file.exists() && env_key.is_none()).then_some(key_file.as_path());
-    init::init(&config, generate).await?;
+    init::init(&config, generate, false, AGENT_ACTOR).await?;
     let agent = Agent::open(config).await?;
-
-    let mut backups = Vec::new();
-    for t in TENANTS {
-        let tenant = TenantId::parse(t)?;
-        backups.push(backup::backup(&agent, &tenant, progress).await?);
-    }
-    let tenant = TenantId::parse(TENANTS[0])?;
-    let restored_to = base.join("restore").join(TENANTS[0]);
-    let opts = restore::RestoreOptions { generation: None, to: restored_to.clone(), force: true, partial: false };
-    let restored = restore::restore(&agent, &tenant, &opts, progress).await?;
+    let result = backup_and_restore(&agent, &restored_to_of(&base), progress).await;
+    agent.seal_audit().await?;
+    let (backups, restored) = result?;
+    let restored_to = restored_to_of(&base);
     let differences = compare_tenant(&source.join(TENANTS[0]), &restored_to)?;
     if !differences.is_empty() {
         return Err(Error::Failed(format!("the restored tenant differs from the source: {}", differences.join("; "))));
@@ -89,6 +89,39 @@ pub async fn demo(base: &Path, env_key: Option<crate::keys::KeyText>, progress: 
         restored_to,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+fn restored_to_of(base: &Path) -> PathBuf {
+    base.join("restore").join(TENANTS[0])
+}
+
+/// Back up every sample tenant, then restore the first, each as a job of the audit log. The
+/// restore is the demo's own check, to the provider itself.
+async fn backup_and_restore(
+    agent: &Agent,
+    restored_to: &Path,
+    progress: &dyn Progress,
+) -> Result<(Vec<backup::BackupReport>, restore::RestoreReport)> {
+    let cancel = CancellationToken::new();
+    let mut backups = Vec::new();
+    for t in TENANTS {
+        let job = Job::new(Task::Backup(BackupOptions {}), Some(TenantId::parse(t)?), AGENT_ACTOR);
+        match jobs::run(agent, &job, &cancel, progress).await? {
+            Report::Backup(r) => backups.push(r),
+            _ => unreachable!("a backup reports a backup"),
+        }
+    }
+    let opts = restore::RestoreOptions { generation: None, to: restored_to.into(), force: true, partial: false };
+    let mut job = Job::new(Task::Restore(opts), Some(TenantId::parse(TENANTS[0])?), AGENT_ACTOR);
+    job.recipient = Some(Recipient {
+        name: "reversa demo (the restore that proves the backup)".into(),
+        kind: RecipientKind::Provider,
+        legal_basis: None,
+    });
+    match jobs::run(agent, &job, &cancel, progress).await? {
+        Report::Restore(r) => Ok((backups, r)),
+        _ => unreachable!("a restore reports a restore"),
+    }
 }
 
 /// Bytes under a folder (files only).

@@ -25,7 +25,7 @@ use crate::tenant::TenantId;
 const QUEUE: usize = 4;
 
 /// What the user asked for (`reversa export`; the daemon takes the same as a request body).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportOptions {
     /// A generation id; `None` reads the live source.
@@ -151,10 +151,13 @@ fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
     move |cause| ExportError::OutDir { path: path.into(), cause }
 }
 
+/// Export a tenant. When `cancel` fires, the writer thread stops at its next event, and the
+/// parts and the passphrase file written so far are removed.
 pub async fn export(
     agent: &Agent,
     tenant: &TenantId,
     opts: &ExportOptions,
+    cancel: &tokio_util::sync::CancellationToken,
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
     let started = Instant::now();
@@ -220,9 +223,13 @@ pub async fn export(
     let busy = agent.config.source.busy_timeout();
     let pipeline = async {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(QUEUE);
+        let cancel = cancel.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let mut ex = exporter;
             while let Some(ev) = rx.blocking_recv() {
+                if cancel.is_cancelled() {
+                    return Err(ExportError::Stopped);
+                }
                 ex.apply(ev)?;
             }
             Ok::<_, ExportError>(ex)

@@ -8,10 +8,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::{Agent, Error, Result};
-use crate::repository::lock::TenantLock;
 use crate::repository::Repository;
 use crate::retention::{Decision, GenerationTime, Policy};
-use crate::tenant::TenantId;
 
 #[derive(Debug, Serialize)]
 pub struct ForgetReport {
@@ -34,7 +32,7 @@ pub struct ForgetReport {
 /// Apply the policy to `tenant`. Without `dry_run` this runs under the tenant lock, so no backup
 /// or hold changes the generations between the decision and the deletes.
 /// What `forget` is asked (the daemon takes the same as a request body).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForgetOptions {
     /// Say what would be kept and forgotten; delete nothing.
@@ -42,23 +40,13 @@ pub struct ForgetOptions {
     pub dry_run: bool,
 }
 
-pub async fn forget(agent: &Agent, tenant: &TenantId, opts: &ForgetOptions) -> Result<ForgetReport> {
-    let dry_run = opts.dry_run;
+/// Apply the retention policy to `repo`'s tenant (under its lock, which the job holds unless
+/// this is a dry run).
+pub async fn forget(agent: &Agent, repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     // The configuration was validated at load; this cannot fail unless the caller built it by hand.
     let policy =
         Policy::from_config(&agent.config.retention).map_err(|e| Error::Usage(format!("configuration: {e}")))?;
-    let repo = agent.repository(tenant, false).await?;
-    let lock = match dry_run {
-        true => None,
-        false => Some(TenantLock::acquire(agent.store.clone(), tenant, "forget").await?),
-    };
-    let result = run(&repo, &policy, dry_run).await;
-    if let Some(lock) = lock {
-        if let Err(e) = lock.release().await {
-            tracing::warn!(tenant = %tenant, error = %e, "could not release the tenant lock");
-        }
-    }
-    result
+    run(repo, &policy, opts.dry_run).await
 }
 
 async fn run(repo: &Repository, policy: &Policy, dry_run: bool) -> Result<ForgetReport> {

@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use super::{Agent, Error, Result};
 use crate::generation::{self, Manifest};
-use crate::repository::lock::TenantLock;
 use crate::repository::{RepoError, Repository};
 use crate::retention::{Hold, HoldState};
 use crate::tenant::TenantId;
@@ -60,26 +59,11 @@ pub struct HoldReport {
 /// Put `generation` on legal hold, with an optional reason (sealed: it may name people), on
 /// behalf of `actor`. A generation already on hold keeps its hold unless a new reason is given;
 /// then the earlier reason, time and actor go into the hold's history.
-pub async fn hold(
-    agent: &Agent,
-    tenant: &TenantId,
-    generation: &str,
-    reason: Option<&str>,
-    actor: &str,
-) -> Result<HoldReport> {
-    check_id(tenant, generation)?;
-    let repo = agent.repository(tenant, false).await?;
-    // Under the tenant lock, so that a `forget` cannot be between reading the holds and
-    // deleting this generation while the hold is placed.
-    let lock = TenantLock::acquire(agent.store.clone(), tenant, "hold").await?;
-    let result = place(&repo, generation, reason, actor).await;
-    if let Err(e) = lock.release().await {
-        tracing::warn!(tenant = %tenant, error = %e, "could not release the tenant lock");
-    }
-    result
-}
-
-async fn place(repo: &Repository, generation: &str, reason: Option<&str>, actor: &str) -> Result<HoldReport> {
+///
+/// The job holds the tenant lock, so that a `forget` cannot be between reading the holds and
+/// deleting this generation while the hold is placed.
+pub async fn hold(repo: &Repository, generation: &str, reason: Option<&str>, actor: &str) -> Result<HoldReport> {
+    check_id(repo.tenant(), generation)?;
     // A hold on nothing protects nothing: the generation must exist (the error names it).
     repo.load_generation(generation).await?;
     let reason = reason.map(str::trim).filter(|r| !r.is_empty()).map(String::from);
@@ -124,9 +108,9 @@ pub struct ReleaseReport {
 
 /// Lift the hold on `generation`. No lock: a `forget` running meanwhile still sees the hold
 /// and keeps the generation, which is what it would have done a moment earlier.
-pub async fn release(agent: &Agent, tenant: &TenantId, generation: &str) -> Result<ReleaseReport> {
+pub async fn release(repo: &Repository, generation: &str) -> Result<ReleaseReport> {
+    let tenant = repo.tenant();
     check_id(tenant, generation)?;
-    let repo = agent.repository(tenant, false).await?;
     let released = match repo.load_hold(generation).await {
         Ok(Some(h)) => Some(h),
         Ok(None) => {

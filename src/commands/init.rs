@@ -5,6 +5,8 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::{open_store_for_init, Result};
+use crate::audit::AuditLog;
+use crate::jobs::{self, Job, Report, Task};
 use crate::config::Config;
 use crate::keys::{Keystore, MasterKey};
 use crate::repository::{self, Marker, MARKER_KEY, STORE_FORMAT};
@@ -26,13 +28,43 @@ pub struct InitReport {
     pub facts: crate::store::StoreFacts,
 }
 
-pub async fn init(config: &Config, generate_master_key: Option<&Path>) -> Result<InitReport> {
-    init_with(config, generate_master_key, false).await
+/// `reversa init` on behalf of `actor`, as a job of the state folder's audit log (made here
+/// with the agent key, if this is the folder's first run), whose segment it then seals and
+/// uploads. With `create_bucket`, an S3 bucket that does not exist is created in the configured
+/// region (without it, `init` stops and says how to create it).
+pub async fn init(
+    config: &Config,
+    generate_master_key: Option<&Path>,
+    create_bucket: bool,
+    actor: &str,
+) -> Result<InitReport> {
+    let (log, _) = AuditLog::open(&config.state.dir)?;
+    let task = Task::Init { create_bucket, generate_master_key: generate_master_key.is_some() };
+    let job = Job::new(task, None, actor);
+    let mut opened = None;
+    let result = jobs::audited(&log, &job, async {
+        let (report, master, store) = init_store(config, generate_master_key, create_bucket).await?;
+        opened = Some((master, store));
+        Ok(Report::Init(report))
+    })
+    .await;
+    if let Some((master, store)) = opened {
+        let sealed = log.seal_and_upload(&*store, &master).await?;
+        for (segment, why) in &sealed.local_only {
+            tracing::warn!(segment = %segment, "audit segment not uploaded, the next run retries: {why}");
+        }
+    }
+    match result? {
+        Report::Init(r) => Ok(r),
+        _ => unreachable!("init reports an init"),
+    }
 }
 
-/// `init`; with `create_bucket`, an S3 bucket that does not exist is created in the configured
-/// region (without it, `init` stops and says how to create it).
-pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, create_bucket: bool) -> Result<InitReport> {
+async fn init_store(
+    config: &Config,
+    generate_master_key: Option<&Path>,
+    create_bucket: bool,
+) -> Result<(InitReport, MasterKey, std::sync::Arc<dyn crate::store::Store>)> {
     let master = master_key(config, generate_master_key)?;
     let store = open_store_for_init(&config.store, create_bucket).await?;
     if let Some(path) = generate_master_key {
@@ -60,8 +92,8 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
         .await?;
     // An existing marker keeps the facts it recorded: every agent must keep using the same.
     let facts = if store_created { marker.facts } else { repository::check_marker(&*store).await?.facts };
-    let (keystore, recovery, unreadable) = open_keystore(&config.state.dir, master, &*store).await?;
-    Ok(InitReport {
+    let (keystore, recovery, unreadable) = open_keystore(&config.state.dir, master.clone(), &*store).await?;
+    let report = InitReport {
         store: store.describe(),
         store_created,
         keystore,
@@ -69,7 +101,8 @@ pub async fn init_with(config: &Config, generate_master_key: Option<&Path>, crea
         unreadable,
         master_key_file: generate_master_key.map(|p| p.display().to_string()),
         facts,
-    })
+    };
+    Ok((report, master, store))
 }
 
 /// A new master key, or the configured one.

@@ -1,6 +1,7 @@
 //! The verbs. Each is a library function the CLI and (later) the daemon call the same way.
 //! [`Agent`] is what every verb shares: the configuration, the store and the keystore.
 
+pub mod audit;
 pub mod backup;
 pub mod check;
 pub mod demo;
@@ -15,6 +16,7 @@ pub mod tenant;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::audit::{AuditLog, Entry, Event, Produced};
 use crate::config::{Config, StoreConfig};
 use crate::keys::{self, KeyError, Keystore, MasterKey, TenantKeys};
 use crate::repository::{self, RepoError, Repository};
@@ -44,6 +46,13 @@ pub enum Error {
     Io { what: &'static str, path: PathBuf, cause: std::io::Error },
     #[error("{0}")]
     Failed(String),
+    #[error("cancelled: the job stopped before its end and left no partial result (a backup leaves no generation; prune removes its unreferenced packs)")]
+    Cancelled,
+    /// The tenant lock was taken over, removed, or could not be refreshed: the job stopped.
+    #[error("{0}; run it again once the other job has ended")]
+    LockLost(String),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::log::AuditError),
     #[error(
         "prune of tenant {tenant} refused, nothing was deleted: {what}: {cause}; prune never deletes on \
          an incomplete view of the repository (`reversa check --tenant {tenant} --read-data` names every \
@@ -55,7 +64,7 @@ pub enum Error {
 /// What kind of failure an error is. The CLI maps kinds to exit codes (README.md); the daemon
 /// will map them to HTTP statuses and decide from them what to retry.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// What was asked is wrong: a flag, the configuration, a key file, an id.
@@ -74,6 +83,8 @@ pub enum ErrorKind {
     Transient,
     /// Not allowed in the tenant's state (its key is shredded).
     NotAllowed,
+    /// The job was cancelled (a signal, a shutdown) before its end.
+    Cancelled,
     /// Anything else: a local I/O failure, or a bug.
     Internal,
 }
@@ -94,7 +105,8 @@ impl Error {
             Error::Usage(_) | Error::Tenant(_) => ErrorKind::BadInput,
             Error::Key(e) => key_kind(e),
             Error::Lock(crate::repository::lock::LockError::Store(e)) => store_kind(e),
-            Error::Lock(_) => ErrorKind::Locked,
+            Error::Lock(_) | Error::LockLost(_) => ErrorKind::Locked,
+            Error::Cancelled => ErrorKind::Cancelled,
             Error::Repo(e) => repo_kind(e),
             Error::PruneRefused { cause, .. } => repo_kind(cause),
             Error::Store(e) => store_kind(e),
@@ -217,7 +229,13 @@ pub struct Agent {
     pub store: Arc<dyn Store>,
     master: MasterKey,
     keystore: Mutex<Keystore>,
+    /// This agent's audit log (local, sealed into the store by [`Agent::seal_audit`]).
+    pub audit: AuditLog,
 }
+
+/// The actor of what the agent does on its own, not asked by anyone: a key made for a new
+/// tenant, a keystore snapshot, a configuration change noticed.
+pub const AGENT_ACTOR: &str = "reversa";
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -232,8 +250,59 @@ impl Agent {
         let master = MasterKey::load(&config.keys)?;
         let store = open_store(&config.store).await?;
         let keystore = Keystore::open(&config.state.dir, master.clone())?;
+        let (audit, _) = AuditLog::open(&config.state.dir)?;
         remove_stale_temporaries(&config.state.dir.join("tmp"));
-        Ok(Agent { config, store, master, keystore: Mutex::new(keystore) })
+        let agent = Agent { config, store, master, keystore: Mutex::new(keystore), audit };
+        agent.note_config_change()?;
+        Ok(agent)
+    }
+
+    /// Record in the audit log that the configuration file is not the one of the last run
+    /// (its SHA-256 before and now), or the first configuration seen.
+    fn note_config_change(&self) -> Result<()> {
+        let path = self.config.state.dir.join("audit").join("config.sha256");
+        let before = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_string());
+        let now = &self.config.file_sha256;
+        if now.is_empty() || before.as_deref() == Some(now.as_str()) {
+            return Ok(());
+        }
+        let mut e = Entry::new(Event::Config, AGENT_ACTOR);
+        e.kind = Some(if before.is_some() { "config_changed" } else { "config_first_seen" }.into());
+        if let Some(b) = before {
+            e.produced.push(Produced { what: "config_before".into(), id: "configuration".into(), sha256: Some(b) });
+        }
+        e.produced.push(Produced { what: "config".into(), id: "configuration".into(), sha256: Some(now.clone()) });
+        self.audit.append(e)?;
+        std::fs::write(&path, now).map_err(|cause| Error::Io { what: "cannot write", path, cause })?;
+        Ok(())
+    }
+
+    /// A key event in the audit log: `kind` for `tenant`, naming the snapshot involved.
+    fn key_event(&self, kind: &str, tenant: Option<&TenantId>, snapshot: Option<&str>) -> Result<()> {
+        let mut e = Entry::new(Event::Key, AGENT_ACTOR);
+        e.kind = Some(kind.into());
+        e.tenant = tenant.map(|t| t.to_string());
+        if let Some(s) = snapshot {
+            e.produced.push(Produced { what: "keystore_snapshot".into(), id: s.into(), sha256: None });
+        }
+        self.audit.append(e)?;
+        Ok(())
+    }
+
+    /// Seal this run's audit entries into a segment and upload every segment the store lacks
+    /// (the end of a CLI invocation; the daemon's batch later).
+    pub async fn seal_audit(&self) -> Result<crate::audit::SealReport> {
+        Ok(self.audit.seal_and_upload(&*self.store, &self.master).await?)
+    }
+
+    /// Open a sealed audit segment of the store (`audit verify`).
+    pub fn open_audit_segment(
+        &self,
+        agent: &str,
+        segment: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, crate::crypto::OpenError> {
+        self.master.open_audit_segment(agent, segment, sealed)
     }
 
     /// The same agent on another store: a wrapper that adds behaviour (tests inject failures
@@ -269,13 +338,21 @@ impl Agent {
         match keys::find_in_snapshots(&self.master, &*self.store, tenant).await? {
             Ok(found) => {
                 tracing::warn!(%tenant, snapshot = %found.snapshot, "this agent's keystore had no key for the tenant; recovered it from the store's keystore snapshot");
+                let snapshot = found.snapshot.clone();
                 self.keystore().adopt(tenant, found)?;
+                self.key_event("key_recovered", Some(tenant), Some(&snapshot))?;
                 Ok(self.keystore().tenant_keys(tenant)?)
             }
             Err(tried) if self.store.any_under(&Repository::prefix(tenant)).await? => {
                 Err(KeyError::MissingKey { tenant: tenant.to_string(), tried }.into())
             }
-            Err(_) if create => Ok(self.keystore().tenant_keys_or_create(tenant)?.0),
+            Err(_) if create => {
+                let (keys, made) = self.keystore().tenant_keys_or_create(tenant)?;
+                if made {
+                    self.key_event("key_created", Some(tenant), None)?;
+                }
+                Ok(keys)
+            }
             Err(_) => Err(KeyError::NoKey { tenant: tenant.to_string() }.into()),
         }
     }
@@ -315,7 +392,8 @@ impl Agent {
         // Seal under the lock, then upload without holding it.
         let pending = self.keystore().snapshot_needed(&*self.store);
         if let Some(p) = pending {
-            p.upload(&*self.store).await?;
+            let key = p.upload(&*self.store).await?;
+            self.key_event("keystore_snapshot", None, Some(&key))?;
         }
         Ok(())
     }

@@ -37,11 +37,9 @@ use super::{Agent, Error, Result};
 use crate::config::PruneConfig;
 use crate::keys::BlobId;
 use crate::progress::Progress;
-use crate::repository::lock::TenantLock;
 use crate::repository::pack::{fits, packed_len, PackBlob, PackBuilder};
 use crate::repository::{index_file_len, parse_blob_list, Index, RepoError, Repository};
 use crate::store::{Body, ObjectInfo};
-use crate::tenant::TenantId;
 
 /// Blobs per index file that prune writes: the index files of a large tenant stay a few MB each
 /// (restic's limit), instead of one file as large as the whole index.
@@ -83,7 +81,7 @@ pub struct PruneReport {
 
 /// Prune one tenant's repository (see the module documentation).
 /// What `prune` is asked (the daemon takes the same as a request body).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneOptions {
     /// Report what would be deleted and repacked, changing nothing.
@@ -91,21 +89,15 @@ pub struct PruneOptions {
     pub dry_run: bool,
 }
 
+/// Prune `repo`'s tenant, under its lock (which the job holds, a dry run's too: its view must
+/// not change while it is read).
 pub async fn prune(
     agent: &Agent,
-    tenant: &TenantId,
+    repo: &Repository,
     opts: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
-    let dry_run = opts.dry_run;
-    let repo = agent.repository(tenant, false).await?;
-    let lock =
-        TenantLock::acquire(agent.store.clone(), tenant, if dry_run { "prune --dry-run" } else { "prune" }).await?;
-    let result = run(agent, &repo, dry_run, progress).await;
-    // Release even on failure; a failed release only leaves a lock that expires.
-    if let Err(e) = lock.release().await {
-        tracing::warn!(tenant = %tenant, error = %e, "could not release the tenant lock");
-    }
+    let result = run(agent, repo, opts.dry_run, progress).await;
     progress.done();
     result
 }

@@ -19,13 +19,15 @@ use crate::repository::{entry_blobs, RepoError};
 use crate::source::sqlite::quote;
 use crate::source::{DATABASE_FILE, FILE_FOLDERS};
 use crate::tenant::TenantId;
+use crate::repository::Repository;
+use tokio_util::sync::CancellationToken;
 
 /// Events queued for the writer (each at most a chunk, 4 MiB): the fetching runs ahead in
 /// `Repository::blob_stream`, this only keeps the writer from waiting on the feed.
 const QUEUED: usize = 4;
 
 /// What to restore and how (`reversa restore`; the daemon takes the same as a request).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreOptions {
     /// The generation; the newest when absent.
@@ -74,15 +76,18 @@ enum Event {
     Abort(String),
 }
 
+/// Restore a generation of `repo`'s tenant. When `cancel` fires, the writer threads stop at
+/// their next entry and the staging folder is removed: nothing half-restored is moved in.
 pub async fn restore(
     agent: &Agent,
-    tenant: &TenantId,
+    repo: &Repository,
     opts: &RestoreOptions,
+    cancel: &CancellationToken,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let to = opts.to.as_path();
-    let repo = agent.repository(tenant, false).await?;
+    let tenant = repo.tenant();
     let manifest = repo.resolve_generation(opts.generation.as_deref()).await?;
     // A salvage works with every index file that opens; the blobs only a damaged one lists are
     // reported with the entries that use them.
@@ -104,7 +109,8 @@ pub async fn restore(
     let part = |database: bool| {
         let wanted = move |e: &Entry| matches!(e, Entry::Schema { .. } | Entry::Table { .. }) == database;
         let pass = Pass {
-            repo: &repo,
+            repo,
+            cancel,
             index: &index,
             catalog: &catalog,
             generation: &manifest.id,
@@ -173,6 +179,7 @@ enum Fed {
 /// One pass over a generation's catalog, restoring the entries it wants.
 struct Pass<'a> {
     repo: &'a crate::repository::Repository,
+    cancel: &'a CancellationToken,
     index: &'a crate::repository::Index,
     catalog: &'a crate::repository::Catalog,
     generation: &'a str,
@@ -194,8 +201,12 @@ impl Pass<'_> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(QUEUED);
         let writer = {
             let mut w = Writer::new(staging.to_path_buf(), self.partial);
+            let cancel = self.cancel.clone();
             tokio::task::spawn_blocking(move || {
                 while let Some(ev) = rx.blocking_recv() {
+                    if cancel.is_cancelled() {
+                        return Err(Error::Cancelled);
+                    }
                     w.apply(ev)?;
                 }
                 w.finish()

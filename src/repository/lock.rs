@@ -76,16 +76,59 @@ impl LockInfo {
     }
 }
 
-/// A held tenant lock. You MUST call [`TenantLock::release`]; dropping it only stops the refresh,
-/// and the lock then expires after [`STALE_AFTER`] (or at once, once this process is gone).
+/// `[lock]`: how often a held lock is refreshed. Others take a lock for stale 30 minutes after
+/// its last refresh, so the refresh must come well within that.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockConfig {
+    #[serde(deserialize_with = "crate::config::seconds")]
+    pub refresh: Duration,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig { refresh: REFRESH }
+    }
+}
+
+impl LockConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.refresh.as_secs() {
+            1..=600 => Ok(()),
+            _ => Err("must be between 1 second and 10 minutes (a lock is stale 30 minutes after its last refresh)".into()),
+        }
+    }
+}
+
+/// A held tenant lock, refreshed in the background while it lives. When a refresh finds the
+/// lock taken over or removed, or cannot refresh it past [`LOST_AFTER`], the lock is lost: the
+/// token given to [`TenantLock::acquire`] is cancelled, so the job holding it stops instead
+/// of writing on without it. [`TenantLock::release`] removes it; dropping it unreleased (a
+/// cancelled or panicked job) removes it too, in a background task, as an S3 upload guard
+/// aborts its upload. Neither removes a lock that is no longer this holder's.
 pub struct TenantLock {
     store: Arc<dyn Store>,
     key: String,
+    nonce: String,
     refresher: tokio::task::JoinHandle<()>,
+    lost: Arc<std::sync::OnceLock<String>>,
+    released: bool,
 }
 
+/// A lock not refreshed for this long may soon be taken as stale by another agent: its holder
+/// stops first.
+pub const LOST_AFTER: Duration = Duration::from_secs(STALE_AFTER.as_secs() / 2);
+
 impl TenantLock {
-    pub async fn acquire(store: Arc<dyn Store>, tenant: &TenantId, purpose: &str) -> Result<TenantLock, LockError> {
+    /// Take the tenant lock for `purpose`, refreshed every `refresh`; `on_lost` is cancelled if
+    /// the lock is lost while held.
+    pub async fn acquire(
+        store: Arc<dyn Store>,
+        tenant: &TenantId,
+        purpose: &str,
+        refresh: Duration,
+        on_lost: tokio_util::sync::CancellationToken,
+    ) -> Result<TenantLock, LockError> {
         let dir = format!("tenants/{tenant}/locks/");
         let mut nonce = [0u8; 16];
         rand::fill(&mut nonce);
@@ -167,41 +210,96 @@ impl TenantLock {
                 }
             }
         };
-        let refresher = {
-            let store = store.clone();
-            let key = key.clone();
-            let mut info = info.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(REFRESH).await;
-                    // Never overwrite a lock someone else holds now (ours was removed as stale).
-                    match read(&*store, &key).await {
-                        Ok(Some(h)) if h.nonce != info.nonce => {
-                            tracing::error!(lock = %key, holder = %h.host, pid = h.pid, "the tenant lock was taken over; no longer refreshing it");
-                            return;
-                        }
-                        _ => {}
-                    }
-                    info.refreshed = now();
-                    let body = Bytes::from(serde_json::to_vec(&info).expect("lock info serializes"));
-                    if let Err(e) = store.put(&key, Body::Bytes(body)).await {
-                        tracing::warn!(lock = %key, error = %e, "could not refresh the tenant lock");
-                    }
-                }
-            })
-        };
-        Ok(TenantLock { store, key, refresher })
+        let lost = Arc::new(std::sync::OnceLock::new());
+        let refresher = tokio::spawn(refresh_loop(store.clone(), key.clone(), info.clone(), refresh, lost.clone(), on_lost));
+        Ok(TenantLock { store, key, nonce: info.nonce, refresher, lost, released: false })
     }
 
-    pub async fn release(self) -> Result<(), StoreError> {
+    /// Why the lock was lost, if it was.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.get().map(String::as_str)
+    }
+
+    /// Remove the lock, unless it is no longer this holder's.
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        self.released = true;
         self.refresher.abort();
-        self.store.delete(&self.key).await
+        remove_if_ours(&*self.store, &self.key, &self.nonce).await
     }
 }
 
 impl Drop for TenantLock {
     fn drop(&mut self) {
         self.refresher.abort();
+        if self.released {
+            return;
+        }
+        let (store, key, nonce) = (self.store.clone(), self.key.clone(), self.nonce.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = remove_if_ours(&*store, &key, &nonce).await {
+                        tracing::warn!(lock = %key, error = %e, "could not remove the tenant lock of a stopped job; it expires");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(lock = %self.key, "tenant lock dropped outside the runtime; it expires"),
+        }
+    }
+}
+
+async fn remove_if_ours(store: &dyn Store, key: &str, nonce: &str) -> Result<(), StoreError> {
+    match read(store, key).await? {
+        Some(h) if h.nonce == nonce => store.delete(key).await,
+        _ => Ok(()),
+    }
+}
+
+/// Refresh the lock every `every` until the task is aborted; stop and cancel `on_lost` when it
+/// is lost.
+async fn refresh_loop(
+    store: Arc<dyn Store>,
+    key: String,
+    mut info: LockInfo,
+    every: Duration,
+    lost: Arc<std::sync::OnceLock<String>>,
+    on_lost: tokio_util::sync::CancellationToken,
+) {
+    let mut last_ok = std::time::Instant::now();
+    let lose = |why: String| {
+        tracing::error!(lock = %key, "{why}");
+        let _ = lost.set(why);
+        on_lost.cancel();
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        // Never overwrite a lock someone else holds now (ours was removed as stale).
+        let failed = match read(&*store, &key).await {
+            Ok(Some(h)) if h.nonce != info.nonce => {
+                return lose(format!(
+                    "the tenant lock {key} was taken over by {} (pid {} on host {}); the job stopped",
+                    h.purpose, h.pid, h.host
+                ))
+            }
+            Ok(None) => return lose(format!("the tenant lock {key} was removed by someone else; the job stopped")),
+            Ok(Some(_)) => {
+                info.refreshed = now();
+                let body = Bytes::from(serde_json::to_vec(&info).expect("lock info serializes"));
+                store.put(&key, Body::Bytes(body)).await.err()
+            }
+            Err(e) => Some(e),
+        };
+        match failed {
+            None => last_ok = std::time::Instant::now(),
+            Some(e) if last_ok.elapsed() >= LOST_AFTER => {
+                return lose(format!(
+                    "the tenant lock {key} could not be refreshed for {} minutes ({e}); another agent may take it \
+                     as stale, so the job stopped",
+                    last_ok.elapsed().as_secs() / 60
+                ))
+            }
+            Some(e) => tracing::warn!(lock = %key, error = %e, "could not refresh the tenant lock; trying again"),
+        }
     }
 }
 

@@ -29,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 
 mod tables;
 
@@ -38,14 +39,13 @@ use crate::generation::{Entry, EntryPath, Manifest, Summary, MANIFEST_FORMAT};
 use crate::keys::{BlobId, TenantKeys};
 use crate::pool::BufferPool;
 use crate::progress::Progress;
-use crate::repository::lock::{hostname, TenantLock};
+use crate::repository::lock::hostname;
 use crate::repository::pack::{self, PackBlob, PackBuilder};
 use crate::repository::{Index, Repository};
 use crate::source::files::{self, FileMeta, Item};
 use crate::source::sqlite::Snapshot;
 use crate::source::DATABASE_FILE;
 use crate::store::Body;
-use crate::tenant::TenantId;
 use tables::{parent_tables, DigestMaps, Incremental};
 
 /// Write an index file every this many packs, so an interrupted backup keeps its progress.
@@ -63,28 +63,18 @@ pub struct BackupReport {
     pub manifest: Manifest,
 }
 
-/// Back up one tenant into a new generation.
-pub async fn backup(agent: &Agent, tenant: &TenantId, progress: &dyn Progress) -> Result<BackupReport> {
-    let started = Instant::now();
-    let tenant_dir = agent.tenant_dir(tenant)?;
-    let repo = agent.repository(tenant, true).await?;
-    let lock = TenantLock::acquire(agent.store.clone(), tenant, "backup").await?;
-    let result = run(agent, &repo, &tenant_dir, progress, started).await;
-    // Release even on failure; a failed release only leaves a lock that expires.
-    if let Err(e) = lock.release().await {
-        tracing::warn!(tenant = %tenant, error = %e, "could not release the tenant lock");
-    }
-    result
-}
-
-async fn run(
+/// Back up one tenant into a new generation (under its lock, which the job holds). When
+/// `cancel` fires, the readers stop at their next chunk or row batch and the backup fails
+/// without writing a generation: what it uploaded is unreferenced packs.
+pub async fn backup(
     agent: &Agent,
     repo: &Repository,
-    tenant_dir: &Path,
+    cancel: &CancellationToken,
     progress: &dyn Progress,
-    started: Instant,
 ) -> Result<BackupReport> {
+    let started = Instant::now();
     let tenant = repo.tenant().clone();
+    let tenant_dir = agent.tenant_dir(&tenant)?;
     // Independent reads, so one round trip to the store instead of two. Errors are taken in a
     // fixed order, so the same damage always gives the same report and exit code.
     let (index, generations) = tokio::join!(repo.load_index(), repo.list_generations());
@@ -156,9 +146,10 @@ async fn run(
     let reader_handle = {
         let seed = repo.keys.chunker_seed();
         // Two readers, each numbering its chunks in a range of its own.
-        let mut tables = Reader::new(seed, 0, shared.clone(), chunk_tx.clone(), chunks.clone(), progress_bytes.clone());
+        let (bytes, stop) = (progress_bytes.clone(), cancel.clone());
+        let mut tables = Reader::new(seed, 0, shared.clone(), chunk_tx.clone(), chunks.clone(), bytes, stop);
         tables.incremental = Some(incremental);
-        let files = Reader::new(seed, 1 << 62, shared, chunk_tx, chunks, progress_bytes.clone());
+        let files = Reader::new(seed, 1 << 62, shared, chunk_tx, chunks, progress_bytes.clone(), cancel.clone());
         let tenant_dir = tenant_dir.to_path_buf();
         let cache = (cache_path, repo.keys.clone());
         let busy = agent.config.source.busy_timeout();
@@ -208,6 +199,10 @@ async fn run(
         summary,
         warnings,
     };
+    // The last chance to stop: a cancelled backup writes no generation.
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
     repo.write_generation(&manifest).await?;
     // The caches now describe this generation; committing them earlier could point at blobs
     // that no generation references yet.
@@ -477,6 +472,9 @@ struct Reader {
     progress: ProgressBytes,
     /// What the table reader needs to write keyed tables as deltas.
     incremental: Option<Incremental>,
+    /// The job's token: checked at every chunk and catalog entry, so a cancelled backup stops
+    /// within one chunk of reading.
+    cancel: CancellationToken,
 }
 
 /// A catalog entry waiting for the ids of its chunks.
@@ -523,6 +521,7 @@ impl Reader {
         tx: SyncSender<(u64, Vec<u8>)>,
         chunks: BufferPool,
         progress: ProgressBytes,
+        cancel: CancellationToken,
     ) -> Reader {
         Reader {
             shared,
@@ -537,6 +536,14 @@ impl Reader {
             warnings: Vec::new(),
             progress,
             incremental: None,
+            cancel,
+        }
+    }
+
+    fn stop_if_cancelled(&self) -> Result<()> {
+        match self.cancel.is_cancelled() {
+            true => Err(Error::Cancelled),
+            false => Ok(()),
         }
     }
 
@@ -547,6 +554,7 @@ impl Reader {
 
     /// Cut what the chunker holds into numbered chunks and send them to the sealers.
     fn emit(&mut self, finish: bool) -> Result<()> {
+        self.stop_if_cancelled()?;
         let Reader { tx, chunks, chunker, seq, .. } = self;
         let mut take = |chunk: &[u8]| -> Result<()> {
             let mut buf = chunks.take();
@@ -569,6 +577,7 @@ impl Reader {
     }
 
     fn queue(&mut self, p: Pending) -> Result<()> {
+        self.stop_if_cancelled()?;
         self.pending.push_back(p);
         self.write_ready(false)?;
         while self.pending.len() > MAX_PENDING {

@@ -405,6 +405,7 @@ impl Reader {
         let key: &[u32] = if mode == Mode::Plain { &[] } else { &spec.key };
         let (full_tx, full_rx) = sync_channel::<Batch>(BATCHES);
         let (free_tx, free_rx) = channel::<Batch>();
+        let cancel = self.cancel.clone();
         std::thread::scope(|scope| {
             let taker = scope.spawn(move || self.take_rows(spec, inc, parent, mode, full_rx, free_tx));
             let mut batch = Batch::default();
@@ -420,6 +421,9 @@ impl Reader {
                     }
                     batch.ends.push((key_end, batch.data.len()));
                     if batch.data.len() >= BATCH_BYTES {
+                        if cancel.is_cancelled() {
+                            return Err(Stop::Failed(Error::Cancelled));
+                        }
                         let large = batch.data.len() >= LARGE_BATCH;
                         let mut next = match free_rx.try_recv() {
                             Ok(b) => {

@@ -1,0 +1,285 @@
+//! The local log: `<state>/audit/open.jsonl` takes the entries of the runs going on; sealing
+//! appends a signed checkpoint and moves it to `segments/<segment id>.jsonl`; uploading seals
+//! each segment not yet in the store into `audit/<agent id>/<segment id>`.
+//!
+//! Several processes may share a state folder (a cron backup and an operator's hold): every
+//! append and every seal happens under an exclusive `flock` of `audit/lock`, and reads the
+//! chain's head from the file itself when another process wrote since, so the chain stays one
+//! line of entries whichever process wrote them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use super::{Checkpoint, Entry, Line, SignedCheckpoint, GENESIS};
+use crate::keys::{AgentKey, KeyError, MasterKey};
+use crate::store::{Body, Store};
+
+const OPEN: &str = "open.jsonl";
+const SEGMENTS: &str = "segments";
+/// Marks a segment the store holds (`<segment id>.uploaded`).
+const UPLOADED: &str = "uploaded";
+/// Marks that the agent's public key is in the store.
+const PUBLISHED: &str = "published";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log: {what} {path}: {cause}; the job did not run unrecorded: check the state folder ([state] dir)")]
+    Io { what: &'static str, path: PathBuf, cause: std::io::Error },
+    #[error("audit log: {0}; `reversa audit verify` names what is wrong")]
+    Damaged(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> AuditError + 'a {
+    move |cause| AuditError::Io { what, path: path.to_path_buf(), cause }
+}
+
+/// Where the chain stands: the last entry's number and hash, and the open file as it was then
+/// (so another process's append is noticed).
+#[derive(Clone)]
+struct Tail {
+    ino: u64,
+    len: u64,
+    seq: u64,
+    head: String,
+    /// The first entry's number in the open file.
+    first_seq: u64,
+}
+
+pub struct AuditLog {
+    dir: PathBuf,
+    key: AgentKey,
+    agent: String,
+    host: String,
+    tail: Mutex<Option<Tail>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditLog({}, agent {})", self.dir.display(), self.agent)
+    }
+}
+
+/// What uploading the segments did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct SealReport {
+    /// The segment sealed by this run, if it appended anything.
+    pub sealed: Option<String>,
+    pub uploaded: Vec<String>,
+    /// Segments still only here, with why: the next run retries them.
+    pub local_only: Vec<(String, String)>,
+}
+
+/// An exclusive `flock` on the log, held while it lives.
+struct Flock(#[allow(dead_code)] File);
+
+impl Flock {
+    fn take(dir: &Path) -> Result<Flock, AuditError> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join("lock");
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io("cannot open", &path))?;
+        // SAFETY: flock on a file descriptor this function owns; it is released when `f` closes.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io("cannot lock", &path)(std::io::Error::last_os_error()));
+        }
+        Ok(Flock(f))
+    }
+}
+
+impl AuditLog {
+    /// The log of the state folder, with the agent key (made now if there is none: returned
+    /// `true` then).
+    pub fn open(state_dir: &Path) -> Result<(AuditLog, bool), AuditError> {
+        let (key, made) = AgentKey::load_or_create(state_dir)?;
+        let dir = state_dir.join("audit");
+        let segments = dir.join(SEGMENTS);
+        std::fs::create_dir_all(&segments).map_err(io("cannot create", &segments))?;
+        let agent = key.id();
+        let log = AuditLog { dir, key, agent, host: crate::repository::lock::hostname(), tail: Mutex::new(None) };
+        Ok((log, made))
+    }
+
+    pub fn agent_id(&self) -> &str {
+        &self.agent
+    }
+
+    pub fn public_key(&self) -> String {
+        self.key.public()
+    }
+
+    /// Number, chain and write `entry`; it is on disk (fsynced) when this returns.
+    pub fn append(&self, mut entry: Entry) -> Result<Entry, AuditError> {
+        let _lock = Flock::take(&self.dir)?;
+        let path = self.dir.join(OPEN);
+        let mut file =
+            OpenOptions::new().create(true).append(true).read(true).open(&path).map_err(io("cannot open", &path))?;
+        let tail = self.tail_of(&mut file, &path)?;
+        entry.seq = tail.seq + 1;
+        entry.prev = tail.head.clone();
+        entry.time = jiff::Timestamp::now().round(jiff::Unit::Microsecond).expect("rounds").to_string();
+        entry.agent = self.agent.clone();
+        entry.host = self.host.clone();
+        entry.hash = None;
+        let hash = entry.compute_hash();
+        entry.hash = Some(hash.clone());
+        let mut line = serde_json::to_vec(&entry).expect("an entry serializes");
+        line.push(b'\n');
+        file.write_all(&line).map_err(io("cannot append to", &path))?;
+        file.sync_data().map_err(io("cannot sync", &path))?;
+        let first_seq = if tail.len == 0 { entry.seq } else { tail.first_seq };
+        *self.tail.lock().expect("tail lock") =
+            Some(Tail { ino: tail.ino, len: tail.len + line.len() as u64, seq: entry.seq, head: hash, first_seq });
+        Ok(entry)
+    }
+
+    /// The chain's head for the open file `file`: remembered from this process's last append
+    /// when the file is as it left it, else read from the file (or, when it is empty, from the
+    /// newest sealed segment's checkpoint).
+    fn tail_of(&self, file: &mut File, path: &Path) -> Result<Tail, AuditError> {
+        let meta = file.metadata().map_err(io("cannot read", path))?;
+        if let Some(t) = self.tail.lock().expect("tail lock").as_ref() {
+            if t.ino == meta.ino() && t.len == meta.len() {
+                return Ok(t.clone());
+            }
+        }
+        if meta.len() == 0 {
+            let (seq, head) = self.sealed_head()?;
+            return Ok(Tail { ino: meta.ino(), len: 0, seq, head, first_seq: seq + 1 });
+        }
+        let mut text = String::new();
+        file.seek(SeekFrom::Start(0)).map_err(io("cannot read", path))?;
+        file.read_to_string(&mut text).map_err(io("cannot read", path))?;
+        let entry_of = |line: &str| match Line::parse(line) {
+            Ok(Line::Entry(e)) => Ok(e),
+            _ => Err(AuditError::Damaged(format!("{} does not end with an entry", path.display()))),
+        };
+        let last = entry_of(text.lines().last().unwrap_or_default())?;
+        let first = entry_of(text.lines().next().unwrap_or_default())?;
+        let head = last.hash.ok_or_else(|| AuditError::Damaged(format!("{}: an entry has no hash", path.display())))?;
+        Ok(Tail { ino: meta.ino(), len: meta.len(), seq: last.seq, head, first_seq: first.seq })
+    }
+
+    /// The head recorded by the newest sealed segment's checkpoint; the genesis when none.
+    fn sealed_head(&self) -> Result<(u64, String), AuditError> {
+        let Some(newest) = self.sealed_segments()?.pop() else { return Ok((0, GENESIS.to_string())) };
+        let path = self.segment_path(&newest);
+        let text = std::fs::read_to_string(&path).map_err(io("cannot read", &path))?;
+        match text.lines().last().map(Line::parse) {
+            Some(Ok(Line::Checkpoint(c))) => Ok((c.checkpoint.seq, c.checkpoint.head)),
+            _ => Err(AuditError::Damaged(format!("segment {newest} does not end with a checkpoint"))),
+        }
+    }
+
+    fn segment_path(&self, id: &str) -> PathBuf {
+        self.dir.join(SEGMENTS).join(format!("{id}.jsonl"))
+    }
+
+    /// The sealed segments here, oldest first.
+    pub fn sealed_segments(&self) -> Result<Vec<String>, AuditError> {
+        let dir = self.dir.join(SEGMENTS);
+        let mut ids: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(io("cannot list", &dir))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".jsonl").map(String::from))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every segment's text, oldest first, with the open one last (`None` as its id).
+    pub fn local_segments(&self) -> Result<Vec<(Option<String>, String)>, AuditError> {
+        let mut out = Vec::new();
+        for id in self.sealed_segments()? {
+            let path = self.segment_path(&id);
+            out.push((Some(id), std::fs::read_to_string(&path).map_err(io("cannot read", &path))?));
+        }
+        let open = self.dir.join(OPEN);
+        match std::fs::read_to_string(&open) {
+            Ok(text) if !text.is_empty() => out.push((None, text)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot read", &open)(e)),
+        }
+        Ok(out)
+    }
+
+    /// Whether the store holds segment `id` (as this log recorded when it uploaded it).
+    pub fn is_uploaded(&self, id: &str) -> bool {
+        self.dir.join(SEGMENTS).join(format!("{id}.{UPLOADED}")).exists()
+    }
+
+    /// Close the open segment with a signed checkpoint. Returns its id, `None` when nothing
+    /// was appended since the last seal.
+    pub fn seal(&self) -> Result<Option<String>, AuditError> {
+        let _lock = Flock::take(&self.dir)?;
+        let path = self.dir.join(OPEN);
+        let mut file = match OpenOptions::new().append(true).read(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("cannot open", &path)(e)),
+        };
+        let tail = self.tail_of(&mut file, &path)?;
+        if tail.len == 0 {
+            return Ok(None);
+        }
+        let segment = crate::sortable_id_at(jiff::Timestamp::now());
+        let checkpoint = Checkpoint {
+            agent: self.agent.clone(),
+            segment: segment.clone(),
+            first_seq: tail.first_seq,
+            seq: tail.seq,
+            head: tail.head,
+            time: jiff::Timestamp::now().round(jiff::Unit::Microsecond).expect("rounds").to_string(),
+        };
+        let signature = self.key.sign(&checkpoint.signed_bytes());
+        let signed = SignedCheckpoint { checkpoint, signature, public_key: self.key.public() };
+        let mut line = serde_json::to_vec(&signed).expect("a checkpoint serializes");
+        line.push(b'\n');
+        file.write_all(&line).map_err(io("cannot append to", &path))?;
+        file.sync_data().map_err(io("cannot sync", &path))?;
+        let to = self.segment_path(&segment);
+        std::fs::rename(&path, &to).map_err(io("cannot move", &path))?;
+        if let Ok(d) = File::open(self.dir.join(SEGMENTS)) {
+            let _ = d.sync_all();
+        }
+        *self.tail.lock().expect("tail lock") = None;
+        Ok(Some(segment))
+    }
+
+    /// Seal the open segment, then put every segment the store does not hold yet, and the
+    /// agent's public key once. A failed upload is reported, not an error: the segment stays
+    /// here and the next run tries again.
+    pub async fn seal_and_upload(&self, store: &dyn Store, master: &MasterKey) -> Result<SealReport, AuditError> {
+        let mut report = SealReport { sealed: self.seal()?, ..SealReport::default() };
+        let published = self.dir.join(PUBLISHED);
+        if !published.exists() {
+            let key = super::public_key_key(&self.agent);
+            match store.put(&key, Body::Bytes(Bytes::from(format!("{}\n", self.key.public())))).await {
+                Ok(()) => std::fs::write(&published, key.as_bytes()).map_err(io("cannot write", &published))?,
+                Err(e) => report.local_only.push(("the agent's public key".into(), e.to_string())),
+            }
+        }
+        for id in self.sealed_segments()? {
+            if self.is_uploaded(&id) {
+                continue;
+            }
+            let path = self.segment_path(&id);
+            let bytes = std::fs::read(&path).map_err(io("cannot read", &path))?;
+            let sealed = master.seal_audit_segment(&self.agent, &id, &bytes);
+            match store.put(&super::segment_key(&self.agent, &id), Body::Bytes(Bytes::from(sealed))).await {
+                Ok(()) => {
+                    let marker = self.dir.join(SEGMENTS).join(format!("{id}.{UPLOADED}"));
+                    std::fs::write(&marker, b"").map_err(io("cannot write", &marker))?;
+                    report.uploaded.push(id);
+                }
+                Err(e) => report.local_only.push((id, e.to_string())),
+            }
+        }
+        Ok(report)
+    }
+}

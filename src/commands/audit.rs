@@ -1,0 +1,156 @@
+//! `audit head`, `audit verify`, `audit log` and `disclosures`: the audit log read back, from
+//! this agent's state folder or from the store (every agent's sealed segments).
+
+use serde::Serialize;
+
+use super::{Agent, Error, Result};
+use crate::audit::verify::{self, Chain, Problem, Segment};
+use crate::audit::{self, Line, SignedCheckpoint};
+
+/// What `audit verify` found.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    /// `local` (this agent's log, each sealed segment compared with the store's copy) or
+    /// `store` (every agent's segments in the store).
+    pub source: &'static str,
+    pub chains: Vec<Chain>,
+    /// Sealed segments the store does not hold yet: the next run uploads them.
+    pub local_only: Vec<String>,
+    /// Whether the `--expect-head` hash is an entry of the chain (`None` when none was given).
+    pub expected_head_found: Option<bool>,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty() && self.expected_head_found != Some(false)
+    }
+}
+
+/// Verify this agent's local log (`from_store` false) or every agent's segments in the store.
+pub async fn verify(agent: &Agent, from_store: bool, expect_head: Option<&str>) -> Result<VerifyReport> {
+    let mut report = VerifyReport {
+        source: if from_store { "store" } else { "local" },
+        chains: Vec::new(),
+        local_only: Vec::new(),
+        expected_head_found: expect_head.map(|_| false),
+        problems: Vec::new(),
+    };
+    let chains = match from_store {
+        true => store_chains(agent, &mut report.problems).await?,
+        false => local_chain(agent, &mut report).await?,
+    };
+    for (agent_id, key, segments) in chains {
+        match verify::chain(&agent_id, key.as_deref(), &segments, expect_head) {
+            Ok((chain, found)) => {
+                if found {
+                    report.expected_head_found = Some(true);
+                }
+                report.chains.push(chain);
+            }
+            Err(p) => report.problems.push(p),
+        }
+    }
+    Ok(report)
+}
+
+type AgentSegments = (String, Option<String>, Vec<Segment>);
+
+/// This agent's segments, after comparing each sealed one with its copy in the store.
+async fn local_chain(agent: &Agent, report: &mut VerifyReport) -> Result<Vec<AgentSegments>> {
+    let log = &agent.audit;
+    let id = log.agent_id().to_string();
+    let segments: Vec<Segment> =
+        log.local_segments()?.into_iter().map(|(id, text)| Segment { id, text }).collect();
+    let prefix = format!("audit/{id}/");
+    let in_store: std::collections::BTreeSet<String> =
+        agent.store.list(&prefix).await?.into_iter().filter_map(|o| o.key.strip_prefix(&prefix).map(String::from)).collect();
+    let problem = |segment: &str, what: String| Problem { agent: id.clone(), segment: segment.into(), seq: None, what };
+    for seg in &segments {
+        let Some(sid) = &seg.id else { continue };
+        if !in_store.contains(sid) {
+            match log.is_uploaded(sid) {
+                true => report.problems.push(problem(sid, "it was uploaded, but the store no longer holds it".into())),
+                false => report.local_only.push(sid.clone()),
+            }
+            continue;
+        }
+        match fetch_segment(agent, &id, sid).await? {
+            Ok(stored) if stored == seg.text => {}
+            Ok(_) => report.problems.push(problem(sid, "it differs from its sealed copy in the store".into())),
+            Err(why) => report.problems.push(problem(sid, format!("its copy in the store {why}"))),
+        }
+    }
+    let local: std::collections::BTreeSet<&str> = segments.iter().filter_map(|s| s.id.as_deref()).collect();
+    for sid in in_store.iter().filter(|s| !local.contains(s.as_str())) {
+        report.problems.push(problem(sid, "the store holds it, but the local log does not: it was removed here".into()));
+    }
+    Ok(vec![(id, Some(log.public_key()), segments)])
+}
+
+/// Every agent's segments in the store, with the public key each agent published. An agent
+/// with a segment that does not open is a problem, and its chain is not verified further.
+async fn store_chains(agent: &Agent, problems: &mut Vec<Problem>) -> Result<Vec<AgentSegments>> {
+    let keys = agent.store.list("audit/").await?.into_iter().map(|o| o.key);
+    let mut out = Vec::new();
+    for (agent_id, ids) in verify::group_store_keys(keys) {
+        let published = match agent.store.get(&audit::public_key_key(&agent_id)).await {
+            Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut segments = Vec::new();
+        for sid in ids {
+            match fetch_segment(agent, &agent_id, &sid).await? {
+                Ok(text) => segments.push(Segment { id: Some(sid), text }),
+                Err(what) => {
+                    problems.push(Problem { agent: agent_id.clone(), segment: sid, seq: None, what });
+                    break;
+                }
+            }
+        }
+        if problems.iter().all(|p| p.agent != agent_id) {
+            out.push((agent_id, published, segments));
+        }
+    }
+    Ok(out)
+}
+
+/// A segment of the store, opened; `Err` says why it does not open (damage, or forgery).
+async fn fetch_segment(agent: &Agent, agent_id: &str, segment: &str) -> Result<Result<String, String>> {
+    let sealed = agent.store.get(&audit::segment_key(agent_id, segment)).await?;
+    Ok(match agent.open_audit_segment(agent_id, segment, &sealed) {
+        Ok(plain) => String::from_utf8(plain).map_err(|_| "is not text: it was forged".to_string()),
+        Err(e) => Err(format!("does not open with the master key ({e}): it is damaged or was replaced")),
+    })
+}
+
+/// The newest checkpoint of this agent: the head to keep elsewhere (`audit head`).
+pub fn head(agent: &Agent) -> Result<Option<SignedCheckpoint>> {
+    let log = &agent.audit;
+    let Some(newest) = log.sealed_segments()?.pop() else { return Ok(None) };
+    let segments = log.local_segments()?;
+    let text = segments.iter().find(|(id, _)| id.as_deref() == Some(newest.as_str())).map(|(_, t)| t.as_str());
+    match text.and_then(|t| t.lines().last()).map(Line::parse) {
+        Some(Ok(Line::Checkpoint(c))) => Ok(Some(c)),
+        _ => Err(Error::Failed(format!(
+            "audit segment {newest} does not end with a checkpoint; `reversa audit verify` names the damage"
+        ))),
+    }
+}
+
+/// Every entry of the log: this agent's local one, or every agent's in the store.
+pub async fn entries(agent: &Agent, from_store: bool) -> Result<Vec<audit::Entry>> {
+    let segments: Vec<Segment> = match from_store {
+        false => agent.audit.local_segments()?.into_iter().map(|(id, text)| Segment { id, text }).collect(),
+        true => {
+            let mut problems = Vec::new();
+            let chains = store_chains(agent, &mut problems).await?;
+            if let Some(p) = problems.first() {
+                return Err(Error::Failed(format!("{p}; `reversa audit verify --from-store` names every problem")));
+            }
+            chains.into_iter().flat_map(|(_, _, s)| s).collect()
+        }
+    };
+    audit::read::entries(&segments).map_err(Error::Failed)
+}

@@ -1,0 +1,498 @@
+//! Jobs: the one way every operation on a tenant runs, from the CLI and (later) the daemon.
+//!
+//! [`run`] takes a [`Job`] (what to do, on which tenant, by whom, why) and a cancellation token,
+//! and then, in this order: writes the audit log's start entry; opens the tenant's repository;
+//! takes the tenant lock when the task writes, wired to cancel the job if the lock is lost;
+//! runs the verb inside a tracing span, until it ends or is cancelled; releases the lock on
+//! every way out (success, error, cancellation, panic); writes the end entry, with the outcome
+//! (or the error's kind), the counts, the ids and hashes of what was produced and, for a
+//! disclosure, the register's record.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::audit::{self, AuditLog, Disclosure, Entry, Event, Produced, RecipientKind};
+use crate::commands::{
+    backup, check, export, forget, generations, prune, restore, Agent, Error, Result,
+};
+use crate::progress::Progress;
+use crate::repository::lock::{LockInfo, TenantLock};
+use crate::repository::Repository;
+use crate::tenant::TenantId;
+
+/// How long a cancelled verb has to stop on its own (its readers watch the token) before it is
+/// dropped where it stands. Dropping is safe too (an upload aborts, the lock is removed), only
+/// less tidy.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
+/// `backup` is asked nothing beyond the tenant; the struct is where options will go, and what
+/// the daemon takes as a request body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupOptions {}
+
+/// Place a legal hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldOptions {
+    pub generation: String,
+}
+
+/// Lift a legal hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseOptions {
+    pub generation: String,
+}
+
+/// What a job does, with the verb's options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    Backup(BackupOptions),
+    Restore(restore::RestoreOptions),
+    Check(check::CheckOptions),
+    Forget(forget::ForgetOptions),
+    Prune(prune::PruneOptions),
+    Export(export::ExportOptions),
+    Hold(HoldOptions),
+    Release(ReleaseOptions),
+    /// Remove a tenant's stale lock.
+    Unlock,
+    /// Check the store's keystore snapshots (`--repair`: replace them when they fall short).
+    CheckKeystore { repair: bool },
+    /// Remove the uploaded exports past `[exports] keep_days`.
+    PruneExports,
+    /// Initialize the store and the keystore (`reversa init`, which has no agent yet).
+    Init { create_bucket: bool, generate_master_key: bool },
+}
+
+impl Task {
+    /// The job kind, as the audit log and the metrics name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::Backup(_) => "backup",
+            Task::Restore(_) => "restore",
+            Task::Check(_) => "check",
+            Task::Forget(_) => "forget",
+            Task::Prune(_) => "prune",
+            Task::Export(_) => "export",
+            Task::Hold(_) => "hold",
+            Task::Release(_) => "release",
+            Task::Unlock => "unlock",
+            Task::CheckKeystore { .. } => "check_keystore",
+            Task::PruneExports => "prune_exports",
+            Task::Init { .. } => "init",
+        }
+    }
+
+    /// Whether the task opens the tenant's repository, and whether it may give a tenant seen
+    /// for the first time its key.
+    fn repository(&self) -> Option<bool> {
+        match self {
+            Task::Backup(_) => Some(true),
+            Task::Restore(_) | Task::Check(_) | Task::Forget(_) | Task::Prune(_) | Task::Hold(_) | Task::Release(_) => {
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// The purpose written in the tenant lock, when the task writes to the tenant's repository.
+    /// A release takes none: a `forget` running meanwhile still sees the hold and keeps the
+    /// generation, which is what it would have done a moment earlier.
+    fn lock_purpose(&self) -> Option<&'static str> {
+        match self {
+            Task::Backup(_) => Some("backup"),
+            Task::Forget(o) if !o.dry_run => Some("forget"),
+            Task::Prune(o) if o.dry_run => Some("prune --dry-run"),
+            Task::Prune(_) => Some("prune"),
+            Task::Hold(_) => Some("hold"),
+            _ => None,
+        }
+    }
+
+    /// Whether the task gives tenant data to someone outside the agent (the register's rule).
+    pub fn discloses(&self) -> bool {
+        matches!(self, Task::Export(_) | Task::Restore(_))
+    }
+}
+
+/// Who receives what a disclosing job gives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    pub name: String,
+    #[serde(default)]
+    pub kind: RecipientKind,
+    /// Required for an authority: the law or order under which it asked.
+    #[serde(default)]
+    pub legal_basis: Option<String>,
+}
+
+/// One job: the task, its tenant, who asks and why.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub task: Task,
+    pub tenant: Option<TenantId>,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub ticket: Option<String>,
+    /// Required when the task discloses.
+    pub recipient: Option<Recipient>,
+}
+
+impl Job {
+    pub fn new(task: Task, tenant: Option<TenantId>, actor: &str) -> Job {
+        Job { task, tenant, actor: actor.to_string(), reason: None, ticket: None, recipient: None }
+    }
+
+    /// Refuse, before anything is written, a job that lacks what its task needs.
+    pub fn validate(&self) -> Result<()> {
+        let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
+        if self.task.discloses() {
+            let Some(r) = &self.recipient else {
+                return Err(Error::Usage(format!(
+                    "{} gives the tenant's data to someone, so the disclosure register needs to whom: give \
+                     --recipient NAME (and --recipient-kind customer, authority or provider); nothing was written",
+                    self.task.name()
+                )));
+            };
+            if r.name.trim().is_empty() {
+                return Err(Error::Usage("--recipient is empty; name who receives the data".into()));
+            }
+            if r.kind == RecipientKind::Authority && blank(&r.legal_basis) {
+                return Err(Error::Usage(
+                    "a disclosure to an authority needs its legal basis: give --legal-basis TEXT (the law, order \
+                     or request reference); nothing was written"
+                        .into(),
+                ));
+            }
+        }
+        if self.tenant.is_none() && self.task.repository().is_some() {
+            return Err(Error::Usage(format!("{} needs a tenant", self.task.name())));
+        }
+        Ok(())
+    }
+
+    fn entry(&self, event: Event, id: &str) -> Entry {
+        let mut e = Entry::new(event, &self.actor);
+        e.job = Some(id.to_string());
+        e.kind = Some(self.task.name().to_string());
+        e.tenant = self.tenant.as_ref().map(|t| t.to_string());
+        e.reason = self.reason.clone();
+        e.ticket = self.ticket.clone();
+        e.simulated_now = crate::simulated_now().map(|t| t.to_string());
+        e
+    }
+
+    fn start_entry(&self, id: &str) -> Entry {
+        let mut e = self.entry(Event::Start, id);
+        let mut options = serde_json::to_value(&self.task).expect("options serialize");
+        if let Some(map) = options.as_object_mut() {
+            map.remove("kind");
+        }
+        e.options = Some(options);
+        e
+    }
+
+    fn end_entry(&self, id: &str, result: &Result<Report>) -> Entry {
+        let mut e = self.entry(Event::End, id);
+        match result {
+            Ok(report) => {
+                e.outcome = Some(audit::Outcome::Ok);
+                let ev = report.evidence();
+                e.counts = ev.counts;
+                e.produced = ev.produced;
+                if let (Some(r), Some(d)) = (&self.recipient, ev.disclosed) {
+                    e.disclosure = Some(Disclosure {
+                        recipient: r.name.trim().to_string(),
+                        recipient_kind: r.kind,
+                        legal_basis: r.legal_basis.clone(),
+                        notify_customer: r.kind == RecipientKind::Authority,
+                        ..d
+                    });
+                }
+            }
+            Err(err) => {
+                e.outcome = Some(audit::Outcome::Failed);
+                e.error_kind = Some(err.kind());
+            }
+        }
+        e
+    }
+}
+
+/// What a job gave back: the verb's report.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Backup(backup::BackupReport),
+    Restore(restore::RestoreReport),
+    Check(Box<check::CheckReport>),
+    Forget(forget::ForgetReport),
+    Prune(prune::PruneReport),
+    Export(Box<export::ExportReport>),
+    Hold(generations::HoldReport),
+    Release(generations::ReleaseReport),
+    Unlock(Vec<(String, LockInfo)>),
+    CheckKeystore(crate::keys::SnapshotCheck),
+    PruneExports(export::PruneReport),
+    Init(crate::commands::init::InitReport),
+}
+
+/// What the audit log keeps of a report: counts, and the ids and hashes of what was produced.
+#[derive(Default)]
+struct Evidence {
+    counts: BTreeMap<String, u64>,
+    produced: Vec<Produced>,
+    /// The register's "what", for a report of data given out.
+    disclosed: Option<Disclosure>,
+}
+
+impl Evidence {
+    fn count(mut self, name: &str, n: impl TryInto<u64>) -> Self {
+        self.counts.insert(name.to_string(), n.try_into().unwrap_or(u64::MAX));
+        self
+    }
+    fn produced(mut self, what: &str, id: &str, sha256: Option<&str>) -> Self {
+        self.produced.push(Produced { what: what.into(), id: id.into(), sha256: sha256.map(String::from) });
+        self
+    }
+}
+
+fn disclosed(generation: Option<&str>, tables: u64, rows: u64, files: u64, bytes: u64, sha: Option<&str>) -> Disclosure {
+    Disclosure {
+        recipient: String::new(),
+        recipient_kind: RecipientKind::Customer,
+        legal_basis: None,
+        notify_customer: false,
+        generation: generation.map(String::from),
+        tables,
+        rows,
+        files,
+        bytes,
+        sha256: sha.map(String::from),
+    }
+}
+
+impl Report {
+    fn evidence(&self) -> Evidence {
+        let ev = Evidence::default();
+        match self {
+            Report::Backup(r) => {
+                let s = &r.manifest.summary;
+                ev.count("tables", s.tables)
+                    .count("rows", s.rows)
+                    .count("files", s.files)
+                    .count("bytes_read", s.bytes_read)
+                    .count("bytes_added", s.bytes_added)
+                    .count("warnings", r.manifest.warnings.len())
+                    .produced("generation", &r.manifest.id, None)
+            }
+            Report::Restore(r) => {
+                let mut ev = ev
+                    .count("tables", r.tables)
+                    .count("rows", r.rows)
+                    .count("files", r.files)
+                    .count("bytes", r.bytes)
+                    .count("lost", r.lost.len());
+                ev.disclosed = Some(disclosed(Some(&r.generation), r.tables, r.rows, r.files, r.bytes, None));
+                ev
+            }
+            Report::Export(r) => {
+                let rows = r.tables.iter().map(|t| t.rows).sum();
+                let generation = match &r.source {
+                    crate::export::SourceInfo::Generation { id, .. } => Some(id.as_str()),
+                    crate::export::SourceInfo::Live { .. } => None,
+                };
+                let mut ev = ev
+                    .count("tables", r.tables.len())
+                    .count("rows", rows)
+                    .count("files", r.files)
+                    .count("bytes", r.bytes)
+                    .count("parts", r.parts.len())
+                    .count("uploaded", r.uploaded.len())
+                    .produced("export", &r.export_id, Some(&r.sha256));
+                let (tables, files) = (r.tables.len() as u64, r.files);
+                ev.disclosed = Some(disclosed(generation, tables, rows, files, r.bytes, Some(&r.sha256)));
+                ev
+            }
+            Report::Check(r) => ev
+                .count("generations", r.generations)
+                .count("packs", r.packs)
+                .count("blobs", r.blobs)
+                .count("blobs_read", r.blobs_read)
+                .count("bytes_read", r.bytes_read)
+                .count("problems", r.problems.len()),
+            Report::Forget(r) => ev.count("kept", r.kept).count("forgotten", r.forgotten).count("problems", r.problems.len()),
+            Report::Prune(r) => ev
+                .count("packs_deleted", r.packs_deleted)
+                .count("packs_repacked", r.packs_repacked)
+                .count("bytes_freed", r.bytes_freed),
+            Report::Hold(r) => ev.produced("hold", &r.hold.generation, None),
+            Report::Release(r) => ev.produced("released", &r.generation, None),
+            Report::Unlock(removed) => ev.count("locks_removed", removed.len()),
+            Report::CheckKeystore(k) => {
+                let ev = ev.count("snapshots", k.snapshots).count("problems", k.problems.len());
+                match &k.uploaded {
+                    Some(id) => ev.produced("keystore_snapshot", id, None),
+                    None => ev,
+                }
+            }
+            Report::PruneExports(r) => ev.count("removed", r.removed.len()).count("kept", r.kept),
+            Report::Init(r) => ev.count("keys_recovered", r.recovery.as_ref().map_or(0, |rec| rec.keys.len())),
+        }
+    }
+}
+
+/// Run `job` on `agent`'s store, audited, until it ends or `cancel` is cancelled.
+pub async fn run(agent: &Agent, job: &Job, cancel: &CancellationToken, progress: &dyn Progress) -> Result<Report> {
+    audited(&agent.audit, job, execute(agent, job, cancel, progress)).await
+}
+
+/// Write the start entry, run `work`, write the end entry. Also for `init`, which runs before
+/// there is an agent.
+pub async fn audited(log: &AuditLog, job: &Job, work: impl Future<Output = Result<Report>>) -> Result<Report> {
+    job.validate()?;
+    let id = crate::sortable_id_at(jiff::Timestamp::now());
+    let tenant = job.tenant.as_ref().map(|t| t.to_string()).unwrap_or_default();
+    let span = tracing::info_span!("job", job = %id, kind = job.task.name(), tenant = %tenant);
+    async {
+        log.append(job.start_entry(&id))?;
+        let result = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|p| Err(panicked(p)));
+        log.append(job.end_entry(&id, &result))?;
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> Error {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    Error::Failed(format!("the job stopped on an internal error (a bug; please report it): {what}"))
+}
+
+async fn execute(agent: &Agent, job: &Job, cancel: &CancellationToken, progress: &dyn Progress) -> Result<Report> {
+    let repo = match (job.task.repository(), &job.tenant) {
+        (Some(create), Some(t)) => Some(agent.repository(t, create).await?),
+        _ => None,
+    };
+    let lock = match (job.task.lock_purpose(), &job.tenant) {
+        (Some(purpose), Some(t)) => {
+            Some(TenantLock::acquire(agent.store.clone(), t, purpose, agent.config.lock.refresh, cancel.clone()).await?)
+        }
+        _ => None,
+    };
+    let result = until_cancelled(dispatch(agent, job, repo.as_ref(), cancel, progress), cancel).await;
+    let Some(lock) = lock else { return result };
+    let lost = lock.lost().map(String::from);
+    if let Err(e) = lock.release().await {
+        tracing::warn!(error = %e, "could not release the tenant lock; it expires");
+    }
+    match lost {
+        Some(why) => Err(Error::LockLost(why)),
+        None => result,
+    }
+}
+
+/// Run `verb` to its end; once `cancel` fires, give it [`CANCEL_GRACE`] to stop on its own,
+/// then drop it. A verb that failed because it was cancelled fails as cancelled.
+async fn until_cancelled(verb: impl Future<Output = Result<Report>>, cancel: &CancellationToken) -> Result<Report> {
+    let mut verb = std::pin::pin!(AssertUnwindSafe(verb).catch_unwind());
+    let result = tokio::select! {
+        r = &mut verb => r,
+        _ = cancel.cancelled() => match tokio::time::timeout(CANCEL_GRACE, &mut verb).await {
+            Ok(r) => r,
+            Err(_) => Ok(Err(Error::Cancelled)),
+        },
+    };
+    match result.unwrap_or_else(|p| Err(panicked(p))) {
+        Err(_) if cancel.is_cancelled() => Err(Error::Cancelled),
+        r => r,
+    }
+}
+
+async fn dispatch(
+    agent: &Agent,
+    job: &Job,
+    repo: Option<&Repository>,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+) -> Result<Report> {
+    let repo = || repo.ok_or_else(|| Error::Usage(format!("{} needs a tenant", job.task.name())));
+    let tenant = || job.tenant.as_ref().ok_or_else(|| Error::Usage(format!("{} needs a tenant", job.task.name())));
+    Ok(match &job.task {
+        Task::Backup(_) => Report::Backup(backup::backup(agent, repo()?, cancel, progress).await?),
+        Task::Restore(o) => Report::Restore(restore::restore(agent, repo()?, o, cancel, progress).await?),
+        Task::Check(o) => Report::Check(Box::new(check::check(agent, repo()?, o, progress).await?)),
+        Task::Forget(o) => Report::Forget(forget::forget(agent, repo()?, o).await?),
+        Task::Prune(o) => Report::Prune(prune::prune(agent, repo()?, o, progress).await?),
+        Task::Export(o) => Report::Export(Box::new(export::export(agent, tenant()?, o, cancel, progress).await?)),
+        Task::Hold(o) => {
+            Report::Hold(generations::hold(repo()?, &o.generation, job.reason.as_deref(), &job.actor).await?)
+        }
+        Task::Release(o) => Report::Release(generations::release(repo()?, &o.generation).await?),
+        Task::Unlock => Report::Unlock(crate::repository::lock::remove_stale(&*agent.store, tenant()?).await?),
+        Task::CheckKeystore { repair } => Report::CheckKeystore(agent.check_keystore(*repair).await?),
+        Task::PruneExports => Report::PruneExports(export::prune_exports(agent, jiff::Timestamp::now()).await?),
+        Task::Init { .. } => return Err(Error::Usage("init runs through `commands::init`, before an agent exists".into())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon spawns jobs on the runtime's threads: the future of `run` must be `Send`.
+    #[allow(dead_code)]
+    fn run_is_send(agent: &Agent, job: &Job, cancel: &CancellationToken, progress: &dyn Progress) {
+        fn send<T: Send>(_: T) {}
+        send(run(agent, job, cancel, progress));
+    }
+
+    fn job(task: Task) -> Job {
+        Job::new(task, Some(TenantId::parse("comune-a").unwrap()), "ops@host")
+    }
+
+    #[test]
+    fn a_disclosure_needs_a_recipient_and_an_authority_its_legal_basis() {
+        let restore = Task::Restore(restore::RestoreOptions {
+            generation: None,
+            to: "/tmp/x".into(),
+            force: false,
+            partial: false,
+        });
+        let e = job(restore.clone()).validate().unwrap_err().to_string();
+        assert!(e.contains("--recipient NAME") && e.contains("nothing was written"), "{e}");
+        let mut j = job(restore);
+        j.recipient = Some(Recipient { name: "Procura".into(), kind: RecipientKind::Authority, legal_basis: None });
+        let e = j.validate().unwrap_err().to_string();
+        assert!(e.contains("--legal-basis"), "{e}");
+        j.recipient.as_mut().unwrap().legal_basis = Some("art. 254 c.p.p., decree 12/2026".into());
+        j.validate().unwrap();
+        job(Task::Backup(BackupOptions {})).validate().unwrap();
+    }
+
+    #[test]
+    fn start_entries_record_the_options_and_end_entries_the_error_kind() {
+        let j = job(Task::Forget(forget::ForgetOptions { dry_run: true }));
+        let start = j.start_entry("job-1");
+        assert_eq!(start.options, Some(serde_json::json!({"dry_run": true})));
+        assert_eq!((start.kind.as_deref(), start.tenant.as_deref()), (Some("forget"), Some("comune-a")));
+        let end = j.end_entry("job-1", &Err(Error::Cancelled));
+        assert_eq!(end.outcome, Some(audit::Outcome::Failed));
+        assert_eq!(end.error_kind, Some(crate::commands::ErrorKind::Cancelled));
+    }
+}
