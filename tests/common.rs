@@ -106,6 +106,10 @@ impl Env {
         self.cmd(args).output().expect("reversa runs").into()
     }
 
+    pub fn run_exact(&self, args: &[&str]) -> Run {
+        self.cmd_exact(args).output().expect("reversa runs").into()
+    }
+
     /// `backup --json` of one tenant, returning its manifest.
     pub fn backup(&self, tenant: &str) -> serde_json::Value {
         let r = self.run(&["backup", "--tenant", tenant, "--json"]);

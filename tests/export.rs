@@ -1091,6 +1091,7 @@ fn run_unprivileged(env: &Env, args: &[&str]) -> Run {
         .arg("--config")
         .arg(&env.config)
         .args(args)
+        .args(["--recipient", "test operator"])
         .env_remove("REVERSA_MASTER_KEY");
     c.output().unwrap().into()
 }

@@ -3,6 +3,7 @@
 mod common;
 mod store_contract;
 
+mod audit;
 mod cli;
 mod dir_store;
 mod export;

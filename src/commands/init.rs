@@ -38,17 +38,19 @@ pub async fn init(
     create_bucket: bool,
     actor: &str,
 ) -> Result<InitReport> {
+    // The key first: a bad key file is refused before anything (the audit log too) is written.
+    let master = master_key(config, generate_master_key)?;
     let (log, _) = AuditLog::open(&config.state.dir)?;
     let task = Task::Init { create_bucket, generate_master_key: generate_master_key.is_some() };
     let job = Job::new(task, None, actor);
     let mut opened = None;
     let result = jobs::audited(&log, &job, async {
-        let (report, master, store) = init_store(config, generate_master_key, create_bucket).await?;
-        opened = Some((master, store));
+        let (report, store) = init_store(config, &master, generate_master_key, create_bucket).await?;
+        opened = Some(store);
         Ok(Report::Init(report))
     })
     .await;
-    if let Some((master, store)) = opened {
+    if let Some(store) = opened {
         let sealed = log.seal_and_upload(&*store, &master).await?;
         for (segment, why) in &sealed.local_only {
             tracing::warn!(segment = %segment, "audit segment not uploaded, the next run retries: {why}");
@@ -62,10 +64,10 @@ pub async fn init(
 
 async fn init_store(
     config: &Config,
+    master: &MasterKey,
     generate_master_key: Option<&Path>,
     create_bucket: bool,
-) -> Result<(InitReport, MasterKey, std::sync::Arc<dyn crate::store::Store>)> {
-    let master = master_key(config, generate_master_key)?;
+) -> Result<(InitReport, std::sync::Arc<dyn crate::store::Store>)> {
     let store = open_store_for_init(&config.store, create_bucket).await?;
     if let Some(path) = generate_master_key {
         // A new key is written only once the store is reachable, so a failed init (missing
@@ -102,7 +104,7 @@ async fn init_store(
         master_key_file: generate_master_key.map(|p| p.display().to_string()),
         facts,
     };
-    Ok((report, master, store))
+    Ok((report, store))
 }
 
 /// A new master key, or the configured one.
