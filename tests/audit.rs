@@ -314,10 +314,17 @@ fn the_log_and_the_register_hold_no_file_name_no_value_and_no_key() {
     .ok();
     env.restore("t1", None);
     let mut secrets: Vec<String> = Vec::new();
-    for folder in ["attachments", "documents"] {
-        for e in std::fs::read_dir(env.tenant_dir("t1").join(folder)).unwrap() {
-            let n = e.unwrap().file_name().to_string_lossy().into_owned();
-            secrets.push(n);
+    // File names (with their extension, long enough not to match a hash or a year by chance).
+    let mut stack = vec![env.tenant_dir("t1").join("attachments"), env.tenant_dir("t1").join("documents")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let n = e.file_name().to_string_lossy().into_owned();
+            match e.file_type().unwrap().is_dir() {
+                true => stack.push(e.path()),
+                false if n.len() >= 8 && n.contains('.') => secrets.push(n),
+                false => {}
+            }
         }
     }
     let db = rusqlite::Connection::open(env.tenant_dir("t1").join("database.sqlite")).unwrap();
