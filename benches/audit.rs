@@ -35,11 +35,13 @@ fn main() {
     let _ = std::fs::remove_dir_all(&run);
     std::fs::create_dir_all(&run).unwrap();
 
-    let backup_secs = backup_all(&run, tenants);
+    let backup = backup_all(&run, tenants);
+    let backup_secs = backup.secs;
     let audit_secs = audit_steps(&run.join("steps"), tenants);
     println!(
-        "backup --all of {tenants} tenants: {backup_secs:.2} s; the audit steps of that run ({} entries appended \
+        "backup --all of {tenants} tenants: {backup_secs:.2} s, peak RSS {:.0} MiB; the audit steps of that run ({} entries appended \
          and fsynced, one segment sealed and uploaded): {:.1} ms = {:.2}% of the run (target <= 2%)",
+        backup.max_rss_mib,
         2 * tenants,
         audit_secs * 1e3,
         100.0 * audit_secs / backup_secs
@@ -69,7 +71,7 @@ fn main() {
 }
 
 /// Seed `n` tiny tenants, init, and time `backup --all`.
-fn backup_all(run: &Path, n: usize) -> f64 {
+fn backup_all(run: &Path, n: usize) -> measure::Measured {
     for i in 0..n {
         seed_tenant(&run.join("source"), &format!("ente-{i:03}"), TINY, i as u64).unwrap();
     }
@@ -77,7 +79,6 @@ fn backup_all(run: &Path, n: usize) -> f64 {
     let key = run.join("master.key");
     reversa(&cfg, &["init", "--generate-master-key", key.to_str().unwrap()]);
     measure::measure(Command::new(env!("CARGO_BIN_EXE_reversa")).args(["--config", cfg.to_str().unwrap(), "backup", "--all"]))
-        .secs
 }
 
 fn write_config(run: &Path) -> std::path::PathBuf {

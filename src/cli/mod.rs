@@ -490,7 +490,7 @@ fn actor(who: &JobArgs) -> String {
 }
 
 /// A token that SIGINT or SIGTERM cancels: the job running stops cleanly (its lock released,
-/// no upload left), and no other job starts.
+/// no upload left), and no other job starts. A second signal ends the process at once.
 fn cancel_on_signal() -> CancellationToken {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
@@ -499,12 +499,18 @@ fn cancel_on_signal() -> CancellationToken {
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             return;
         };
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
+        for signals in 0.. {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            if signals > 0 {
+                eprintln!("reversa: stopped at once (second signal); a lock left behind is stale and taken over");
+                std::process::exit(exit::of(crate::commands::ErrorKind::Cancelled));
+            }
+            eprintln!("reversa: stopping: the running job ends cleanly and no other starts (again to stop at once)");
+            token.cancel();
         }
-        eprintln!("reversa: stopping: the running job ends cleanly, no other starts");
-        token.cancel();
     });
     cancel
 }

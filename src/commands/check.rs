@@ -204,7 +204,7 @@ impl CheckReport {
 
 /// Check one tenant's repository (the store's keystore snapshots are checked once per run, by
 /// [`Agent::check_keystore`]).
-pub async fn check(
+pub(crate) async fn check(
     agent: &Agent,
     repo: &Repository,
     opts: &CheckOptions,

@@ -153,7 +153,7 @@ fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
 
 /// Export a tenant. When `cancel` fires, the writer thread stops at its next event, and the
 /// parts and the passphrase file written so far are removed.
-pub async fn export(
+pub(crate) async fn export(
     agent: &Agent,
     tenant: &TenantId,
     opts: &ExportOptions,
@@ -551,7 +551,7 @@ pub struct PruneReport {
 }
 
 /// Remove the exports made more than `[exports] keep_days` days before `now`.
-pub async fn prune_exports(agent: &Agent, now: jiff::Timestamp) -> Result<PruneReport> {
+pub(crate) async fn prune_exports(agent: &Agent, now: jiff::Timestamp) -> Result<PruneReport> {
     let keep_days = agent.config.exports.keep_days;
     let cutoff = now
         .checked_sub(jiff::SignedDuration::from_hours(keep_days as i64 * 24))

@@ -42,7 +42,7 @@ pub struct ForgetOptions {
 
 /// Apply the retention policy to `repo`'s tenant (under its lock, which the job holds unless
 /// this is a dry run).
-pub async fn forget(agent: &Agent, repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
+pub(crate) async fn forget(agent: &Agent, repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     // The configuration was validated at load; this cannot fail unless the caller built it by hand.
     let policy =
         Policy::from_config(&agent.config.retention).map_err(|e| Error::Usage(format!("configuration: {e}")))?;

@@ -62,7 +62,7 @@ pub struct HoldReport {
 ///
 /// The job holds the tenant lock, so that a `forget` cannot be between reading the holds and
 /// deleting this generation while the hold is placed.
-pub async fn hold(repo: &Repository, generation: &str, reason: Option<&str>, actor: &str) -> Result<HoldReport> {
+pub(crate) async fn hold(repo: &Repository, generation: &str, reason: Option<&str>, actor: &str) -> Result<HoldReport> {
     check_id(repo.tenant(), generation)?;
     // A hold on nothing protects nothing: the generation must exist (the error names it).
     repo.load_generation(generation).await?;
@@ -108,7 +108,7 @@ pub struct ReleaseReport {
 
 /// Lift the hold on `generation`. No lock: a `forget` running meanwhile still sees the hold
 /// and keeps the generation, which is what it would have done a moment earlier.
-pub async fn release(repo: &Repository, generation: &str) -> Result<ReleaseReport> {
+pub(crate) async fn release(repo: &Repository, generation: &str) -> Result<ReleaseReport> {
     let tenant = repo.tenant();
     check_id(tenant, generation)?;
     let released = match repo.load_hold(generation).await {

@@ -359,7 +359,7 @@ impl Agent {
 
     /// Check the store's keystore snapshots against this agent's keystore; with `repair`, upload
     /// a fresh snapshot when they fall short and the local keystore is sound.
-    pub async fn check_keystore(&self, repair: bool) -> Result<keys::SnapshotCheck> {
+    pub(crate) async fn check_keystore(&self, repair: bool) -> Result<keys::SnapshotCheck> {
         // A copy, re-read from its file (another process may have added keys since this
         // opened), so no lock is held across the requests.
         let ks = {

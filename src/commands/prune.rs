@@ -91,7 +91,7 @@ pub struct PruneOptions {
 
 /// Prune `repo`'s tenant, under its lock (which the job holds, a dry run's too: its view must
 /// not change while it is read).
-pub async fn prune(
+pub(crate) async fn prune(
     agent: &Agent,
     repo: &Repository,
     opts: &PruneOptions,

@@ -78,7 +78,7 @@ enum Event {
 
 /// Restore a generation of `repo`'s tenant. When `cancel` fires, the writer threads stop at
 /// their next entry and the staging folder is removed: nothing half-restored is moved in.
-pub async fn restore(
+pub(crate) async fn restore(
     agent: &Agent,
     repo: &Repository,
     opts: &RestoreOptions,

@@ -66,7 +66,7 @@ pub struct BackupReport {
 /// Back up one tenant into a new generation (under its lock, which the job holds). When
 /// `cancel` fires, the readers stop at their next chunk or row batch and the backup fails
 /// without writing a generation: what it uploaded is unreferenced packs.
-pub async fn backup(
+pub(crate) async fn backup(
     agent: &Agent,
     repo: &Repository,
     cancel: &CancellationToken,
