@@ -6,6 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+// Each section that a module owns is defined and validated there; this module only aggregates.
+pub use crate::repository::lock::LockConfig;
+pub use crate::retention::RetentionConfig;
+pub use crate::store::s3::S3StoreConfig;
+pub use crate::units::{parse_byte_size, parse_seconds};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {cause}; pass an existing file with --config")]
@@ -53,39 +59,6 @@ pub struct BackupConfig {
 impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig { max_delta_chain: 14, max_delta_ratio: 0.5 }
-    }
-}
-
-/// Which generations `forget` keeps (see `retention`). A generation is kept if any rule keeps it
-/// or it is on legal hold.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// The newest generation of each of the last N days that have one.
-    pub keep_daily: u32,
-    /// The newest generation of each of the last N ISO weeks that have one.
-    pub keep_weekly: u32,
-    /// The newest generation of each of the last N months that have one.
-    pub keep_monthly: u32,
-    /// Every generation younger than this duration (e.g. "30d", "6w", "12h"); empty: none.
-    pub keep_within: String,
-    /// The time zone days, weeks and months are counted in.
-    pub time_zone: String,
-    /// A policy that may keep less than 28 days of history is refused unless this is set (see
-    /// `retention::Policy::keeps_minimum_history` for what counts); when set, `forget` warns.
-    pub allow_short_retention: bool,
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig {
-            keep_daily: 28,
-            keep_weekly: 0,
-            keep_monthly: 0,
-            keep_within: String::new(),
-            time_zone: "Europe/Rome".into(),
-            allow_short_retention: false,
-        }
     }
 }
 
@@ -153,147 +126,6 @@ pub enum StoreConfig {
     Dir { path: PathBuf },
     /// An S3 bucket in an EU region (AWS or an S3-compatible provider); see docs/S3.md.
     S3(S3StoreConfig),
-}
-
-/// `[store] kind = "s3"`. Credentials are never here: they come from the standard AWS chain
-/// (environment, profile, web identity). The EU rules are checked by
-/// [`crate::store::s3::validate`] when the file is loaded, before any request is made.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct S3StoreConfig {
-    pub bucket: String,
-    /// The region requests are signed for and buckets are created in, e.g. `eu-south-1`.
-    pub region: String,
-    /// Where reversa's objects live inside the bucket (`""` for the whole bucket).
-    #[serde(default)]
-    pub prefix: String,
-    /// An S3-compatible endpoint URL; without it, the AWS endpoint of `region`.
-    pub endpoint: Option<String>,
-    /// Path-style requests (`endpoint/bucket/key`). Default: on with `endpoint`, off for AWS.
-    pub force_path_style: Option<bool>,
-    /// Narrows the built-in list of EU regions; it can never add a region to it.
-    pub allowed_regions: Option<Vec<String>>,
-    /// The storage class of new objects (e.g. `STANDARD`, `STANDARD_IA`); the server's default
-    /// when absent.
-    pub storage_class: Option<String>,
-    /// Requests in flight at once: parts of one multipart upload, packs of a backup, and (times
-    /// four, at most 16) blob reads of a restore.
-    #[serde(default = "S3StoreConfig::default_max_concurrency")]
-    pub max_concurrency: usize,
-    /// Objects larger than this go up as multipart uploads of parts this size: bytes, or a string
-    /// such as "16MiB".
-    #[serde(default = "S3StoreConfig::default_part_size", deserialize_with = "byte_size")]
-    pub part_size: u64,
-    /// Attempts per request, including the first, on 5xx, throttling, timeouts and resets.
-    #[serde(default = "S3StoreConfig::default_max_attempts")]
-    pub max_attempts: u32,
-    /// A request attempt fails (and is retried) when no byte has moved in either direction for
-    /// this long: a hung server or a dead network. A slow transfer that keeps moving never does.
-    /// Seconds, or a string such as "60s", "2m".
-    #[serde(default = "S3StoreConfig::default_io_timeout", deserialize_with = "seconds")]
-    pub io_timeout: std::time::Duration,
-    /// Allow plain `http://` to an endpoint that is not on this host. Off: backups cross the
-    /// network encrypted in transit, as the contracts promise.
-    #[serde(default)]
-    pub allow_insecure_http: bool,
-}
-
-impl S3StoreConfig {
-    pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
-    fn default_max_concurrency() -> usize {
-        4
-    }
-    fn default_part_size() -> u64 {
-        Self::DEFAULT_PART_SIZE
-    }
-    fn default_max_attempts() -> u32 {
-        6
-    }
-    pub const DEFAULT_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-    fn default_io_timeout() -> std::time::Duration {
-        Self::DEFAULT_IO_TIMEOUT
-    }
-
-    /// A configuration with the defaults for everything but the bucket, region and endpoint.
-    pub fn new(bucket: &str, region: &str, endpoint: Option<&str>) -> S3StoreConfig {
-        S3StoreConfig {
-            bucket: bucket.into(),
-            region: region.into(),
-            prefix: String::new(),
-            endpoint: endpoint.map(String::from),
-            force_path_style: None,
-            allowed_regions: None,
-            storage_class: None,
-            max_concurrency: Self::default_max_concurrency(),
-            part_size: Self::default_part_size(),
-            max_attempts: Self::default_max_attempts(),
-            io_timeout: Self::default_io_timeout(),
-            allow_insecure_http: false,
-        }
-    }
-}
-
-/// A TOML value written as a whole number, or as a string with a unit.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrText {
-    Int(u64),
-    Text(String),
-}
-
-/// A size in bytes: an integer, or a string with a unit (`"512KiB"`, `"16MiB"`, `"1GiB"`, `"8MB"`).
-fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    match NumberOrText::deserialize(d)? {
-        NumberOrText::Int(n) => Ok(n),
-        NumberOrText::Text(s) => parse_byte_size(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("{s:?} is not a size; write bytes (16777216) or a size such as \"16MiB\""))
-        }),
-    }
-}
-
-/// A whole number and the unit written after it (`"16MiB"` is 16 and `"MiB"`).
-fn number_and_unit(s: &str) -> Option<(u64, &str)> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    Some((num.parse().ok()?, unit.trim()))
-}
-
-pub fn parse_byte_size(s: &str) -> Option<u64> {
-    let (n, unit) = number_and_unit(s)?;
-    let mult: u64 = match unit {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-/// A duration: whole seconds, or a string with a unit (`"90s"`, `"2m"`, `"1h"`).
-pub(crate) fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
-    match NumberOrText::deserialize(d)? {
-        NumberOrText::Int(n) => Ok(std::time::Duration::from_secs(n)),
-        NumberOrText::Text(s) => parse_seconds(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("{s:?} is not a duration; write seconds (60) or e.g. \"60s\", \"2m\""))
-        }),
-    }
-}
-
-/// `"60"`, `"60s"`, `"2m"`, `"1h"` (also `"2 min"`): whole numbers only.
-pub fn parse_seconds(s: &str) -> Option<std::time::Duration> {
-    let (n, unit) = number_and_unit(s)?;
-    let mult: u64 = match unit {
-        "" | "s" | "sec" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        _ => return None,
-    };
-    n.checked_mul(mult).map(std::time::Duration::from_secs)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

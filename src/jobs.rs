@@ -294,7 +294,7 @@ impl Report {
                     .count("files", s.files)
                     .count("bytes_read", s.bytes_read)
                     .count("bytes_added", s.bytes_added)
-                    .count("warnings", r.manifest.warnings.len())
+                    .count("warnings", r.warnings.len())
                     .produced("generation", &r.manifest.id, None)
             }
             Report::Restore(r) => {

@@ -845,7 +845,7 @@ pub struct SnapshotCheck {
     pub uploaded: Option<String>,
 }
 
-const SNAPSHOT_PREFIX: &str = "keystore/";
+const SNAPSHOT_PREFIX: &str = crate::repository::layout::KEYSTORE;
 
 fn snapshot_ctx(id: &str) -> Context<'_> {
     Context { tenant: "", kind: Kind::Keystore, id, key_version: 1 }
@@ -936,7 +936,7 @@ pub async fn upload_snapshot(
     id: &str,
     sealed: Vec<u8>,
 ) -> Result<String, KeyError> {
-    let key = format!("{SNAPSHOT_PREFIX}{id}");
+    let key = crate::repository::layout::keystore_snapshot(id);
     store.put(&key, Body::Bytes(sealed.into())).await?;
     let new = open_snapshot(master, &key, &store.get(&key).await?).map_err(|d| KeyError::SnapshotsDamaged {
         store: store.describe(),
@@ -1021,7 +1021,7 @@ mod tests {
         let (id, mut sealed) = ks.seal_snapshot();
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        store.put(&format!("keystore/{id}"), Body::Bytes(sealed.into())).await.unwrap();
+        store.put(&crate::repository::layout::keystore_snapshot(&id), Body::Bytes(sealed.into())).await.unwrap();
 
         let (got, rec) = Keystore::recover(&dir.path().join("new"), master, &store).await.unwrap().unwrap();
         assert!(matches!(got.tenant_keys(&a), Err(KeyError::Shredded { .. })), "a shredded key came back");

@@ -19,6 +19,7 @@ pub mod seed;
 pub mod source;
 pub mod store;
 pub mod tenant;
+pub mod units;
 
 /// Environment variable that sets reversa's clock (RFC 3339), for simulations of many days in
 /// tests and drills. Never set it in production: generation times and retention follow it.

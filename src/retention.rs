@@ -22,7 +22,38 @@ use jiff::tz::{TimeZone, TimeZoneDatabase};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::config::RetentionConfig;
+/// Which generations `forget` keeps (see `retention`). A generation is kept if any rule keeps it
+/// or it is on legal hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// The newest generation of each of the last N days that have one.
+    pub keep_daily: u32,
+    /// The newest generation of each of the last N ISO weeks that have one.
+    pub keep_weekly: u32,
+    /// The newest generation of each of the last N months that have one.
+    pub keep_monthly: u32,
+    /// Every generation younger than this duration (e.g. "30d", "6w", "12h"); empty: none.
+    pub keep_within: String,
+    /// The time zone days, weeks and months are counted in.
+    pub time_zone: String,
+    /// A policy that may keep less than 28 days of history is refused unless this is set (see
+    /// `retention::Policy::keeps_minimum_history` for what counts); when set, `forget` warns.
+    pub allow_short_retention: bool,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_daily: 28,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            keep_within: String::new(),
+            time_zone: "Europe/Rome".into(),
+            allow_short_retention: false,
+        }
+    }
+}
 
 /// The history (in days) the contracts promise: daily backups, kept at least 4 weeks.
 pub const MIN_HISTORY_DAYS: i64 = 28;

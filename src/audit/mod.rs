@@ -223,12 +223,4 @@ impl Line {
     }
 }
 
-/// The store key of a segment.
-pub fn segment_key(agent: &str, segment: &str) -> String {
-    format!("audit/{agent}/{segment}")
-}
-
-/// The store key of an agent's public key.
-pub fn public_key_key(agent: &str) -> String {
-    format!("agents/{agent}.pub")
-}
+pub use crate::repository::layout::{agent_public_key as public_key_key, audit_segment as segment_key};

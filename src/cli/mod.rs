@@ -689,7 +689,7 @@ async fn backup(s: &Session, which: &TenantArgs, json: bool) -> Result<i32, Erro
     let failed = s
         .per_tenant(&tenants, json, async |t| {
             let r = report!(s, s.job(Task::Backup(BackupOptions {}), Some(t)), Backup);
-            if !r.manifest.warnings.is_empty() {
+            if !r.warnings.is_empty() {
                 code = code.max(exit::WARNINGS);
             }
             if !json {

@@ -346,7 +346,7 @@ pub(super) fn print_backup(r: &crate::commands::backup::BackupReport) {
         format_ms(s.duration_ms),
         rate(s.bytes_read, s.duration_ms)
     );
-    for w in &r.manifest.warnings {
+    for w in &r.warnings {
         out!("  warning: {w}");
     }
 }

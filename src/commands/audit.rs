@@ -62,7 +62,7 @@ async fn local_chain(agent: &Agent, report: &mut VerifyReport) -> Result<Vec<Age
     let id = log.agent_id().to_string();
     let segments: Vec<Segment> =
         log.local_segments()?.into_iter().map(|(id, text)| Segment { id, text }).collect();
-    let prefix = format!("audit/{id}/");
+    let prefix = crate::repository::layout::agent_segments(&id);
     let in_store: std::collections::BTreeSet<String> =
         agent.store.list(&prefix).await?.into_iter().filter_map(|o| o.key.strip_prefix(&prefix).map(String::from)).collect();
     let problem = |segment: &str, what: String| Problem { agent: id.clone(), segment: segment.into(), seq: None, what };
@@ -91,7 +91,7 @@ async fn local_chain(agent: &Agent, report: &mut VerifyReport) -> Result<Vec<Age
 /// Every agent's segments in the store, with the public key each agent published. An agent
 /// with a segment that does not open is a problem, and its chain is not verified further.
 async fn store_chains(agent: &Agent, problems: &mut Vec<Problem>) -> Result<Vec<AgentSegments>> {
-    let keys = agent.store.list("audit/").await?.into_iter().map(|o| o.key);
+    let keys = agent.store.list(crate::repository::layout::AUDIT).await?.into_iter().map(|o| o.key);
     let mut out = Vec::new();
     for (agent_id, ids) in verify::group_store_keys(keys) {
         let published = match agent.store.get(&audit::public_key_key(&agent_id)).await {

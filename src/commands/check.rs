@@ -750,7 +750,7 @@ pub async fn leftover_uploads(agent: &Agent, tenant: &TenantId, repair: bool) ->
     let pending = agent.store.pending_uploads(&Repository::prefix(tenant)).await?;
     // Exports are uploaded with multipart uploads too (their parts are large); an export does
     // not take the tenant lock, so only uploads older than a day are taken to be abandoned.
-    let exports = agent.store.pending_uploads(&format!("exports/{tenant}/")).await?;
+    let exports = agent.store.pending_uploads(&crate::repository::layout::exports(Some(tenant))).await?;
     let when = |secs: i64| {
         jiff::Timestamp::from_second(secs)
             .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())

@@ -100,7 +100,7 @@ pub struct ExportReport {
     pub passphrase: Option<Passphrase>,
     pub passphrase_file: Option<PathBuf>,
     pub uploaded: Vec<UploadedPart>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::source::Warning>,
     pub duration_ms: u64,
 }
 
@@ -270,11 +270,8 @@ pub(crate) async fn export(
             let (source, created) = (source.clone(), created.clone());
             // The customer reads the manifest: paths relative to the tenant, not the server's.
             let warnings: Vec<String> = match &input {
-                Input::Live(dir) => {
-                    let prefix = format!("{}/", dir.display());
-                    warnings.iter().map(|w| w.replace(&prefix, "")).collect()
-                }
-                Input::Generation(_) => warnings.clone(),
+                Input::Live(dir) => warnings.iter().map(|w| w.relative_to(dir).to_string()).collect(),
+                Input::Generation(_) => warnings.iter().map(ToString::to_string).collect(),
             };
             let counters = counters.clone();
             let tenant = tenant.to_string();
@@ -450,7 +447,7 @@ async fn upload(
     let mut out = Vec::new();
     for f in files {
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let key = format!("exports/{tenant}/{export_id}/{name}");
+        let key = crate::repository::layout::export_part(tenant, export_id, &name);
         let len = match fs::metadata(f) {
             Ok(m) => m.len(),
             Err(cause) => return Err((done, Error::Io { what: "cannot read", path: f.clone(), cause })),
@@ -505,10 +502,7 @@ fn export_time(id: &str) -> Option<jiff::Timestamp> {
 /// The exports in the store, oldest first; objects under `exports/` that are not laid out as
 /// `exports/<tenant>/<export id>/<file>` are returned apart, as warnings.
 pub async fn list_exports(agent: &Agent, tenant: Option<&TenantId>) -> Result<(Vec<StoredExport>, Vec<String>)> {
-    let prefix = match tenant {
-        Some(t) => format!("exports/{t}/"),
-        None => "exports/".to_string(),
-    };
+    let prefix = crate::repository::layout::exports(tenant);
     let mut exports: Vec<StoredExport> = Vec::new();
     let mut odd = Vec::new();
     for o in agent.store.list(&prefix).await? {

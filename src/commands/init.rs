@@ -73,7 +73,7 @@ async fn init_store(
         // A new key is written only once the store is reachable, so a failed init (missing
         // bucket, wrong credentials) can be run again with the same command; and never for a
         // store whose keystore snapshots another master key made, which it could not open.
-        if !Keystore::path_in(&config.state.dir).exists() && !store.list("keystore/").await?.is_empty() {
+        if !Keystore::path_in(&config.state.dir).exists() && !store.list(repository::layout::KEYSTORE).await?.is_empty() {
             return Err(super::Error::Usage(format!(
                 "{} already holds keystore snapshots, made with another master key, which a new key cannot \
                  open; give that master key in [keys] master_key_file (or REVERSA_MASTER_KEY) instead of \
@@ -164,6 +164,6 @@ async fn open_keystore(
 /// The tenants with objects under `tenants/` in the store that the keystore has no entry for.
 async fn tenants_without_key(store: &dyn crate::store::Store, ks: &Keystore) -> Result<Vec<String>> {
     let known: std::collections::HashSet<&str> = ks.tenants().collect();
-    let in_store = store.list_folders("tenants/").await?;
+    let in_store = store.list_folders(repository::layout::TENANTS).await?;
     Ok(in_store.into_iter().filter(|t| !known.contains(t.as_str())).collect())
 }

@@ -13,7 +13,7 @@ use crate::generation::{rows, Entry};
 use crate::repository::{entry_blobs, Catalog, Index, RepoError, Repository};
 use crate::source::files::{self, FileMeta, Item};
 use crate::source::sqlite::Snapshot;
-use crate::source::DATABASE_FILE;
+use crate::source::{Warning, DATABASE_FILE};
 
 /// Row bytes and file bytes travel in pieces of about this size.
 pub const PIECE: usize = 1 << 20;
@@ -23,7 +23,7 @@ pub struct LiveRead {
     /// When the database snapshot was taken (RFC 3339 UTC).
     pub snapshot_time: String,
     /// Folders that could not be listed, links that leave the tenant, special files.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 fn send_blocking(tx: &Sender<Event>, ev: Event) -> Result<(), ExportError> {
@@ -37,7 +37,8 @@ pub fn read_live(tenant_dir: &Path, busy: std::time::Duration, tx: &Sender<Event
     let db = Snapshot::open(&tenant_dir.join(DATABASE_FILE), busy)?;
     let snapshot_time = crate::now_rfc3339();
     let (objects, _, _) = db.schema()?;
-    let (tables, mut warnings) = db.tables(&objects)?;
+    let (tables, table_warnings) = db.tables(&objects)?;
+    let mut warnings: Vec<Warning> = table_warnings.into_iter().map(Warning::other).collect();
     send_blocking(tx, Event::Schema(objects))?;
     for spec in tables {
         send_blocking(
@@ -93,7 +94,7 @@ fn read_file(
     abs: &Path,
     walked: &FileMeta,
     tx: &Sender<Event>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<(), ExportError> {
     let unreadable = |cause| ExportError::Unreadable { path: abs.into(), cause };
     let mut f = files::open_walked(abs, walked).map_err(unreadable)?;
@@ -113,10 +114,7 @@ fn read_file(
     send_blocking(tx, Event::End)?;
     let after = f.metadata().ok().map(|m| FileMeta::of(&m));
     if after != Some(before) || size != before.size {
-        warnings.push(format!(
-            "{} changed while it was read; the export holds what was read ({size} bytes)",
-            abs.display()
-        ));
+        warnings.push(Warning::ChangedWhileRead { path: abs.to_path_buf(), attempts: 1 });
     }
     Ok(())
 }

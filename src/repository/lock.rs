@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::layout;
 use crate::store::{Body, Store, StoreError};
 use crate::tenant::TenantId;
 
@@ -81,7 +82,7 @@ impl LockInfo {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LockConfig {
-    #[serde(deserialize_with = "crate::config::seconds")]
+    #[serde(deserialize_with = "crate::units::seconds")]
     pub refresh: Duration,
 }
 
@@ -129,7 +130,7 @@ impl TenantLock {
         refresh: Duration,
         on_lost: tokio_util::sync::CancellationToken,
     ) -> Result<TenantLock, LockError> {
-        let dir = format!("tenants/{tenant}/locks/");
+        let dir = layout::locks(tenant);
         let mut nonce = [0u8; 16];
         rand::fill(&mut nonce);
         let info = LockInfo {
@@ -143,7 +144,7 @@ impl TenantLock {
         };
         let body = || Bytes::from(serde_json::to_vec(&info).expect("lock info serializes"));
         let key = if store.conditional_create() {
-            let key = format!("{dir}exclusive");
+            let key = layout::exclusive_lock(tenant);
             // Two rounds: the second after removing a stale lock.
             let mut taken = false;
             for _ in 0..2 {
@@ -180,7 +181,7 @@ impl TenantLock {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let key = format!("{dir}{}", crate::time_sortable_id());
+                let key = layout::lock(tenant, &crate::time_sortable_id());
                 store.put(&key, Body::Bytes(body())).await?;
                 let mut other = None;
                 for obj in store.list(&dir).await? {
@@ -307,7 +308,7 @@ async fn refresh_loop(
 /// refreshed), each re-read just before it is deleted; a live one is refused and left. Returns
 /// the locks removed.
 pub async fn remove_stale(store: &dyn Store, tenant: &TenantId) -> Result<Vec<(String, LockInfo)>, LockError> {
-    let dir = format!("tenants/{tenant}/locks/");
+    let dir = layout::locks(tenant);
     let mut removed = Vec::new();
     for obj in store.list(&dir).await? {
         let Some(h) = read(store, &obj.key).await? else { continue };

@@ -5,6 +5,7 @@
 
 mod fetch;
 pub use fetch::{entry_blobs, CatalogBlobs};
+pub mod layout;
 pub mod lock;
 pub mod pack;
 
@@ -25,7 +26,7 @@ use crate::store::{Body, ObjectInfo, Store, StoreError};
 use crate::tenant::TenantId;
 use pack::PackBlob;
 
-pub const MARKER_KEY: &str = "reversa.json";
+pub const MARKER_KEY: &str = layout::MARKER;
 pub const STORE_FORMAT: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -159,26 +160,25 @@ impl Repository {
     }
 
     pub fn prefix(tenant: &TenantId) -> String {
-        format!("tenants/{tenant}/")
+        layout::tenant(tenant)
     }
 
     pub fn pack_key(&self, pack: &[u8; 32]) -> String {
-        let h = hex::encode(pack);
-        format!("tenants/{}/data/{}/{}", self.tenant(), &h[..2], h)
+        layout::pack(self.tenant(), pack)
     }
 
     pub fn generation_key(&self, id: &str) -> String {
-        format!("tenants/{}/generations/{}", self.tenant(), id)
+        layout::generation(self.tenant(), id)
     }
 
     /// The folder of the packs.
     pub fn data_prefix(&self) -> String {
-        format!("tenants/{}/data/", self.tenant())
+        layout::packs(self.tenant())
     }
 
     /// The folder of the index files.
     pub fn index_prefix(&self) -> String {
-        format!("tenants/{}/index/", self.tenant())
+        layout::indexes(self.tenant())
     }
 
     /// Open and verify the sealed blob `id` read from the pack `pack_key`, off the async threads;
@@ -309,7 +309,7 @@ impl Repository {
         let id = crate::time_sortable_id();
         let sealed = self.keys.seal(Kind::Index, &id, &index_plaintext(packs));
         let len = sealed.len() as u64;
-        self.store.put(&format!("{}{id}", self.index_prefix()), Body::Bytes(Bytes::from(sealed))).await?;
+        self.store.put(&layout::index(self.tenant(), &id), Body::Bytes(Bytes::from(sealed))).await?;
         Ok(len)
     }
 
@@ -331,7 +331,7 @@ impl Repository {
 
     /// Generation ids, oldest first.
     pub async fn list_generations(&self) -> Result<Vec<String>, RepoError> {
-        let prefix = format!("tenants/{}/generations/", self.tenant());
+        let prefix = layout::generations(self.tenant());
         Ok(self.store.list(&prefix).await?.into_iter().map(|o| o.key[prefix.len()..].to_string()).collect())
     }
 
@@ -366,13 +366,13 @@ impl Repository {
     }
 
     pub fn hold_key(&self, generation: &str) -> String {
-        format!("tenants/{}/holds/{}", self.tenant(), generation)
+        layout::hold(self.tenant(), generation)
     }
 
     /// The legal holds, by generation id. A hold that does not open is returned as its error:
     /// the caller must still treat its generation as held.
     pub async fn list_holds(&self) -> Result<Vec<(String, Result<Hold, RepoError>)>, RepoError> {
-        let prefix = format!("tenants/{}/holds/", self.tenant());
+        let prefix = layout::holds(self.tenant());
         let mut out = Vec::new();
         for obj in self.store.list(&prefix).await? {
             let id = obj.key[prefix.len()..].to_string();

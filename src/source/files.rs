@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::FILE_FOLDERS;
+use super::{Warning, FILE_FOLDERS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileMeta {
@@ -55,12 +55,12 @@ pub enum Item {
 pub fn walk<E>(
     tenant_dir: &Path,
     mut visit: impl FnMut(Item) -> Result<(), E>,
-    mut warn: impl FnMut(String),
+    mut warn: impl FnMut(Warning),
 ) -> Result<(), E> {
     let canonical_root = match tenant_dir.canonicalize() {
         Ok(p) => p,
         Err(e) => {
-            warn(format!("cannot resolve {}: {e}", tenant_dir.display()));
+            warn(Warning::other(format!("cannot resolve {}: {e}", tenant_dir.display())));
             return Ok(());
         }
     };
@@ -72,23 +72,20 @@ pub fn walk<E>(
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && rel_dir.as_os_str() == top => break,
                 Err(e) => {
-                    warn(format!("cannot read folder {}: {e}; it is not in this generation", abs_dir.display()));
+                    warn(Warning::Unreadable { path: abs_dir, cause: e.to_string() });
                     continue;
                 }
             };
             if !meta.is_dir() {
                 // Only reachable for the top folder (sub-entries are classified below).
-                warn(format!("{} is not a folder; skipped", abs_dir.display()));
+                warn(Warning::other(format!("{} is not a folder; skipped", abs_dir.display())));
                 break;
             }
             visit(Item::Dir { rel: rel_dir.as_os_str().as_bytes().to_vec(), meta: FileMeta::of(&meta) })?;
             let mut entries: Vec<_> = match std::fs::read_dir(&abs_dir) {
                 Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
                 Err(e) => {
-                    warn(format!(
-                        "cannot list folder {}: {e}; its content is not in this generation",
-                        abs_dir.display()
-                    ));
+                    warn(Warning::Unreadable { path: abs_dir, cause: format!("cannot list it: {e}") });
                     continue;
                 }
             };
@@ -100,7 +97,7 @@ pub fn walk<E>(
                 let m = match std::fs::symlink_metadata(&abs) {
                     Ok(m) => m,
                     Err(e) => {
-                        warn(format!("cannot read {}: {e}; skipped", abs.display()));
+                        warn(Warning::Unreadable { path: abs, cause: e.to_string() });
                         continue;
                     }
                 };
@@ -113,10 +110,10 @@ pub fn walk<E>(
                 } else if ft.is_symlink() {
                     match link_inside(&canonical_root, &rel, &abs) {
                         Ok(target) => visit(Item::Symlink { rel: rel_bytes, target })?,
-                        Err(why) => warn(format!("symlink {} {why}; it is not backed up", abs.display())),
+                        Err(why) => warn(Warning::LinkOutOfTenant { path: abs, why }),
                     }
                 } else {
-                    warn(format!("{} is a special file (socket, device or FIFO); skipped", abs.display()));
+                    warn(Warning::SpecialFile { path: abs });
                 }
             }
             // Reverse so the stack pops them in sorted order.

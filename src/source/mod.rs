@@ -73,3 +73,88 @@ pub fn list_tenants(root: &Path) -> Result<(Vec<TenantId>, Vec<String>), SourceE
     tenants.sort();
     Ok((tenants, warnings))
 }
+
+/// What a read of a tenant left out, or could not read as it was. A backup keeps each in its
+/// generation (as text), an export in its manifest, and the run ends with exit 3. The daemon
+/// reports them by kind.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Warning {
+    /// A file or folder that could not be read: it was left out.
+    Unreadable { path: std::path::PathBuf, cause: String },
+    /// A symbolic link that leads out of the tenant's folder (or nowhere): not followed, left out.
+    LinkOutOfTenant { path: std::path::PathBuf, why: &'static str },
+    /// A file that changed while it was read: the last read is kept.
+    ChangedWhileRead { path: std::path::PathBuf, attempts: usize },
+    /// A socket, a device or a FIFO: skipped.
+    SpecialFile { path: std::path::PathBuf },
+    /// Anything else: a folder that is a file, a table whose rows cannot be read, an unusable cache.
+    Other { message: String },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::Unreadable { path, cause } => {
+                write!(f, "cannot read {}: {cause}; it was left out (check its permissions)", path.display())
+            }
+            Warning::LinkOutOfTenant { path, why } => write!(f, "symlink {} {why}; it was left out", path.display()),
+            Warning::ChangedWhileRead { path, attempts } => write!(
+                f,
+                "{} changed while it was read ({attempts} attempts); what was read last is kept, and may be \
+                 inconsistent",
+                path.display()
+            ),
+            Warning::SpecialFile { path } => {
+                write!(f, "{} is a special file (socket, device or FIFO); skipped", path.display())
+            }
+            Warning::Other { message } => f.write_str(message),
+        }
+    }
+}
+
+impl Warning {
+    pub fn other(message: String) -> Warning {
+        Warning::Other { message }
+    }
+
+    /// The same warning with paths relative to `dir` (the tenant's folder), as a customer reads
+    /// them in an export's manifest.
+    pub fn relative_to(&self, dir: &std::path::Path) -> Warning {
+        let rel = |p: &std::path::PathBuf| p.strip_prefix(dir).map(|r| r.to_path_buf()).unwrap_or_else(|_| p.clone());
+        match self {
+            Warning::Unreadable { path, cause } => Warning::Unreadable { path: rel(path), cause: cause.clone() },
+            Warning::LinkOutOfTenant { path, why } => Warning::LinkOutOfTenant { path: rel(path), why },
+            Warning::ChangedWhileRead { path, attempts } => {
+                Warning::ChangedWhileRead { path: rel(path), attempts: *attempts }
+            }
+            Warning::SpecialFile { path } => Warning::SpecialFile { path: rel(path) },
+            Warning::Other { message } => Warning::Other { message: message.replace(&format!("{}/", dir.display()), "") },
+        }
+    }
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::Warning;
+
+    #[test]
+    fn warnings_are_typed_by_kind_and_read_relative_to_the_tenant() {
+        let dir = std::path::Path::new("/srv/tenants/t1");
+        let w = Warning::LinkOutOfTenant { path: dir.join("attachments/fuori"), why: "points outside the tenant's folder" };
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json["kind"], "link_out_of_tenant");
+        assert_eq!(json["path"], "/srv/tenants/t1/attachments/fuori");
+        assert_eq!(w.relative_to(dir).to_string(), "symlink attachments/fuori points outside the tenant's folder; it was left out");
+        let kinds: Vec<String> = [
+            Warning::Unreadable { path: "a".into(), cause: "denied".into() },
+            Warning::ChangedWhileRead { path: "b".into(), attempts: 3 },
+            Warning::SpecialFile { path: "c".into() },
+            Warning::other("d".into()),
+        ]
+        .iter()
+        .map(|w| serde_json::to_value(w).unwrap()["kind"].as_str().unwrap().to_string())
+        .collect();
+        assert_eq!(kinds, ["unreadable", "changed_while_read", "special_file", "other"]);
+    }
+}

@@ -18,7 +18,9 @@
 //!   transfer that keeps moving takes. CompleteMultipartUpload gets a longer deadline.
 
 pub mod eu;
+mod config;
 mod idle;
+pub use config::S3StoreConfig;
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -43,7 +45,6 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{Body, ObjectInfo, PendingUpload, Store, StoreError, StoreFacts};
-use crate::config::S3StoreConfig;
 
 /// S3's smallest part (except the last one) and largest part and object sizes.
 pub const MIN_PART_SIZE: u64 = 5 << 20;

@@ -44,7 +44,7 @@ use crate::repository::pack::{self, PackBlob, PackBuilder};
 use crate::repository::{Index, Repository};
 use crate::source::files::{self, FileMeta, Item};
 use crate::source::sqlite::Snapshot;
-use crate::source::DATABASE_FILE;
+use crate::source::{Warning, DATABASE_FILE};
 use crate::store::Body;
 use tables::{parent_tables, DigestMaps, Incremental};
 
@@ -61,6 +61,8 @@ const CHUNK_QUEUE: usize = 2;
 #[derive(Debug, serde::Serialize)]
 pub struct BackupReport {
     pub manifest: Manifest,
+    /// What the backup left out or could not read as it was; the manifest keeps them as text.
+    pub warnings: Vec<Warning>,
 }
 
 /// Back up one tenant into a new generation (under its lock, which the job holds). When
@@ -180,7 +182,7 @@ pub(crate) async fn backup(
     let read = reader_result?;
 
     let mut summary = read.summary;
-    let mut warnings = parent_warnings;
+    let mut warnings: Vec<Warning> = parent_warnings.into_iter().map(Warning::other).collect();
     warnings.extend(read.warnings);
     summary.bytes_added = uploaded.bytes;
     summary.packs_added = uploaded.packs;
@@ -197,7 +199,7 @@ pub(crate) async fn backup(
         source: "sqlite".into(),
         catalog: read.catalog,
         summary,
-        warnings,
+        warnings: warnings.iter().map(ToString::to_string).collect(),
     };
     // The last chance to stop: a cancelled backup writes no generation.
     if cancel.is_cancelled() {
@@ -211,7 +213,7 @@ pub(crate) async fn backup(
     }
     maps.commit();
     progress.done();
-    Ok(BackupReport { manifest })
+    Ok(BackupReport { manifest, warnings })
 }
 
 #[derive(Clone, Default)]
@@ -404,7 +406,7 @@ async fn upload_loop(
 struct ReadResult {
     catalog: Vec<String>,
     summary: Summary,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     snapshot_time: String,
     cache: Option<FileCache>,
 }
@@ -468,7 +470,7 @@ struct Reader {
     catalog: Option<(BufWriter<File>, std::path::PathBuf)>,
     cache: Option<FileCache>,
     summary: Summary,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     progress: ProgressBytes,
     /// What the table reader needs to write keyed tables as deltas.
     incremental: Option<Incremental>,
@@ -547,7 +549,7 @@ impl Reader {
         }
     }
 
-    fn warn(&mut self, w: String) {
+    fn warn(&mut self, w: Warning) {
         tracing::warn!("{w}");
         self.warnings.push(w);
     }
@@ -646,7 +648,10 @@ impl Reader {
         let phase = Instant::now();
         self.cache = FileCache::open(&cache_path, keys)
             .map_err(|e| {
-                self.warn(format!("file cache {} is unusable ({e}); every file is read", cache_path.display()));
+                self.warn(Warning::other(format!(
+                    "file cache {} is unusable ({e}); every file is read",
+                    cache_path.display()
+                )));
             })
             .ok();
         let mut walk_warnings = Vec::new();
@@ -731,9 +736,7 @@ impl Reader {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let unreadable = |e: std::io::Error| {
-                format!("cannot read {}: {e}; it is not in this generation (check its permissions)", abs.display())
-            };
+            let unreadable = |e: std::io::Error| Warning::Unreadable { path: abs.to_path_buf(), cause: e.to_string() };
             let mut f = match files::open_walked(abs, &meta) {
                 Ok(f) => f,
                 Err(e) => {
@@ -775,11 +778,7 @@ impl Reader {
             let consistent = after == Some(before) && still == Some(before) && size == before.size;
             if consistent || attempt == READ_ATTEMPTS {
                 if !consistent {
-                    self.warn(format!(
-                        "{} changed while it was read ({attempt} attempts); the generation holds the last read, \
-                         which may be inconsistent",
-                        abs.display()
-                    ));
+                    self.warn(Warning::ChangedWhileRead { path: abs.to_path_buf(), attempts: attempt });
                 }
                 self.summary.files += 1;
                 self.summary.file_bytes += size;

@@ -273,7 +273,7 @@ impl Reader {
         let (objects, user_version, application_id) = db.schema()?;
         let (tables, table_warnings) = db.tables(&objects)?;
         for w in table_warnings {
-            self.warn(w);
+            self.warn(crate::source::Warning::other(w));
         }
         self.entry(Entry::Schema { objects, user_version, application_id }, 0..0)?;
         // Taken out while tables are read, so it can be borrowed next to the reader.
