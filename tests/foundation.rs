@@ -325,7 +325,7 @@ impl reversa::store::Store for FailingPuts {
                 store: self.describe(),
                 op: "put",
                 key: key.into(),
-                cause: "No space left on device (injected)".into(),
+                source: "No space left on device (injected)".into(),
             });
         }
         self.inner.put(key, body).await

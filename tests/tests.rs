@@ -13,4 +13,5 @@ mod integrity;
 mod prune;
 mod retention;
 mod s3_store;
+mod snapshots;
 mod vectors;

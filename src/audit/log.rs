@@ -29,7 +29,7 @@ const PUBLISHED: &str = "published";
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log: {what} {path}: {cause}; the job did not run unrecorded: check the state folder ([state] dir)")]
-    Io { what: &'static str, path: PathBuf, cause: std::io::Error },
+    Io { what: &'static str, path: PathBuf, #[source] cause: std::io::Error },
     #[error("audit log: {0}; `reversa audit verify` names what is wrong")]
     Damaged(String),
     #[error(transparent)]
@@ -38,6 +38,12 @@ pub enum AuditError {
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> AuditError + 'a {
     move |cause| AuditError::Io { what, path: path.to_path_buf(), cause }
+}
+
+/// The real time, UTC to the microsecond, always 27 characters wide (the log's columns align).
+fn utc_now() -> String {
+    let t = jiff::Timestamp::now();
+    format!("{}.{:06}Z", t.strftime("%Y-%m-%dT%H:%M:%S"), t.subsec_microsecond())
 }
 
 /// Where the chain stands: the last entry's number and hash, and the open file as it was then
@@ -122,7 +128,7 @@ impl AuditLog {
         let tail = self.tail_of(&mut file, &path)?;
         entry.seq = tail.seq + 1;
         entry.prev = tail.head.clone();
-        entry.time = jiff::Timestamp::now().round(jiff::Unit::Microsecond).expect("rounds").to_string();
+        entry.time = utc_now();
         entry.agent = self.agent.clone();
         entry.host = self.host.clone();
         entry.hash = None;
@@ -234,7 +240,7 @@ impl AuditLog {
             first_seq: tail.first_seq,
             seq: tail.seq,
             head: tail.head,
-            time: jiff::Timestamp::now().round(jiff::Unit::Microsecond).expect("rounds").to_string(),
+            time: utc_now(),
         };
         let signature = self.key.sign(&checkpoint.signed_bytes());
         let signed = SignedCheckpoint { checkpoint, signature, public_key: self.key.public() };

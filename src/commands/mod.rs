@@ -43,7 +43,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("{what} {path}: {cause}")]
-    Io { what: &'static str, path: PathBuf, cause: std::io::Error },
+    Io { what: &'static str, path: PathBuf, #[source] cause: std::io::Error },
     #[error("{0}")]
     Failed(String),
     #[error("cancelled: the job stopped before its end and left no partial result (a backup leaves no generation; prune removes its unreferenced packs)")]

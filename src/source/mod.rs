@@ -25,7 +25,7 @@ pub enum SourceError {
     #[error("tenant {tenant} does not exist: no folder {path}; check the tenant id and [source] root")]
     UnknownTenant { tenant: String, path: PathBuf },
     #[error("cannot list the tenants in {path}: {cause}; check [source] root")]
-    Root { path: PathBuf, cause: std::io::Error },
+    Root { path: PathBuf, #[source] cause: std::io::Error },
     #[error("cannot read the database {path}: {cause}")]
     Database { path: PathBuf, cause: rusqlite::Error },
     #[error(
@@ -41,7 +41,7 @@ pub enum SourceError {
     )]
     Busy { path: PathBuf, waited_secs: u64 },
     #[error("cannot read {path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    Io { path: PathBuf, #[source] cause: std::io::Error },
 }
 
 /// The tenant's folder, which must exist.

@@ -34,20 +34,20 @@ impl DirStore {
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         // Keys are built by reversa from validated parts; refuse anything that could escape.
         if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-            return Err(self.fail("resolve", key, "invalid object key".into()));
+            return Err(self.fail("resolve", key, "invalid object key"));
         }
         Ok(self.root.join(key))
     }
 
-    fn fail(&self, op: &'static str, key: &str, cause: String) -> StoreError {
-        StoreError::Failed { store: self.describe(), op, key: key.to_string(), cause }
+    fn fail(&self, op: &'static str, key: &str, source: impl Into<super::BoxError>) -> StoreError {
+        StoreError::Failed { store: self.describe(), op, key: key.to_string(), source: source.into() }
     }
 
     fn io(&self, op: &'static str, key: &str, e: io::Error) -> StoreError {
         if e.kind() == io::ErrorKind::NotFound {
             StoreError::NotFound { store: self.describe(), key: key.to_string() }
         } else {
-            self.fail(op, key, e.to_string())
+            self.fail(op, key, e)
         }
     }
 

@@ -67,12 +67,16 @@ pub struct StoreFacts {
     pub bucket_region: Option<String>,
 }
 
+/// The error a store failed with, kept as the source of [`StoreError::Failed`] (an I/O error,
+/// an SDK error, or what the store says went wrong).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object {key} does not exist in {store}")]
     NotFound { store: String, key: String },
-    #[error("{op} of {key} in {store} failed: {cause}")]
-    Failed { store: String, op: &'static str, key: String, cause: String },
+    #[error("{op} of {key} in {store} failed: {source}")]
+    Failed { store: String, op: &'static str, key: String, #[source] source: BoxError },
     #[error("{store}: {message}")]
     Config { store: String, message: String },
     /// A ranged read beyond the object's end: the object is shorter than the reader knows it

@@ -640,13 +640,13 @@ impl S3Store {
     fn full_key(&self, key: &str) -> Result<String, StoreError> {
         // Keys are built by reversa from validated parts; refuse anything odd rather than write it.
         if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-            return Err(self.failed("resolve", key, "invalid object key".into()));
+            return Err(self.failed("resolve", key, "invalid object key"));
         }
         Ok(format!("{}{key}", self.prefix))
     }
 
-    fn failed(&self, op: &'static str, key: &str, cause: String) -> StoreError {
-        StoreError::Failed { store: self.describe(), op, key: key.to_string(), cause }
+    fn failed(&self, op: &'static str, key: &str, source: impl Into<crate::store::BoxError>) -> StoreError {
+        StoreError::Failed { store: self.describe(), op, key: key.to_string(), source: source.into() }
     }
 
     fn config_error(&self, message: String) -> StoreError {
@@ -732,7 +732,7 @@ impl S3Store {
                     return Err(self.failed(
                         "list",
                         prefix,
-                        "the server said the listing continues but gave no continuation token".into(),
+                        "the server said the listing continues but gave no continuation token",
                     ))
                 }
                 _ => return Ok(()),
@@ -942,7 +942,7 @@ impl S3Store {
             .map_err(|e| self.sdk_failed("put (start multipart upload)", key, &e))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| self.failed("put (start multipart upload)", key, "the server returned no upload id".into()))?
+            .ok_or_else(|| self.failed("put (start multipart upload)", key, "the server returned no upload id"))?
             .to_string();
         let mut guard = AbortGuard::new(self.client.clone(), self.bucket.clone(), full.to_string(), upload_id.clone());
 
@@ -974,7 +974,7 @@ impl S3Store {
                         key,
                         format!("the completed multipart upload has {} bytes, expected {len}", info.size),
                     )),
-                    None => Err(self.failed("put", key, "the completed multipart upload is not visible".into())),
+                    None => Err(self.failed("put", key, "the completed multipart upload is not visible")),
                 }
             }
             Err(e) => {
@@ -985,8 +985,8 @@ impl S3Store {
                     ),
                 };
                 Err(match e {
-                    StoreError::Failed { store, op, key, cause: c } => {
-                        StoreError::Failed { store, op, key, cause: format!("{c}; {cause}") }
+                    StoreError::Failed { store, op, key, source } => {
+                        StoreError::Failed { store, op, key, source: format!("{source}; {cause}").into() }
                     }
                     other => other,
                 })
@@ -1351,7 +1351,7 @@ impl Store for S3Store {
                     return match self.get_object(key, None).await {
                         Ok(b) => Ok(b == data),
                         Err(e) if e.is_not_found() => {
-                            Err(self.failed("create", key, "refused as existing, then not found; retry".into()))
+                            Err(self.failed("create", key, "refused as existing, then not found; retry"))
                         }
                         Err(e) => Err(e),
                     };
