@@ -355,7 +355,9 @@ impl Report {
 
 /// Run `job` on `agent`'s store, audited, until it ends or `cancel` is cancelled.
 pub async fn run(agent: &Agent, job: &Job, cancel: &CancellationToken, progress: &dyn Progress) -> Result<Report> {
-    audited(&agent.audit, job, execute(agent, job, cancel, progress)).await
+    // Boxed: the verbs' futures are large (an export's pipeline), and a caller polling this on
+    // a small stack (a test thread, a daemon task) must not hold them inline.
+    audited(&agent.audit, job, Box::pin(execute(agent, job, cancel, progress))).await
 }
 
 /// Write the start entry, run `work`, write the end entry. Also for `init`, which runs before
@@ -434,12 +436,14 @@ async fn dispatch(
     let repo = || repo.ok_or_else(|| Error::Usage(format!("{} needs a tenant", job.task.name())));
     let tenant = || job.tenant.as_ref().ok_or_else(|| Error::Usage(format!("{} needs a tenant", job.task.name())));
     Ok(match &job.task {
-        Task::Backup(_) => Report::Backup(backup::backup(agent, repo()?, cancel, progress).await?),
-        Task::Restore(o) => Report::Restore(restore::restore(agent, repo()?, o, cancel, progress).await?),
-        Task::Check(o) => Report::Check(Box::new(check::check(agent, repo()?, o, progress).await?)),
+        Task::Backup(_) => Report::Backup(Box::pin(backup::backup(agent, repo()?, cancel, progress)).await?),
+        Task::Restore(o) => Report::Restore(Box::pin(restore::restore(agent, repo()?, o, cancel, progress)).await?),
+        Task::Check(o) => Report::Check(Box::new(Box::pin(check::check(agent, repo()?, o, progress)).await?)),
         Task::Forget(o) => Report::Forget(forget::forget(agent, repo()?, o).await?),
-        Task::Prune(o) => Report::Prune(prune::prune(agent, repo()?, o, progress).await?),
-        Task::Export(o) => Report::Export(Box::new(export::export(agent, tenant()?, o, cancel, progress).await?)),
+        Task::Prune(o) => Report::Prune(Box::pin(prune::prune(agent, repo()?, o, progress)).await?),
+        Task::Export(o) => {
+            Report::Export(Box::new(Box::pin(export::export(agent, tenant()?, o, cancel, progress)).await?))
+        }
         Task::Hold(o) => {
             Report::Hold(generations::hold(repo()?, &o.generation, job.reason.as_deref(), &job.actor).await?)
         }

@@ -289,3 +289,39 @@ impl AuditLog {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{verify, Event};
+    use crate::store::dir::DirStore;
+
+    /// A store that cannot take the segment leaves it local and named; the next run uploads it,
+    /// and the chain runs on across the runs.
+    #[tokio::test]
+    async fn a_segment_the_store_refused_is_uploaded_by_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(&dir.path().join("store"), true).unwrap();
+        let master = MasterKey::generate();
+        let (log, made) = AuditLog::open(&dir.path().join("state")).unwrap();
+        assert!(made);
+        // `audit` is a file: nothing can be written under it.
+        std::fs::write(dir.path().join("store/audit"), b"in the way").unwrap();
+        log.append(Entry::new(Event::Start, "ops")).unwrap();
+        let first = log.seal_and_upload(&store, &master).await.unwrap();
+        let sealed = first.sealed.clone().unwrap();
+        assert_eq!(first.local_only.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), [sealed.as_str()]);
+        assert!(!log.is_uploaded(&sealed));
+
+        std::fs::remove_file(dir.path().join("store/audit")).unwrap();
+        log.append(Entry::new(Event::End, "ops")).unwrap();
+        let second = log.seal_and_upload(&store, &master).await.unwrap();
+        assert_eq!(second.uploaded, [sealed.clone(), second.sealed.clone().unwrap()]);
+        assert!(second.local_only.is_empty(), "{:?}", second.local_only);
+
+        let segments: Vec<verify::Segment> =
+            log.local_segments().unwrap().into_iter().map(|(id, text)| verify::Segment { id, text }).collect();
+        let (chain, _) = verify::chain(log.agent_id(), Some(&log.public_key()), &segments, None).unwrap();
+        assert_eq!((chain.segments, chain.entries, chain.checkpointed_seq), (2, 2, 2));
+    }
+}

@@ -102,7 +102,7 @@ impl LockConfig {
 }
 
 /// A held tenant lock, refreshed in the background while it lives. When a refresh finds the
-/// lock taken over or removed, or cannot refresh it past [`LOST_AFTER`], the lock is lost: the
+/// lock taken over or removed, or cannot refresh it past [`lost_after`], the lock is lost: the
 /// token given to [`TenantLock::acquire`] is cancelled, so the job holding it stops instead
 /// of writing on without it. [`TenantLock::release`] removes it; dropping it unreleased (a
 /// cancelled or panicked job) removes it too, in a background task, as an S3 upload guard
@@ -116,9 +116,11 @@ pub struct TenantLock {
     released: bool,
 }
 
-/// A lock not refreshed for this long may soon be taken as stale by another agent: its holder
-/// stops first.
-pub const LOST_AFTER: Duration = Duration::from_secs(STALE_AFTER.as_secs() / 2);
+/// A lock not refreshed for three refresh periods, and at most half the time after which
+/// others take it as stale, is lost: its holder stops before another agent can take it.
+pub fn lost_after(refresh: Duration) -> Duration {
+    (3 * refresh).min(STALE_AFTER / 2)
+}
 
 impl TenantLock {
     /// Take the tenant lock for `purpose`, refreshed every `refresh`; `on_lost` is cancelled if
@@ -292,11 +294,11 @@ async fn refresh_loop(
         };
         match failed {
             None => last_ok = std::time::Instant::now(),
-            Some(e) if last_ok.elapsed() >= LOST_AFTER => {
+            Some(e) if last_ok.elapsed() >= lost_after(every) => {
                 return lose(format!(
-                    "the tenant lock {key} could not be refreshed for {} minutes ({e}); another agent may take it \
-                     as stale, so the job stopped",
-                    last_ok.elapsed().as_secs() / 60
+                    "the tenant lock {key} could not be refreshed for {} s ({e}); another agent may take it as \
+                     stale, so the job stopped",
+                    last_ok.elapsed().as_secs()
                 ))
             }
             Some(e) => tracing::warn!(lock = %key, error = %e, "could not refresh the tenant lock; trying again"),
