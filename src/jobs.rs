@@ -137,6 +137,14 @@ pub struct Recipient {
     pub legal_basis: Option<String>,
 }
 
+/// Who asks for jobs and why: what every entry they write records.
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub actor: String,
+    pub reason: Option<String>,
+    pub ticket: Option<String>,
+}
+
 /// One job: the task, its tenant, who asks and why.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -152,6 +160,11 @@ pub struct Job {
 impl Job {
     pub fn new(task: Task, tenant: Option<TenantId>, actor: &str) -> Job {
         Job { task, tenant, actor: actor.to_string(), reason: None, ticket: None, recipient: None }
+    }
+
+    /// A job asked by `who`.
+    pub fn by(task: Task, tenant: Option<TenantId>, who: &Who) -> Job {
+        Job { reason: who.reason.clone(), ticket: who.ticket.clone(), ..Job::new(task, tenant, &who.actor) }
     }
 
     /// Refuse, before anything is written, a job that lacks what its task needs.
@@ -200,7 +213,22 @@ impl Job {
             map.remove("kind");
         }
         e.options = Some(options);
+        // To whom, before anything is given: a job killed after writing data still names its
+        // recipient. The counts are the end entry's.
+        if let Some(r) = &self.recipient {
+            e.disclosure = Some(self.disclosure(r, disclosed(None, 0, 0, 0, 0, None)));
+        }
         e
+    }
+
+    fn disclosure(&self, r: &Recipient, what: Disclosure) -> Disclosure {
+        Disclosure {
+            recipient: r.name.trim().to_string(),
+            recipient_kind: r.kind,
+            legal_basis: r.legal_basis.clone(),
+            notify_customer: r.kind == RecipientKind::Authority,
+            ..what
+        }
     }
 
     fn end_entry(&self, id: &str, result: &Result<Report>) -> Entry {
@@ -212,13 +240,7 @@ impl Job {
                 e.counts = ev.counts;
                 e.produced = ev.produced;
                 if let (Some(r), Some(d)) = (&self.recipient, ev.disclosed) {
-                    e.disclosure = Some(Disclosure {
-                        recipient: r.name.trim().to_string(),
-                        recipient_kind: r.kind,
-                        legal_basis: r.legal_basis.clone(),
-                        notify_customer: r.kind == RecipientKind::Authority,
-                        ..d
-                    });
+                    e.disclosure = Some(self.disclosure(r, d));
                 }
             }
             Err(err) => {
@@ -295,7 +317,7 @@ impl Report {
                     .count("bytes_read", s.bytes_read)
                     .count("bytes_added", s.bytes_added)
                     .count("warnings", r.warnings.len())
-                    .produced("generation", &r.manifest.id, None)
+                    .produced("generation", &r.manifest.id, Some(&r.manifest_sha256))
             }
             Report::Restore(r) => {
                 let mut ev = ev
@@ -387,6 +409,9 @@ fn panicked(payload: Box<dyn std::any::Any + Send>) -> Error {
 }
 
 async fn execute(agent: &Agent, job: &Job, cancel: &CancellationToken, progress: &dyn Progress) -> Result<Report> {
+    // The job's own token: the caller's cancellation (a signal, a shutdown) reaches it, and a
+    // lost lock cancels this job alone, not the others of the same run.
+    let cancel = &cancel.child_token();
     let repo = match (job.task.repository(), &job.tenant) {
         (Some(create), Some(t)) => Some(agent.repository(t, create).await?),
         _ => None,
@@ -410,7 +435,8 @@ async fn execute(agent: &Agent, job: &Job, cancel: &CancellationToken, progress:
 }
 
 /// Run `verb` to its end; once `cancel` fires, give it [`CANCEL_GRACE`] to stop on its own,
-/// then drop it. A verb that failed because it was cancelled fails as cancelled.
+/// then drop it. A verb that failed because it was cancelled fails as cancelled; a failure of
+/// another kind found meanwhile (damage, a store that did not answer) keeps its kind.
 async fn until_cancelled(verb: impl Future<Output = Result<Report>>, cancel: &CancellationToken) -> Result<Report> {
     let mut verb = std::pin::pin!(AssertUnwindSafe(verb).catch_unwind());
     let result = tokio::select! {
@@ -421,7 +447,7 @@ async fn until_cancelled(verb: impl Future<Output = Result<Report>>, cancel: &Ca
         },
     };
     match result.unwrap_or_else(|p| Err(panicked(p))) {
-        Err(_) if cancel.is_cancelled() => Err(Error::Cancelled),
+        Err(e) if cancel.is_cancelled() && e.kind() == crate::commands::ErrorKind::Internal => Err(Error::Cancelled),
         r => r,
     }
 }

@@ -70,6 +70,8 @@ pub enum KeyError {
          master key"
     )]
     MissingKey { tenant: String, tried: String },
+    #[error("the agent key {path} {why}; it signs the audit log (`reversa init` makes it)")]
+    AgentKeyUnusable { path: PathBuf, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// None of the store's snapshots opens, and at least one fails its key commitment: that is
@@ -208,43 +210,50 @@ impl std::fmt::Debug for AgentKey {
 pub const AGENT_KEY_FILE: &str = "agent.key";
 
 impl AgentKey {
-    /// The agent key of `state_dir`, made (and written, mode 0600) when there is none yet.
-    /// Returns whether it was made now.
+    /// The agent key of `state_dir`, `None` when there is none.
+    pub fn load(state_dir: &Path) -> Result<Option<AgentKey>, KeyError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = state_dir.join(AGENT_KEY_FILE);
+        let unusable = |why: String| KeyError::AgentKeyUnusable { path: path.clone(), why };
+        let mut bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unusable(format!("cannot be read ({e})"))),
+        };
+        let mode = std::fs::metadata(&path).map_err(|e| unusable(e.to_string()))?.permissions().mode() & 0o777;
+        let seed: Result<[u8; 32], _> = bytes.as_slice().try_into();
+        zeroize::Zeroize::zeroize(&mut bytes);
+        if mode & 0o077 != 0 {
+            return Err(unusable(format!("has mode {mode:o}, readable by others; run `chmod 600 {}`", path.display())));
+        }
+        let mut seed = seed.map_err(|_| unusable("is not 32 bytes long: it is damaged".into()))?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        zeroize::Zeroize::zeroize(&mut seed);
+        Ok(Some(AgentKey(key)))
+    }
+
+    /// The agent key of `state_dir`, made (and written, mode 0600) when there is none yet
+    /// (`init`). Returns whether it was made now.
     pub fn load_or_create(state_dir: &Path) -> Result<(AgentKey, bool), KeyError> {
         use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let path = state_dir.join(AGENT_KEY_FILE);
-        match std::fs::read(&path) {
-            Ok(mut bytes) => {
-                let meta = std::fs::metadata(&path).map_err(|cause| KeyError::Read { path: path.clone(), cause })?;
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::LooseMode { path, mode });
-                }
-                let seed: Result<[u8; 32], _> = bytes.as_slice().try_into();
-                zeroize::Zeroize::zeroize(&mut bytes);
-                let mut seed = seed.map_err(|_| KeyError::BadLength { source_name: path.display().to_string() })?;
-                let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-                zeroize::Zeroize::zeroize(&mut seed);
-                Ok((AgentKey(key), false))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut seed = [0u8; 32];
-                rand::fill(&mut seed);
-                let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-                let write = || -> std::io::Result<()> {
-                    std::fs::create_dir_all(state_dir)?;
-                    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-                    f.write_all(&seed)?;
-                    f.sync_all()
-                };
-                let written = write();
-                zeroize::Zeroize::zeroize(&mut seed);
-                written.map_err(|cause| KeyError::WriteKeyFile { path: path.clone(), cause })?;
-                Ok((AgentKey(key), true))
-            }
-            Err(cause) => Err(KeyError::Read { path, cause }),
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(key) = Self::load(state_dir)? {
+            return Ok((key, false));
         }
+        let path = state_dir.join(AGENT_KEY_FILE);
+        let mut seed = [0u8; 32];
+        rand::fill(&mut seed);
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(state_dir)?;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+            f.write_all(&seed)?;
+            f.sync_all()
+        };
+        let written = write();
+        zeroize::Zeroize::zeroize(&mut seed);
+        written.map_err(|e| KeyError::AgentKeyUnusable { path: path.clone(), why: format!("cannot be written ({e})") })?;
+        Ok((AgentKey(key), true))
     }
 
     /// The agent id: the first 16 hex digits of the SHA-256 of the public key, so that the id
@@ -273,12 +282,11 @@ pub fn agent_id_of(public_hex: &str) -> String {
 
 /// Whether `signature` (hex) is `public`'s (hex) Ed25519 signature of `message`.
 pub fn verify_agent_signature(public: &str, message: &[u8], signature: &str) -> bool {
-    use ed25519_dalek::Verifier;
     let key: Option<[u8; 32]> = hex::decode(public).ok().and_then(|b| b.try_into().ok());
     let sig: Option<[u8; 64]> = hex::decode(signature).ok().and_then(|b| b.try_into().ok());
     let (Some(key), Some(sig)) = (key, sig) else { return false };
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key) else { return false };
-    key.verify(message, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
+    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
 }
 
 fn decode_key(bytes: &[u8], source_name: &str) -> Result<MasterKey, KeyError> {

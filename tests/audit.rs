@@ -422,6 +422,7 @@ fn a_cancelled_backup_stops_within_seconds_and_the_tenant_can_be_locked_at_once(
     assert!(r.stdout.contains("no problems"), "{}", r.stdout);
 }
 
+/// The job whose lock is stolen stops; the other tenants of the same `--all` run go on.
 #[test]
 fn a_backup_whose_lock_is_stolen_stops_and_leaves_no_generation() {
     let env = Env::new();
@@ -429,7 +430,8 @@ fn a_backup_whose_lock_is_stolen_stops_and_leaves_no_generation() {
     cfg.push_str("\n[lock]\nrefresh = 1\n");
     std::fs::write(&env.config, cfg).unwrap();
     env.seed("big", reversa::seed::Scale { rows: 2_000, file_bytes: 150 << 20, incompressible: 0.9 }, 8);
-    let child = env.cmd(&["backup", "--tenant", "big"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    env.seed("small", SMALL, 9);
+    let child = env.cmd(&["backup", "--all"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let lock = wait_for_lock(&env, "big");
     let mut info: Value = serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
     info["nonce"] = "another-agent".into();
@@ -440,6 +442,7 @@ fn a_backup_whose_lock_is_stolen_stops_and_leaves_no_generation() {
     assert_eq!(r.code, 4, "{}", r.all());
     assert!(r.stderr.contains("taken over by backup") && r.stderr.contains("agent-2"), "{}", r.stderr);
     assert_eq!(generations(&env, "big"), 0);
+    assert_eq!(generations(&env, "small"), 1, "the next tenant was not backed up: {}", r.all());
     // The thief's lock is not removed by the job that lost it.
     let now: Value = serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
     assert_eq!(now["nonce"], "another-agent");
@@ -513,4 +516,18 @@ async fn a_backup_whose_lock_cannot_be_refreshed_stops_past_its_deadline() {
     drop(agent);
     assert_eq!(generations(&env, "t1"), 0);
     env.run(&["check", "--tenant", "t1"]).ok();
+}
+
+#[test]
+fn a_state_folder_without_its_agent_key_is_refused_until_init_makes_a_new_agent() {
+    let env = logged_env();
+    std::fs::remove_file(env.path("state/agent.key")).unwrap();
+    let r = env.run(&["backup", "--tenant", "t1"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("agent.key is missing") && r.stderr.contains("reversa init"), "{}", r.stderr);
+    env.run(&["init"]).ok();
+    env.run(&["backup", "--tenant", "t1"]).ok();
+    // Two agents in the store now, both chains intact.
+    let v: Value = serde_json::from_str(&env.run(&["audit", "verify", "--from-store", "--json"]).ok().stdout).unwrap();
+    assert_eq!(v["chains"].as_array().unwrap().len(), 2, "{v}");
 }

@@ -63,8 +63,10 @@ fn store_bytes(env: &Env, tenant: &str) -> u64 {
 }
 
 /// Every object of the store with its content.
+/// The tenants' repositories, every object with its bytes. The audit segments a run uploads
+/// (`audit/`, `agents/`) are its evidence, not a change to any tenant.
 fn store_contents(env: &Env) -> Vec<(PathBuf, Vec<u8>)> {
-    env.store_files("").into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect()
+    env.store_files("tenants").into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect()
 }
 
 fn n(report: &serde_json::Value, field: &str) -> u64 {

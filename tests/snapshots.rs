@@ -16,6 +16,7 @@ fn filters(env: &Env) -> Vec<(String, &'static str)> {
         (r"\d{4}-\d{2}-\d{2}".into(), "[DATE]"),
         (r"\d+ -> \d+".into(), "[N] -> [N]"),
         (r"blobs: \d+ kept".into(), "blobs: [N] kept"),
+        (r"[0-9a-f]{128}".into(), "[SIGNATURE]"),
         (r"[0-9a-f]{64}".into(), "[HASH]"),
         (r"\b[0-9a-f]{16}\b".into(), "[AGENT]"),
         (r"\d+\.\d+ MB/s".into(), "[RATE]"),
@@ -53,11 +54,20 @@ fn the_human_output_of_each_verb() {
     let export = ["export", "--tenant", "comune-a", "--out", out.to_str().unwrap(), "--passphrase-file"];
     outputs.push(("export", as_ops(&[&export[..], &[pass.to_str().unwrap()]].concat())));
     outputs.push(("tenant-list", as_ops(&["tenant", "list"])));
+    let listing: serde_json::Value =
+        serde_json::from_str(&env.run(&["generations", "--tenant", "comune-a", "--json"]).ok().stdout).unwrap();
+    let gen = listing[0]["id"].as_str().unwrap().to_string();
+    let hold = ["generations", "hold", "--tenant", "comune-a", "--generation", &gen, "--reason", "RG 1/2026"];
+    outputs.push(("hold", as_ops(&hold)));
+    outputs.push(("release", as_ops(&["generations", "release", "--tenant", "comune-a", "--generation", &gen])));
+    outputs.push(("exports-list", as_ops(&["exports", "list"])));
+    outputs.push(("exports-prune", as_ops(&["exports", "prune"])));
     outputs.push(("unlock", as_ops(&["unlock", "--tenant", "comune-a"])));
     outputs.push(("audit-verify", as_ops(&["audit", "verify"])));
     outputs.push(("disclosures", as_ops(&["disclosures"])));
     let log = as_ops(&["audit", "log"]);
     outputs.push(("audit-log", log));
+    outputs.push(("audit-head", as_ops(&["audit", "head"])));
     let settings = {
         let mut s = insta::Settings::clone_current();
         for (re, with) in filters(&env) {

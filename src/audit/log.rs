@@ -32,6 +32,11 @@ pub enum AuditError {
     Io { what: &'static str, path: PathBuf, #[source] cause: std::io::Error },
     #[error("audit log: {0}; `reversa audit verify` names what is wrong")]
     Damaged(String),
+    #[error(
+        "the agent key {path} is missing; the audit log cannot go on without it. Run `reversa init` to make a \
+         new agent (the old agent's chain stays verifiable with `reversa audit verify --from-store`)"
+    )]
+    NoAgentKey { path: PathBuf },
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -89,7 +94,11 @@ impl Flock {
     fn take(dir: &Path) -> Result<Flock, AuditError> {
         use std::os::fd::AsRawFd;
         let path = dir.join("lock");
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io("cannot open", &path))?;
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)
+        }
+        .map_err(io("cannot open", &path))?;
         // SAFETY: flock on a file descriptor this function owns; it is released when `f` closes.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io("cannot lock", &path)(std::io::Error::last_os_error()));
@@ -103,12 +112,26 @@ impl AuditLog {
     /// `true` then).
     pub fn open(state_dir: &Path) -> Result<(AuditLog, bool), AuditError> {
         let (key, made) = AgentKey::load_or_create(state_dir)?;
+        Self::with_key(state_dir, key).map(|log| (log, made))
+    }
+
+    /// The log of a state folder that `init` made: its agent key must be there. A new key
+    /// would start a new agent, whose clean chain would hide the loss of the old one.
+    pub fn open_existing(state_dir: &Path) -> Result<AuditLog, AuditError> {
+        match AgentKey::load(state_dir)? {
+            Some(key) => Self::with_key(state_dir, key),
+            None => Err(AuditError::NoAgentKey { path: state_dir.join(crate::keys::AGENT_KEY_FILE) }),
+        }
+    }
+
+    fn with_key(state_dir: &Path, key: AgentKey) -> Result<AuditLog, AuditError> {
+        use std::os::unix::fs::DirBuilderExt;
         let dir = state_dir.join("audit");
         let segments = dir.join(SEGMENTS);
-        std::fs::create_dir_all(&segments).map_err(io("cannot create", &segments))?;
+        // Actors, reasons, tickets and recipients: readable by this user only.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&segments).map_err(io("cannot create", &segments))?;
         let agent = key.id();
-        let log = AuditLog { dir, key, agent, host: crate::repository::lock::hostname(), tail: Mutex::new(None) };
-        Ok((log, made))
+        Ok(AuditLog { dir, key, agent, host: crate::repository::lock::hostname(), tail: Mutex::new(None) })
     }
 
     pub fn agent_id(&self) -> &str {
@@ -121,10 +144,17 @@ impl AuditLog {
 
     /// Number, chain and write `entry`; it is on disk (fsynced) when this returns.
     pub fn append(&self, mut entry: Entry) -> Result<Entry, AuditError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let _lock = Flock::take(&self.dir)?;
         let path = self.dir.join(OPEN);
-        let mut file =
-            OpenOptions::new().create(true).append(true).read(true).open(&path).map_err(io("cannot open", &path))?;
+        self.recover_if_changed(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("cannot open", &path))?;
         let tail = self.tail_of(&mut file, &path)?;
         entry.seq = tail.seq + 1;
         entry.prev = tail.head.clone();
@@ -171,6 +201,35 @@ impl AuditLog {
         Ok(Tail { ino: meta.ino(), len: meta.len(), seq: last.seq, head, first_seq: first.seq })
     }
 
+    /// Unless the open file is as this process left it: finish what a process killed in the
+    /// middle left there. A torn last line was never completed, so never acknowledged: it is
+    /// cut off. A checkpoint at the end means a seal lacked only its rename, done now.
+    fn recover_if_changed(&self, path: &Path) -> Result<(), AuditError> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("cannot read", path)(e)),
+        };
+        let cached = self.tail.lock().expect("tail lock").as_ref().map(|t| (t.ino, t.len));
+        if meta.len() == 0 || cached == Some((meta.ino(), meta.len())) {
+            return Ok(());
+        }
+        let mut text = std::fs::read(path).map_err(io("cannot read", path))?;
+        if !text.ends_with(b"\n") {
+            let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            tracing::warn!(log = %path.display(), bytes = text.len() - keep, "cutting off the torn last line a killed process left in the audit log");
+            let f = OpenOptions::new().write(true).open(path).map_err(io("cannot open", path))?;
+            f.set_len(keep as u64).and_then(|()| f.sync_all()).map_err(io("cannot write", path))?;
+            text.truncate(keep);
+        }
+        let last = text.split(|&b| b == b'\n').rfind(|l| !l.is_empty()).and_then(|l| std::str::from_utf8(l).ok());
+        if let Some(Ok(Line::Checkpoint(c))) = last.map(Line::parse) {
+            let to = self.segment_path(&c.checkpoint.segment);
+            std::fs::rename(path, &to).map_err(io("cannot move", path))?;
+        }
+        Ok(())
+    }
+
     /// The head recorded by the newest sealed segment's checkpoint; the genesis when none.
     fn sealed_head(&self) -> Result<(u64, String), AuditError> {
         let Some(newest) = self.sealed_segments()?.pop() else { return Ok((0, GENESIS.to_string())) };
@@ -197,8 +256,10 @@ impl AuditLog {
         Ok(ids)
     }
 
-    /// Every segment's text, oldest first, with the open one last (`None` as its id).
+    /// Every segment's text, oldest first, with the open one last (`None` as its id). Under the
+    /// log's lock, so a seal by another process cannot fall between the two reads.
     pub fn local_segments(&self) -> Result<Vec<(Option<String>, String)>, AuditError> {
+        let _lock = Flock::take(&self.dir)?;
         let mut out = Vec::new();
         for id in self.sealed_segments()? {
             let path = self.segment_path(&id);
@@ -224,6 +285,7 @@ impl AuditLog {
     pub fn seal(&self) -> Result<Option<String>, AuditError> {
         let _lock = Flock::take(&self.dir)?;
         let path = self.dir.join(OPEN);
+        self.recover_if_changed(&path)?;
         let mut file = match OpenOptions::new().append(true).read(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -233,7 +295,9 @@ impl AuditLog {
         if tail.len == 0 {
             return Ok(None);
         }
-        let segment = crate::sortable_id_at(jiff::Timestamp::now());
+        // Named by the number of its first entry, then the time: segments sort in chain order
+        // even if the clock steps back.
+        let segment = format!("{:012}-{}", tail.first_seq, crate::sortable_id_at(jiff::Timestamp::now()));
         let checkpoint = Checkpoint {
             agent: self.agent.clone(),
             segment: segment.clone(),
@@ -323,5 +387,34 @@ mod tests {
             log.local_segments().unwrap().into_iter().map(|(id, text)| verify::Segment { id, text }).collect();
         let (chain, _) = verify::chain(log.agent_id(), Some(&log.public_key()), &segments, None).unwrap();
         assert_eq!((chain.segments, chain.entries, chain.checkpointed_seq), (2, 2, 2));
+    }
+
+    fn verified(log: &AuditLog) -> verify::Chain {
+        let segments: Vec<verify::Segment> =
+            log.local_segments().unwrap().into_iter().map(|(id, text)| verify::Segment { id, text }).collect();
+        verify::chain(log.agent_id(), Some(&log.public_key()), &segments, None).unwrap().0
+    }
+
+    /// A process killed mid-append leaves a torn line; one killed mid-seal leaves a checkpoint
+    /// in the open file. The next run repairs both and the chain goes on.
+    #[test]
+    fn what_a_killed_process_left_in_the_open_file_is_repaired_by_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (log, _) = AuditLog::open(&state).unwrap();
+        log.append(Entry::new(Event::Start, "ops")).unwrap();
+        let open = state.join("audit").join(OPEN);
+        std::fs::OpenOptions::new().append(true).open(&open).unwrap().write_all(b"{\"seq\":2,\"ti").unwrap();
+        let (log, _) = AuditLog::open(&state).unwrap();
+        log.append(Entry::new(Event::End, "ops")).unwrap();
+        assert_eq!(verified(&log).entries, 2);
+
+        // Sealed, but the rename undone: as if the process died between the two.
+        let id = log.seal().unwrap().unwrap();
+        std::fs::rename(log.segment_path(&id), &open).unwrap();
+        let (log, _) = AuditLog::open(&state).unwrap();
+        log.append(Entry::new(Event::Start, "ops")).unwrap();
+        let chain = verified(&log);
+        assert_eq!((chain.segments, chain.entries, chain.checkpointed_seq), (2, 3, 2));
     }
 }

@@ -9,13 +9,17 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 /// `println!` for a command's output. A reader that went away (`reversa generations --json |
-/// head -1`) ends the process quietly, as ripgrep does, instead of the panic `println!` gives;
-/// SIGPIPE stays ignored, so a server closing a socket mid-write is an error the verb handles.
+/// head -1`) is not the panic `println!` gives: the output stops quietly and the command runs
+/// to its end (every tenant of `backup --all` is still backed up, the audit segment is still
+/// sealed). SIGPIPE stays ignored, so a server closing a socket mid-write is an error the verb
+/// handles.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
-            $crate::cli::stdout_failed(e);
+        if !$crate::cli::stdout_closed() {
+            if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+                $crate::cli::stdout_failed(e);
+            }
         }
     }};
 }
@@ -26,18 +30,22 @@ mod render;
 use crate::audit::RecipientKind;
 use crate::commands::{check, demo, export, forget, generations, prune, restore, Agent, Error};
 use crate::config::Config;
-use crate::jobs::{self, BackupOptions, HoldOptions, Job, Recipient, ReleaseOptions, Report, Task};
+use crate::jobs::{self, BackupOptions, HoldOptions, Job, Recipient, ReleaseOptions, Report, Task, Who};
 use crate::progress::{self, Progress};
 use crate::tenant::TenantId;
 use render::print_json;
 
-/// Stdout cannot be written: quietly done when its reader left, else an error.
-pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(exit::OK);
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Stdout cannot be written: no more output, quietly when its reader left, else said once.
+pub(crate) fn stdout_failed(e: std::io::Error) {
+    if !STDOUT_CLOSED.swap(true, std::sync::atomic::Ordering::Relaxed) && e.kind() != std::io::ErrorKind::BrokenPipe {
+        eprintln!("error: cannot write to stdout: {e}; the command goes on without its output");
     }
-    eprintln!("error: cannot write to stdout: {e}");
-    std::process::exit(1);
 }
 
 #[derive(Parser, Debug)]
@@ -518,10 +526,13 @@ fn cancel_on_signal() -> CancellationToken {
 /// What every command on an agent shares: the agent, who runs it, the token, the progress.
 struct Session {
     agent: Agent,
-    who: JobArgs,
-    actor: String,
+    who: Who,
     cancel: CancellationToken,
     progress: Box<dyn Progress>,
+}
+
+fn who(args: &JobArgs) -> Who {
+    Who { actor: actor(args), reason: args.reason.clone(), ticket: args.ticket.clone() }
 }
 
 /// The report of the kind asked for (the runner returns the report of the task it was given).
@@ -536,10 +547,7 @@ macro_rules! report {
 
 impl Session {
     fn job(&self, task: Task, tenant: Option<&TenantId>) -> Job {
-        let mut job = Job::new(task, tenant.cloned(), &self.actor);
-        job.reason = self.who.reason.clone();
-        job.ticket = self.who.ticket.clone();
-        job
+        Job::by(task, tenant.cloned(), &self.who)
     }
 
     async fn run(&self, job: &Job) -> Result<Report, Error> {
@@ -597,22 +605,23 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Init { generate_master_key, create_bucket } => {
             let cfg = load_config(&cli)?;
-            let r = crate::commands::init::init(&cfg, generate_master_key.as_deref(), *create_bucket, &actor(&cli.who))
-                .await?;
+            let who = who(&cli.who);
+            let r = crate::commands::init::init(&cfg, generate_master_key.as_deref(), *create_bucket, &who).await?;
             render::print_init(&r);
             Ok(if r.unreadable.is_empty() { exit::OK } else { exit::MISSING_KEY })
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(*shell, &mut Cli::command(), "reversa", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "reversa", &mut script);
+            out!("{}", String::from_utf8_lossy(&script).trim_end());
             Ok(exit::OK)
         }
         command => {
             let agent = Agent::open(load_config(&cli)?).await?;
             let session = Session {
                 agent,
-                who: cli.who.clone(),
-                actor: actor(&cli.who),
+                who: who(&cli.who),
                 cancel: cancel_on_signal(),
                 progress: progress::for_terminal(),
             };

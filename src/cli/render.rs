@@ -487,12 +487,20 @@ fn name<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
-/// Write rows as CSV on stdout (RFC 4180, as LibreOffice opens it).
+/// Write rows as CSV on stdout (RFC 4180, as LibreOffice opens it). A cell that a spreadsheet
+/// would take for a formula (`=`, `+`, `-`, `@` first) gets a leading `'`: free text (an actor,
+/// a reason, a recipient) is never run.
 pub(super) fn print_csv(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    if super::stdout_closed() {
+        return;
+    }
     let mut w = crate::export::csv::CsvWriter::new(std::io::stdout().lock());
     let mut write = |cells: &mut dyn Iterator<Item = String>| -> std::io::Result<()> {
         for c in cells {
-            w.text(&c)?;
+            match c.starts_with(['=', '+', '-', '@']) {
+                true => w.text(&format!("'{c}"))?,
+                false => w.text(&c)?,
+            }
         }
         w.end_row()
     };

@@ -69,7 +69,8 @@ pub async fn demo(base: &Path, env_key: Option<crate::keys::KeyText>, progress: 
     std::fs::write(&config_file, text).map_err(io("cannot write", &config_file))?;
     // The demo's own key file; an existing one (from an earlier run) is reused.
     let generate = (!key_file.exists() && env_key.is_none()).then_some(key_file.as_path());
-    init::init(&config, generate, false, AGENT_ACTOR).await?;
+    let who = crate::jobs::Who { actor: AGENT_ACTOR.into(), reason: None, ticket: None };
+    init::init(&config, generate, false, &who).await?;
     let agent = Agent::open(config).await?;
     let result = backup_and_restore(&agent, &restored_to_of(&base), progress).await;
     agent.seal_audit().await?;

@@ -28,7 +28,7 @@ pub struct InitReport {
     pub facts: crate::store::StoreFacts,
 }
 
-/// `reversa init` on behalf of `actor`, as a job of the state folder's audit log (made here
+/// `reversa init` on behalf of `who`, as a job of the state folder's audit log (made here
 /// with the agent key, if this is the folder's first run), whose segment it then seals and
 /// uploads. With `create_bucket`, an S3 bucket that does not exist is created in the configured
 /// region (without it, `init` stops and says how to create it).
@@ -36,13 +36,13 @@ pub async fn init(
     config: &Config,
     generate_master_key: Option<&Path>,
     create_bucket: bool,
-    actor: &str,
+    who: &crate::jobs::Who,
 ) -> Result<InitReport> {
     // The key first: a bad key file is refused before anything (the audit log too) is written.
     let master = master_key(config, generate_master_key)?;
     let (log, _) = AuditLog::open(&config.state.dir)?;
     let task = Task::Init { create_bucket, generate_master_key: generate_master_key.is_some() };
-    let job = Job::new(task, None, actor);
+    let job = Job::by(task, None, who);
     let mut opened = None;
     let result = jobs::audited(&log, &job, async {
         let (report, store) = init_store(config, &master, generate_master_key, create_bucket).await?;

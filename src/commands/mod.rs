@@ -58,7 +58,7 @@ pub enum Error {
          an incomplete view of the repository (`reversa check --tenant {tenant} --read-data` names every \
          damaged object)"
     )]
-    PruneRefused { tenant: String, what: String, cause: Box<RepoError> },
+    PruneRefused { tenant: String, what: String, #[source] cause: Box<RepoError> },
 }
 
 /// What kind of failure an error is. The CLI maps kinds to exit codes (README.md); the daemon
@@ -106,6 +106,9 @@ impl Error {
             Error::Key(e) => key_kind(e),
             Error::Lock(crate::repository::lock::LockError::Store(e)) => store_kind(e),
             Error::Lock(_) | Error::LockLost(_) => ErrorKind::Locked,
+            Error::Audit(crate::audit::log::AuditError::Key(e)) => key_kind(e),
+            Error::Audit(crate::audit::log::AuditError::NoAgentKey { .. }) => ErrorKind::BadInput,
+            Error::Audit(crate::audit::log::AuditError::Damaged(_)) => ErrorKind::Damaged,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Repo(e) => repo_kind(e),
             Error::PruneRefused { cause, .. } => repo_kind(cause),
@@ -140,6 +143,7 @@ fn key_kind(e: &KeyError) -> ErrorKind {
         | KeyError::BadLength { .. }
         | KeyError::Read { .. }
         | KeyError::KeyFileExists { .. }
+        | KeyError::AgentKeyUnusable { .. }
         | KeyError::NoMasterKey => ErrorKind::BadInput,
         e if e.is_wrong_master_key() => ErrorKind::WrongKey,
         KeyError::SnapshotsDamaged { .. } => ErrorKind::Damaged,
@@ -250,7 +254,7 @@ impl Agent {
         let master = MasterKey::load(&config.keys)?;
         let store = open_store(&config.store).await?;
         let keystore = Keystore::open(&config.state.dir, master.clone())?;
-        let (audit, _) = AuditLog::open(&config.state.dir)?;
+        let audit = AuditLog::open_existing(&config.state.dir)?;
         remove_stale_temporaries(&config.state.dir.join("tmp"));
         let agent = Agent { config, store, master, keystore: Mutex::new(keystore), audit };
         agent.note_config_change()?;

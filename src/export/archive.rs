@@ -265,6 +265,9 @@ pub struct SplitWriter {
     in_part: u64,
     /// The SHA-256 of the whole stream: of the archive the parts join into.
     hasher: Sha256,
+    /// The job's token: a cancelled export stops encrypting at its next write, so nothing is
+    /// written after the job gave up (its parts are then removed).
+    cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl SplitWriter {
@@ -279,6 +282,7 @@ impl SplitWriter {
             current,
             in_part: 0,
             hasher: Sha256::new(),
+            cancel: None,
         })
     }
 
@@ -296,10 +300,21 @@ impl SplitWriter {
     }
 }
 
+impl SplitWriter {
+    pub fn stop_on(mut self, cancel: tokio_util::sync::CancellationToken) -> SplitWriter {
+        self.cancel = Some(cancel);
+        self
+    }
+}
+
 impl Write for SplitWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            // Not `Interrupted`, which `write_all` would retry.
+            return Err(io::Error::other("the export was cancelled"));
         }
         if self.in_part == self.limit {
             self.current.sync_all()?;

@@ -111,7 +111,8 @@ pub struct TenantLock {
     store: Arc<dyn Store>,
     key: String,
     nonce: String,
-    refresher: tokio::task::JoinHandle<()>,
+    /// Taken (and awaited) before the lock is removed: a refresh still writing would recreate it.
+    refresher: Option<tokio::task::JoinHandle<()>>,
     lost: Arc<std::sync::OnceLock<String>>,
     released: bool,
 }
@@ -215,7 +216,7 @@ impl TenantLock {
         };
         let lost = Arc::new(std::sync::OnceLock::new());
         let refresher = tokio::spawn(refresh_loop(store.clone(), key.clone(), info.clone(), refresh, lost.clone(), on_lost));
-        Ok(TenantLock { store, key, nonce: info.nonce, refresher, lost, released: false })
+        Ok(TenantLock { store, key, nonce: info.nonce, refresher: Some(refresher), lost, released: false })
     }
 
     /// Why the lock was lost, if it was.
@@ -226,14 +227,26 @@ impl TenantLock {
     /// Remove the lock, unless it is no longer this holder's.
     pub async fn release(mut self) -> Result<(), StoreError> {
         self.released = true;
-        self.refresher.abort();
+        stop(self.refresher.take()).await;
         remove_if_ours(&*self.store, &self.key, &self.nonce).await
+    }
+}
+
+/// Stop the refresher and wait until it has: a refresh already writing finishes first, so the
+/// removal that follows is the last write to the lock.
+async fn stop(refresher: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(r) = refresher {
+        r.abort();
+        let _ = r.await;
     }
 }
 
 impl Drop for TenantLock {
     fn drop(&mut self) {
-        self.refresher.abort();
+        let refresher = self.refresher.take();
+        if let Some(r) = &refresher {
+            r.abort();
+        }
         if self.released {
             return;
         }
@@ -241,6 +254,7 @@ impl Drop for TenantLock {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
+                    stop(refresher).await;
                     if let Err(e) = remove_if_ours(&*store, &key, &nonce).await {
                         tracing::warn!(lock = %key, error = %e, "could not remove the tenant lock of a stopped job; it expires");
                     }

@@ -419,14 +419,17 @@ impl Repository {
     }
 
     /// Write the manifest: the last write of a backup, which makes the generation visible.
-    pub async fn write_generation(&self, m: &Manifest) -> Result<(), RepoError> {
+    /// Write the manifest, which makes the generation exist. Returns the SHA-256 (hex) of the
+    /// sealed object, as the audit log records what a backup produced.
+    pub async fn write_generation(&self, m: &Manifest) -> Result<String, RepoError> {
         let sealed = self.keys.seal(Kind::Generation, &m.id, &serde_json::to_vec(m).expect("manifest serializes"));
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sealed));
         let key = self.generation_key(&m.id);
         // A generation is immutable: never overwrite one.
         if !self.store.create_if_absent(&key, Bytes::from(sealed)).await? {
             return Err(RepoError::Damaged { what: "generation", key, cause: "already exists".into() });
         }
-        Ok(())
+        Ok(sha256)
     }
 }
 

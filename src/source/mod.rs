@@ -27,7 +27,7 @@ pub enum SourceError {
     #[error("cannot list the tenants in {path}: {cause}; check [source] root")]
     Root { path: PathBuf, #[source] cause: std::io::Error },
     #[error("cannot read the database {path}: {cause}")]
-    Database { path: PathBuf, cause: rusqlite::Error },
+    Database { path: PathBuf, #[source] cause: rusqlite::Error },
     #[error(
         "the database {path} has a hot journal, {journal}: a writer crashed in the middle of a \
          transaction, and the journal must be rolled back before the database can be read. reversa \

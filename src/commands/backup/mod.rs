@@ -61,6 +61,8 @@ const CHUNK_QUEUE: usize = 2;
 #[derive(Debug, serde::Serialize)]
 pub struct BackupReport {
     pub manifest: Manifest,
+    /// The SHA-256 of the sealed manifest in the store.
+    pub manifest_sha256: String,
     /// What the backup left out or could not read as it was; the manifest keeps them as text.
     pub warnings: Vec<Warning>,
 }
@@ -205,7 +207,7 @@ pub(crate) async fn backup(
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
-    repo.write_generation(&manifest).await?;
+    let manifest_sha256 = repo.write_generation(&manifest).await?;
     // The caches now describe this generation; committing them earlier could point at blobs
     // that no generation references yet.
     if let Some(cache) = read.cache {
@@ -213,7 +215,7 @@ pub(crate) async fn backup(
     }
     maps.commit();
     progress.done();
-    Ok(BackupReport { manifest, warnings })
+    Ok(BackupReport { manifest, manifest_sha256, warnings })
 }
 
 #[derive(Clone, Default)]
