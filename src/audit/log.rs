@@ -110,9 +110,30 @@ impl Flock {
 impl AuditLog {
     /// The log of the state folder, with the agent key (made now if there is none: returned
     /// `true` then).
+    ///
+    /// A new key is a new agent, whose chain starts at entry 1: a log left in the folder by
+    /// the agent whose key was lost is moved aside (`audit.previous-<time>`; what it sealed is
+    /// in the store under its own agent id), and the new chain's first entry names it.
     pub fn open(state_dir: &Path) -> Result<(AuditLog, bool), AuditError> {
         let (key, made) = AgentKey::load_or_create(state_dir)?;
-        Self::with_key(state_dir, key).map(|log| (log, made))
+        let dir = state_dir.join("audit");
+        let mut previous = None;
+        if made && dir.exists() {
+            let aside = state_dir.join(format!("audit.previous-{}", crate::sortable_id_at(jiff::Timestamp::now())));
+            std::fs::rename(&dir, &aside).map_err(io("cannot move", &dir))?;
+            tracing::warn!(log = %aside.display(), "a new agent key: the previous agent's local audit log was moved aside");
+            previous = aside.file_name().map(|n| n.to_string_lossy().into_owned());
+        }
+        let log = Self::with_key(state_dir, key)?;
+        if made {
+            let mut e = Entry::new(super::Event::Key, crate::commands::AGENT_ACTOR);
+            e.kind = Some("agent_key_created".into());
+            if let Some(p) = previous {
+                e.produced.push(super::Produced { what: "previous_agent_log".into(), id: p, sha256: None });
+            }
+            log.append(e)?;
+        }
+        Ok((log, made))
     }
 
     /// The log of a state folder that `init` made: its agent key must be there. A new key
@@ -386,7 +407,8 @@ mod tests {
         let segments: Vec<verify::Segment> =
             log.local_segments().unwrap().into_iter().map(|(id, text)| verify::Segment { id, text }).collect();
         let (chain, _) = verify::chain(log.agent_id(), Some(&log.public_key()), &segments, None).unwrap();
-        assert_eq!((chain.segments, chain.entries, chain.checkpointed_seq), (2, 2, 2));
+        // The agent key's own entry, then the two.
+        assert_eq!((chain.segments, chain.entries, chain.checkpointed_seq), (2, 3, 3));
     }
 
     fn verified(log: &AuditLog) -> verify::Chain {
@@ -407,7 +429,8 @@ mod tests {
         std::fs::OpenOptions::new().append(true).open(&open).unwrap().write_all(b"{\"seq\":2,\"ti").unwrap();
         let (log, _) = AuditLog::open(&state).unwrap();
         log.append(Entry::new(Event::End, "ops")).unwrap();
-        assert_eq!(verified(&log).entries, 2);
+        // The agent key's own entry, then the two.
+        assert_eq!(verified(&log).entries, 3);
 
         // Sealed, but the rename undone: as if the process died between the two.
         let id = log.seal().unwrap().unwrap();
@@ -415,6 +438,6 @@ mod tests {
         let (log, _) = AuditLog::open(&state).unwrap();
         log.append(Entry::new(Event::Start, "ops")).unwrap();
         let chain = verified(&log);
-        assert_eq!((chain.segments, chain.entries, chain.checkpointed_seq), (2, 3, 2));
+        assert_eq!((chain.segments, chain.entries, chain.checkpointed_seq), (2, 4, 3));
     }
 }
