@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{Env, SMALL};
+use crate::common::{Env, FaultyPuts, PutAction, SMALL};
 
 fn entries(env: &Env) -> Vec<Value> {
     let r = env.run(&["audit", "log", "--json"]).ok();
@@ -451,50 +451,6 @@ fn a_backup_whose_lock_is_stolen_stops_and_leaves_no_generation() {
     assert!(r.stdout.contains("no problems"), "{}", r.stdout);
 }
 
-/// A store whose lock refreshes fail, and whose pack uploads are slow enough that a backup
-/// outlives the lock's deadline (three refresh periods) whatever the upload concurrency.
-struct RefreshesFail {
-    inner: std::sync::Arc<dyn reversa::store::Store>,
-}
-
-#[async_trait::async_trait]
-impl reversa::store::Store for RefreshesFail {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn conditional_create(&self) -> bool {
-        self.inner.conditional_create()
-    }
-    async fn put(&self, key: &str, body: reversa::store::Body) -> Result<(), reversa::store::StoreError> {
-        if key.contains("/locks/") {
-            let source = "connection reset by peer (injected)".into();
-            return Err(reversa::store::StoreError::Failed { store: self.describe(), op: "put", key: key.into(), source });
-        }
-        if key.contains("/data/") {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-        self.inner.put(key, body).await
-    }
-    async fn create_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<bool, reversa::store::StoreError> {
-        self.inner.create_if_absent(key, data).await
-    }
-    async fn get(&self, key: &str) -> Result<bytes::Bytes, reversa::store::StoreError> {
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, r: std::ops::Range<u64>) -> Result<bytes::Bytes, reversa::store::StoreError> {
-        self.inner.get_range(key, r).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<reversa::store::ObjectInfo>, reversa::store::StoreError> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<reversa::store::ObjectInfo>, reversa::store::StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), reversa::store::StoreError> {
-        self.inner.delete(key).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_whose_lock_cannot_be_refreshed_stops_past_its_deadline() {
     let env = Env::new();
@@ -503,7 +459,14 @@ async fn a_backup_whose_lock_cannot_be_refreshed_stops_past_its_deadline() {
     std::fs::write(&env.config, cfg).unwrap();
     env.seed("t1", reversa::seed::Scale { rows: 500, file_bytes: 60 << 20, incompressible: 0.9 }, 10);
     let agent = reversa::commands::Agent::open(reversa::config::Config::load(&env.config).unwrap()).await.unwrap();
-    let store = std::sync::Arc::new(RefreshesFail { inner: agent.store.clone() });
+    // Lock refreshes fail, and pack uploads are slow enough that the backup outlives the lock's
+    // deadline (three refresh periods) whatever the upload concurrency.
+    let on_put = |key: &str| match key {
+        k if k.contains("/locks/") => PutAction::Fail("connection reset by peer (injected)"),
+        k if k.contains("/data/") => PutAction::Delay(Duration::from_secs(5)),
+        _ => PutAction::Pass,
+    };
+    let store = std::sync::Arc::new(FaultyPuts { inner: agent.store.clone(), on_put: Box::new(on_put) });
     let agent = agent.with_store(store);
     let tenant = reversa::tenant::TenantId::parse("t1").unwrap();
     let started = Instant::now();

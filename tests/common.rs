@@ -226,3 +226,58 @@ pub async fn run_job(
     let job = reversa::jobs::Job::new(task, Some(tenant.clone()), "test");
     reversa::jobs::run(agent, &job, &tokio_util::sync::CancellationToken::new(), &reversa::progress::Silent).await
 }
+
+/// What a [`FaultyPuts`] store does with one put.
+pub enum PutAction {
+    Pass,
+    /// Wait, then put.
+    Delay(std::time::Duration),
+    /// Fail with this cause.
+    Fail(&'static str),
+}
+
+/// A store whose puts a test decides, key by key (a full disk, an outage, a slow link); every
+/// other call goes to `inner`.
+pub struct FaultyPuts {
+    pub inner: std::sync::Arc<dyn reversa::store::Store>,
+    pub on_put: Box<dyn Fn(&str) -> PutAction + Send + Sync>,
+}
+
+#[async_trait::async_trait]
+impl reversa::store::Store for FaultyPuts {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn conditional_create(&self) -> bool {
+        self.inner.conditional_create()
+    }
+    async fn put(&self, key: &str, body: reversa::store::Body) -> Result<(), reversa::store::StoreError> {
+        match (self.on_put)(key) {
+            PutAction::Pass => {}
+            PutAction::Delay(d) => tokio::time::sleep(d).await,
+            PutAction::Fail(cause) => {
+                let (store, op, key, source) = (self.describe(), "put", key.into(), cause.into());
+                return Err(reversa::store::StoreError::Failed { store, op, key, source });
+            }
+        }
+        self.inner.put(key, body).await
+    }
+    async fn create_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<bool, reversa::store::StoreError> {
+        self.inner.create_if_absent(key, data).await
+    }
+    async fn get(&self, key: &str) -> Result<bytes::Bytes, reversa::store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, r: std::ops::Range<u64>) -> Result<bytes::Bytes, reversa::store::StoreError> {
+        self.inner.get_range(key, r).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<reversa::store::ObjectInfo>, reversa::store::StoreError> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<reversa::store::ObjectInfo>, reversa::store::StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), reversa::store::StoreError> {
+        self.inner.delete(key).await
+    }
+}

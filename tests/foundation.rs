@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{differences, first_digest_map_blob, first_file_blob, run_job, Env, SMALL};
+use crate::common::{differences, first_digest_map_blob, first_file_blob, run_job, Env, FaultyPuts, PutAction, SMALL};
 
 /// A tenant with every edge case of the seed, plus links inside and outside the tenant.
 fn edge_tenant(env: &Env, tenant: &str) {
@@ -303,53 +303,6 @@ fn a_backup_killed_midway_leaves_no_half_generation() {
     assert_eq!(differences(&env.tenant_dir("big"), &to), Vec::<String>::new());
 }
 
-/// A store whose puts of packs fail after the first few: what a full disk or an S3 outage looks
-/// like from the pipeline.
-struct FailingPuts {
-    inner: std::sync::Arc<dyn reversa::store::Store>,
-    left: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl reversa::store::Store for FailingPuts {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn conditional_create(&self) -> bool {
-        self.inner.conditional_create()
-    }
-    async fn put(&self, key: &str, body: reversa::store::Body) -> Result<(), reversa::store::StoreError> {
-        if key.contains("/data/") && self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            self.left.store(0, std::sync::atomic::Ordering::SeqCst);
-            return Err(reversa::store::StoreError::Failed {
-                store: self.describe(),
-                op: "put",
-                key: key.into(),
-                source: "No space left on device (injected)".into(),
-            });
-        }
-        self.inner.put(key, body).await
-    }
-    async fn create_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<bool, reversa::store::StoreError> {
-        self.inner.create_if_absent(key, data).await
-    }
-    async fn get(&self, key: &str) -> Result<bytes::Bytes, reversa::store::StoreError> {
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, r: std::ops::Range<u64>) -> Result<bytes::Bytes, reversa::store::StoreError> {
-        self.inner.get_range(key, r).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<reversa::store::ObjectInfo>, reversa::store::StoreError> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<reversa::store::ObjectInfo>, reversa::store::StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), reversa::store::StoreError> {
-        self.inner.delete(key).await
-    }
-}
-
 /// Regression: a failed upload used to leave the reader blocked on the chunk channel, so the
 /// backup hung with the tenant locked. It must fail, name the cause, write no generation, and
 /// leave the tenant free for the next backup.
@@ -359,7 +312,14 @@ async fn a_failed_upload_fails_the_backup_without_hanging() {
     env.seed("t1", reversa::seed::Scale { rows: 2_000, file_bytes: 40 << 20, incompressible: 0.9 }, 9);
     let config = reversa::config::Config::load(&env.config).unwrap();
     let agent = reversa::commands::Agent::open(config).await.unwrap();
-    let failing = std::sync::Arc::new(FailingPuts { inner: agent.store.clone(), left: 1.into() });
+    // Every pack put after the first fails: what a full disk or an S3 outage looks like from the
+    // pipeline.
+    let packs = std::sync::atomic::AtomicUsize::new(0);
+    let on_put = move |key: &str| {
+        let later = key.contains("/data/") && packs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0;
+        if later { PutAction::Fail("No space left on device (injected)") } else { PutAction::Pass }
+    };
+    let failing = std::sync::Arc::new(FaultyPuts { inner: agent.store.clone(), on_put: Box::new(on_put) });
     let agent = agent.with_store(failing);
     let tenant = reversa::tenant::TenantId::parse("t1").unwrap();
     let res = tokio::time::timeout(
