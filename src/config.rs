@@ -40,6 +40,8 @@ pub struct Config {
     pub prune: PruneConfig,
     #[serde(default)]
     pub lock: crate::repository::lock::LockConfig,
+    #[serde(default)]
+    pub lifecycle: crate::lifecycle::LifecycleConfig,
     /// SHA-256 of the configuration file's text, so the audit log records when it changed.
     #[serde(skip)]
     pub file_sha256: String,
@@ -209,6 +211,7 @@ impl Config {
             _ => {}
         }
         self.lock.validate().map_err(|message| invalid("lock.refresh", &message))?;
+        self.lifecycle.validate().map_err(|(key, message)| invalid(key, &message))?;
         if self.exports.keep_days == 0 {
             return Err(invalid(
                 "exports.keep_days",

@@ -47,6 +47,9 @@ pub enum Kind {
     Hold = 6,
     /// A segment of an agent's audit log (actors, tickets, reasons: sealed like the rest).
     AuditSegment = 8,
+    /// A tenant's lifecycle record (its contacts name people). Sealed under the master key: it
+    /// outlives the tenant's own key.
+    LifecycleRecord = 9,
 }
 
 impl Kind {
@@ -60,6 +63,7 @@ impl Kind {
             7 => Kind::LocalCache,
             6 => Kind::Hold,
             8 => Kind::AuditSegment,
+            9 => Kind::LifecycleRecord,
             _ => return None,
         })
     }
@@ -73,6 +77,7 @@ impl Kind {
             Kind::LocalCache => "local-cache",
             Kind::Hold => "hold",
             Kind::AuditSegment => "audit-segment",
+            Kind::LifecycleRecord => "lifecycle-record",
         }
     }
 }

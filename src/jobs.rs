@@ -19,9 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audit::{self, AuditLog, Disclosure, Entry, Event, Produced, RecipientKind};
-use crate::commands::{
-    backup, check, export, forget, generations, prune, restore, Agent, Error, Result,
-};
+use crate::commands::{backup, check, export, forget, generations, lifecycle, prune, restore, Agent, Error, Result};
 use crate::progress::Progress;
 use crate::repository::lock::{LockInfo, TenantLock};
 use crate::repository::Repository;
@@ -72,6 +70,14 @@ pub enum Task {
     PruneExports,
     /// Initialize the store and the keystore (`reversa init`, which has no agent yet).
     Init { create_bucket: bool, generate_master_key: bool },
+    /// Record the designated administrator and the contacts (sealed, never in the audit log).
+    TenantSet(lifecycle::SetOptions),
+    /// Set the contract end.
+    Terminate(lifecycle::TerminateOptions),
+    /// Undo a termination during the export window.
+    CancelTermination,
+    /// Record the states every tenant's dates have reached (`now`: a simulated time, recorded).
+    LifecycleTick { now: Option<jiff::Timestamp> },
 }
 
 impl Task {
@@ -90,6 +96,10 @@ impl Task {
             Task::CheckKeystore { .. } => "check_keystore",
             Task::PruneExports => "prune_exports",
             Task::Init { .. } => "init",
+            Task::TenantSet(_) => "tenant_set",
+            Task::Terminate(_) => "terminate",
+            Task::CancelTermination => "cancel_termination",
+            Task::LifecycleTick { .. } => "lifecycle_tick",
         }
     }
 
@@ -115,6 +125,15 @@ impl Task {
             Task::Prune(o) if o.dry_run => Some("prune --dry-run"),
             Task::Prune(_) => Some("prune"),
             Task::Hold(_) => Some("hold"),
+            _ => None,
+        }
+    }
+
+    /// What the lifecycle must allow before the task runs.
+    fn lifecycle_use(&self) -> Option<crate::lifecycle::Use> {
+        match self {
+            Task::Backup(_) => Some(crate::lifecycle::Use::Backup),
+            Task::Export(_) => Some(crate::lifecycle::Use::Export),
             _ => None,
         }
     }
@@ -268,6 +287,9 @@ pub enum Report {
     CheckKeystore(crate::keys::SnapshotCheck),
     PruneExports(export::PruneReport),
     Init(crate::commands::init::InitReport),
+    TenantSet(lifecycle::SetReport),
+    Lifecycle(lifecycle::Status),
+    LifecycleTick(Vec<lifecycle::TickReport>),
 }
 
 /// What the audit log keeps of a report: counts, and the ids and hashes of what was produced.
@@ -371,6 +393,12 @@ impl Report {
             }
             Report::PruneExports(r) => ev.count("removed", r.removed.len()).count("kept", r.kept),
             Report::Init(r) => ev.count("keys_recovered", r.recovery.as_ref().map_or(0, |rec| rec.keys.len())),
+            Report::TenantSet(r) => ev.count("contacts", r.contacts),
+            Report::Lifecycle(s) => ev.produced("state", s.state.name(), None),
+            Report::LifecycleTick(moved) => {
+                let ev = ev.count("transitions", moved.len());
+                moved.iter().fold(ev, |ev, m| ev.produced(&format!("state:{}", m.to.name()), &m.tenant, None))
+            }
         }
     }
 }
@@ -416,6 +444,10 @@ async fn execute(agent: &Agent, job: &Job, cancel: &CancellationToken, progress:
         (Some(create), Some(t)) => Some(agent.repository(t, create).await?),
         _ => None,
     };
+    if let (Some(t), Some(what)) = (&job.tenant, job.task.lifecycle_use()) {
+        let state = agent.lifecycle_state(t).await?;
+        crate::lifecycle::allows(t.as_str(), state, what).map_err(Error::NotAllowed)?;
+    }
     let lock = match (job.task.lock_purpose(), &job.tenant) {
         (Some(purpose), Some(t)) => {
             Some(TenantLock::acquire(agent.store.clone(), t, purpose, agent.config.lock.refresh, cancel.clone()).await?)
@@ -478,7 +510,23 @@ async fn dispatch(
         Task::CheckKeystore { repair } => Report::CheckKeystore(agent.check_keystore(*repair).await?),
         Task::PruneExports => Report::PruneExports(export::prune_exports(agent, jiff::Timestamp::now()).await?),
         Task::Init { .. } => return Err(Error::Usage("init runs through `commands::init`, before an agent exists".into())),
+        Task::TenantSet(o) => Report::TenantSet(lifecycle::set(agent, tenant()?, o).await?),
+        Task::Terminate(o) => {
+            Report::Lifecycle(lifecycle::terminate(agent, tenant()?, o, job.reason.as_deref(), &job.actor).await?)
+        }
+        Task::CancelTermination => Report::Lifecycle(lifecycle::cancel_termination(agent, tenant()?, &job.actor).await?),
+        Task::LifecycleTick { now } => Report::LifecycleTick(tick_all(agent, now.unwrap_or_else(crate::now)).await?),
     })
+}
+
+/// A tick over every tenant with a repository in the store.
+async fn tick_all(agent: &Agent, now: jiff::Timestamp) -> Result<Vec<lifecycle::TickReport>> {
+    let mut moved = Vec::new();
+    for t in agent.store.list_folders(crate::repository::layout::TENANTS).await? {
+        let Ok(tenant) = TenantId::parse(&t) else { continue };
+        moved.extend(lifecycle::tick(agent, &tenant, now).await?);
+    }
+    Ok(moved)
 }
 
 #[cfg(test)]

@@ -191,6 +191,21 @@ impl MasterKey {
     }
 }
 
+impl MasterKey {
+    /// Seal a tenant's lifecycle record for `reports/<tenant>/lifecycle`.
+    pub fn seal_lifecycle(&self, tenant: &str, bytes: &[u8]) -> Vec<u8> {
+        crypto::seal(&self.0.derive(b"reversa/v1/lifecycle-record"), &lifecycle_ctx(tenant), bytes)
+    }
+
+    pub fn open_lifecycle(&self, tenant: &str, sealed: &[u8]) -> Result<Vec<u8>, crypto::OpenError> {
+        crypto::open(&self.0.derive(b"reversa/v1/lifecycle-record"), &lifecycle_ctx(tenant), sealed)
+    }
+}
+
+fn lifecycle_ctx(tenant: &str) -> Context<'_> {
+    Context { tenant, kind: Kind::LifecycleRecord, id: "lifecycle", key_version: 1 }
+}
+
 fn audit_ctx(id: &str) -> Context<'_> {
     Context { tenant: "", kind: Kind::AuditSegment, id, key_version: 1 }
 }

@@ -11,6 +11,7 @@ pub mod export;
 pub mod generation;
 pub mod jobs;
 pub mod keys;
+pub mod lifecycle;
 pub mod pool;
 pub mod progress;
 pub mod repository;

@@ -10,6 +10,7 @@ mod export;
 mod foundation;
 mod incremental;
 mod integrity;
+mod lifecycle;
 mod prune;
 mod retention;
 mod s3_store;

@@ -57,7 +57,7 @@ fn parse_filter(f: &EntryFilter) -> Result<Filter, Error> {
 }
 
 /// An RFC 3339 time, or a date (its midnight, UTC).
-fn parse_time(flag: &str, text: &str) -> Result<jiff::Timestamp, Error> {
+pub(super) fn parse_time(flag: &str, text: &str) -> Result<jiff::Timestamp, Error> {
     if let Ok(t) = text.parse::<jiff::Timestamp>() {
         return Ok(t);
     }

@@ -304,6 +304,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// The reversibility timeline of every tenant.
+    Lifecycle {
+        #[command(subcommand)]
+        command: LifecycleCommand,
+    },
     /// Remove a tenant's stale lock (left by a killed or vanished process); a live lock is
     /// refused and left in place.
     Unlock {
@@ -365,9 +370,63 @@ pub enum GenerationsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum TenantCommand {
-    /// Every tenant of the source and of the store, with its key, generations and repository size.
+    /// Every tenant of the source and of the store, with its lifecycle state, key, generations
+    /// and repository size.
     List {
+        /// Only the tenants in this state.
+        #[arg(long, value_enum)]
+        state: Option<crate::lifecycle::State>,
         /// Print the report as JSON on stdout (byte counts in bytes).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record the customer's designated administrator and contacts (sealed in the store; the
+    /// audit log only counts them).
+    Set {
+        /// The tenant id.
+        tenant: String,
+        /// The designated administrator's email address.
+        #[arg(long, value_name = "EMAIL")]
+        admin: String,
+        /// Another address to tell of every step (repeatable).
+        #[arg(long = "contact", value_name = "EMAIL")]
+        contacts: Vec<String>,
+    },
+    /// Set the contract end: the export window opens then, and the timeline follows [lifecycle].
+    Terminate {
+        /// The tenant id.
+        tenant: String,
+        /// The contract end: RFC 3339, or a date (its midnight, UTC).
+        #[arg(long, value_name = "DATE")]
+        at: String,
+        /// Accept a contract end so far back that the export window is already over (needs --reason).
+        #[arg(long)]
+        backdated: bool,
+    },
+    /// Undo a termination, while the tenant is still in its export window.
+    CancelTermination {
+        /// The tenant id.
+        tenant: String,
+    },
+    /// The tenant's state, every date of its timeline, what is allowed now and what is next.
+    Status {
+        /// The tenant id.
+        tenant: String,
+        /// Print it as JSON (docs/LIFECYCLE.md).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LifecycleCommand {
+    /// Record the state each tenant's dates have reached; a second run changes nothing. Cron:
+    /// `0 * * * * reversa --config /etc/reversa.toml lifecycle tick`.
+    Tick {
+        /// Tick as if it were this time (drills and tests; recorded in the audit log).
+        #[arg(long, value_name = "DATE")]
+        now: Option<String>,
+        /// Print the transitions as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -675,7 +734,9 @@ async fn on_agent(s: &Session, command: &Command) -> Result<i32, Error> {
             opts.upload = *upload;
             export(s, tenant, opts, to_whom).await
         }
-        Command::Tenant { command: TenantCommand::List { json } } => tenant_list(s, *json).await,
+        Command::Tenant { command: TenantCommand::List { state, json } } => tenant_list(s, *state, *json).await,
+        Command::Tenant { command } => tenant_lifecycle(s, command).await,
+        Command::Lifecycle { command: LifecycleCommand::Tick { now, json } } => tick(s, now.as_deref(), *json).await,
         Command::Unlock { tenant } => unlock(s, tenant).await,
         Command::Exports { command: ExportsCommand::List { tenant, json } } => exports_list(s, tenant, *json).await,
         Command::Exports { command: ExportsCommand::Prune { json } } => exports_prune(s, *json).await,
@@ -836,14 +897,61 @@ async fn export(s: &Session, tenant: &str, opts: export::ExportOptions, to: &Rec
     Ok(if r.warnings.is_empty() { exit::OK } else { exit::WARNINGS })
 }
 
-async fn tenant_list(s: &Session, json: bool) -> Result<i32, Error> {
-    let list = crate::commands::tenant::list(&s.agent).await?;
+async fn tenant_list(s: &Session, state: Option<crate::lifecycle::State>, json: bool) -> Result<i32, Error> {
+    let mut list = crate::commands::tenant::list(&s.agent).await?;
     for w in &list.warnings {
         eprintln!("warning: {w}");
     }
+    list.tenants.retain(|t| state.is_none_or(|s| t.state == s));
     match json {
         true => print_json(&list.tenants),
         false => render::print_tenants(&list.tenants),
+    }
+    Ok(exit::OK)
+}
+
+async fn tenant_lifecycle(s: &Session, command: &TenantCommand) -> Result<i32, Error> {
+    use crate::commands::lifecycle::{SetOptions, TerminateOptions};
+    let (tenant, task, json) = match command {
+        TenantCommand::Set { tenant, admin, contacts } => {
+            (tenant, Task::TenantSet(SetOptions { admin: admin.clone(), contacts: contacts.clone() }), false)
+        }
+        TenantCommand::Terminate { tenant, at, backdated } => {
+            let at = audit::parse_time("--at", at)?;
+            (tenant, Task::Terminate(TerminateOptions { at, backdated: *backdated }), false)
+        }
+        TenantCommand::CancelTermination { tenant } => (tenant, Task::CancelTermination, false),
+        TenantCommand::Status { tenant, json } => {
+            let status = crate::commands::lifecycle::status(&s.agent, &TenantId::parse(tenant)?).await?;
+            match json {
+                true => print_json(&status),
+                false => render::print_status(&status),
+            }
+            return Ok(exit::OK);
+        }
+        TenantCommand::List { .. } => unreachable!("on_agent lists"),
+    };
+    let tenant = TenantId::parse(tenant)?;
+    match s.run(&s.job(task, Some(&tenant))).await? {
+        Report::TenantSet(r) => out!("{}: administrator and {} contacts recorded (sealed in the store)", r.tenant, r.contacts),
+        Report::Lifecycle(status) if json => print_json(&status),
+        Report::Lifecycle(status) => render::print_status(&status),
+        other => unreachable!("a lifecycle step gave {other:?}"),
+    }
+    Ok(exit::OK)
+}
+
+async fn tick(s: &Session, now: Option<&str>, json: bool) -> Result<i32, Error> {
+    let now = now.map(|n| audit::parse_time("--now", n)).transpose()?;
+    let moved = report!(s, s.job(Task::LifecycleTick { now }, None), LifecycleTick);
+    match json {
+        true => print_json(&moved),
+        false if moved.is_empty() => out!("lifecycle: no tenant's date has come"),
+        false => {
+            for m in &moved {
+                out!("{}: {} -> {}", m.tenant, m.from.name(), m.to.name());
+            }
+        }
     }
     Ok(exit::OK)
 }

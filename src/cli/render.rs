@@ -61,8 +61,9 @@ pub(super) fn print_check(r: &check::CheckReport, read: &check::ReadData) {
 
 pub(super) fn print_tenants(tenants: &[crate::commands::tenant::TenantLine]) {
     out!(
-        "{:<24} {:<6} {:<5} {:<8} {:>11} {:<34} {:>12}",
+        "{:<24} {:<14} {:<6} {:<5} {:<8} {:>11} {:<34} {:>12}",
         "TENANT",
+        "STATE",
         "SOURCE",
         "STORE",
         "KEY",
@@ -73,8 +74,9 @@ pub(super) fn print_tenants(tenants: &[crate::commands::tenant::TenantLine]) {
     let yes = |b: bool| if b { "yes" } else { "no" };
     for t in tenants {
         out!(
-            "{:<24} {:<6} {:<5} {:<8} {:>11} {:<34} {:>12}",
+            "{:<24} {:<14} {:<6} {:<5} {:<8} {:>11} {:<34} {:>12}",
             t.tenant,
+            t.state.name(),
             yes(t.in_source),
             yes(t.in_store),
             t.key,
@@ -611,4 +613,21 @@ pub(super) fn print_disclosures(entries: &[crate::audit::Entry], format: super::
             }
         }
     }
+}
+
+pub(super) fn print_status(s: &crate::commands::lifecycle::Status) {
+    out!("{}: {}", s.tenant, s.state.name());
+    if let Some(t) = &s.timeline {
+        out!("  contract end          {}", t.contract_end);
+        out!("  export window notice  {}", t.export_window_notice);
+        out!("  export window ends    {}", t.export_window_end);
+        out!("  safeguard ends        {} (the purge is due)", t.safeguard_end);
+        out!("  backups expire        {} (if the purge runs on its day)", t.backups_expire);
+        out!("  VM replicas expire    {}", t.replicas_expire);
+    }
+    out!("  allowed now: {}", if s.allowed.is_empty() { "nothing of the customer's".to_string() } else { s.allowed.join(", ") });
+    if let Some(n) = &s.next {
+        out!("  next: {n}");
+    }
+    out!("  administrator {}; {} contacts", if s.admin_set { "recorded" } else { "NOT recorded (`reversa tenant set`)" }, s.contacts);
 }

@@ -56,6 +56,7 @@ pub async fn demo(base: &Path, env_key: Option<crate::keys::KeyText>, progress: 
         retention: Default::default(),
         prune: Default::default(),
         lock: Default::default(),
+        lifecycle: Default::default(),
         file_sha256: String::new(),
     };
     let config_file = base.join("reversa.toml");

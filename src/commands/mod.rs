@@ -9,6 +9,7 @@ pub mod export;
 pub mod forget;
 pub mod generations;
 pub mod init;
+pub mod lifecycle;
 pub mod prune;
 pub mod restore;
 pub mod tenant;
@@ -51,6 +52,9 @@ pub enum Error {
     /// The tenant lock was taken over, removed, or could not be refreshed: the job stopped.
     #[error("{0}; run it again once the other job has ended")]
     LockLost(String),
+    /// What the tenant's lifecycle state does not allow.
+    #[error("{0}")]
+    NotAllowed(String),
     #[error(transparent)]
     Audit(#[from] crate::audit::log::AuditError),
     #[error(
@@ -110,6 +114,7 @@ impl Error {
             Error::Audit(crate::audit::log::AuditError::NoAgentKey { .. }) => ErrorKind::BadInput,
             Error::Audit(crate::audit::log::AuditError::Damaged(_)) => ErrorKind::Damaged,
             Error::Cancelled => ErrorKind::Cancelled,
+            Error::NotAllowed(_) => ErrorKind::NotAllowed,
             Error::Repo(e) => repo_kind(e),
             Error::PruneRefused { cause, .. } => repo_kind(cause),
             Error::Store(e) => store_kind(e),
@@ -297,6 +302,14 @@ impl Agent {
     /// (the end of a CLI invocation; the daemon's batch later).
     pub async fn seal_audit(&self) -> Result<crate::audit::SealReport> {
         Ok(self.audit.seal_and_upload(&*self.store, &self.master).await?)
+    }
+
+    fn seal_lifecycle(&self, tenant: &TenantId, bytes: &[u8]) -> Vec<u8> {
+        self.master.seal_lifecycle(tenant.as_str(), bytes)
+    }
+
+    fn open_lifecycle(&self, tenant: &TenantId, sealed: &[u8]) -> Result<Vec<u8>, crate::crypto::OpenError> {
+        self.master.open_lifecycle(tenant.as_str(), sealed)
     }
 
     /// Open a sealed audit segment of the store (`audit verify`).

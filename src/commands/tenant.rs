@@ -23,6 +23,8 @@ pub struct TenantLine {
     pub generations: usize,
     /// The newest generation's id (ids sort by time).
     pub last_generation: Option<String>,
+    /// Where it is on the reversibility timeline.
+    pub state: crate::lifecycle::State,
     /// Bytes of every object under `tenants/<tenant>/`.
     pub repository_bytes: u64,
 }
@@ -60,6 +62,7 @@ async fn line(agent: &Agent, tenant: &TenantId, in_source: bool, in_store: bool)
         generations: 0,
         last_generation: None,
         repository_bytes,
+        state: agent.lifecycle_state(tenant).await?,
     };
     match agent.repository(tenant, false).await {
         Ok(repo) => {

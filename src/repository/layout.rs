@@ -85,6 +85,11 @@ pub fn agent_public_key(agent: &str) -> String {
     format!("agents/{agent}.pub")
 }
 
+/// A tenant's lifecycle record: under `reports/`, which outlives the purge of its data.
+pub fn lifecycle_record(t: &TenantId) -> String {
+    format!("reports/{t}/lifecycle")
+}
+
 /// The exports of one tenant, or of every tenant.
 pub fn exports(t: Option<&TenantId>) -> String {
     match t {

@@ -1,0 +1,236 @@
+//! The reversibility lifecycle as a pure engine: a tenant's record (contract end, contacts,
+//! the transitions so far) and the configured periods in, the state at a time, every date of
+//! the timeline and what the state allows out. No I/O: `commands::lifecycle` reads and writes
+//! the record (sealed under the master key, `reports/<tenant>/lifecycle`).
+
+use serde::{Deserialize, Serialize};
+
+/// Where a tenant is on the reversibility timeline (DESIGN.md, "Lifecycle").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum State {
+    Active,
+    /// After the contract end: the designated administrator may still export.
+    ExportWindow,
+    /// No customer access; extraordinary extractions by operators only.
+    Safeguard,
+    Purged,
+    Expiring,
+    Shredded,
+    Confirmed,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::ExportWindow => "export_window",
+            State::Safeguard => "safeguard",
+            State::Purged => "purged",
+            State::Expiring => "expiring",
+            State::Shredded => "shredded",
+            State::Confirmed => "confirmed",
+        }
+    }
+}
+
+/// `[lifecycle]`: every period of the timeline, in days. 0 is allowed (drills, tests); a
+/// negative period is refused when the configuration loads ([`LifecycleConfig::validate`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    pub export_window_days: i64,
+    pub safeguard_days: i64,
+    pub backup_expiry_days: i64,
+    pub replica_retention_days: i64,
+    pub recheck_days: i64,
+    pub notice_days_before: i64,
+}
+
+impl LifecycleConfig {
+    /// The first negative period, by its key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let periods = [
+            ("lifecycle.export_window_days", self.export_window_days),
+            ("lifecycle.safeguard_days", self.safeguard_days),
+            ("lifecycle.backup_expiry_days", self.backup_expiry_days),
+            ("lifecycle.replica_retention_days", self.replica_retention_days),
+            ("lifecycle.recheck_days", self.recheck_days),
+            ("lifecycle.notice_days_before", self.notice_days_before),
+        ];
+        match periods.into_iter().find(|(_, d)| *d < 0) {
+            Some((key, d)) => Err((key, format!("is {d}: a period is a whole number of days, 0 or more"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            export_window_days: 30,
+            safeguard_days: 30,
+            backup_expiry_days: 30,
+            replica_retention_days: 30,
+            recheck_days: 30,
+            notice_days_before: 7,
+        }
+    }
+}
+
+/// One step the tenant took, and who made it (or `reversa` for a tick).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    pub state: State,
+    pub at: jiff::Timestamp,
+    pub by: String,
+}
+
+/// A tenant's lifecycle record. Its contacts name people, so it is sealed; it outlives the
+/// tenant's data (the certificates point at it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub tenant: String,
+    /// The customer's designated administrator (an email address).
+    #[serde(default)]
+    pub admin: Option<String>,
+    #[serde(default)]
+    pub contacts: Vec<String>,
+    /// When the contract ends (or ended): the export window starts then.
+    #[serde(default)]
+    pub contract_end: Option<jiff::Timestamp>,
+    /// Every transition so far, oldest first; the last is the recorded state.
+    #[serde(default)]
+    pub history: Vec<Transition>,
+}
+
+impl Record {
+    pub fn new(tenant: &str) -> Record {
+        Record { tenant: tenant.to_string(), admin: None, contacts: Vec::new(), contract_end: None, history: Vec::new() }
+    }
+
+    /// The state the record says the tenant is in (a tick moves it on as dates pass).
+    pub fn state(&self) -> State {
+        self.history.last().map_or(State::Active, |t| t.state)
+    }
+}
+
+/// Every date of a terminated tenant's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Timeline {
+    pub contract_end: jiff::Timestamp,
+    pub export_window_end: jiff::Timestamp,
+    /// Also when the purge is due.
+    pub safeguard_end: jiff::Timestamp,
+    /// When the last generations expire, if the purge ran on its day.
+    pub backups_expire: jiff::Timestamp,
+    /// When the provider's own VM replicas of the source expire (attested, not seen).
+    pub replicas_expire: jiff::Timestamp,
+    /// Before this, a notice tells the admin and the contacts that the export window closes.
+    pub export_window_notice: jiff::Timestamp,
+}
+
+fn days(n: i64) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_hours(24 * n)
+}
+
+impl Timeline {
+    pub fn of(contract_end: jiff::Timestamp, cfg: &LifecycleConfig) -> Timeline {
+        let export_window_end = contract_end + days(cfg.export_window_days);
+        let safeguard_end = export_window_end + days(cfg.safeguard_days);
+        Timeline {
+            contract_end,
+            export_window_end,
+            safeguard_end,
+            backups_expire: safeguard_end + days(cfg.backup_expiry_days),
+            replicas_expire: safeguard_end + days(cfg.replica_retention_days),
+            export_window_notice: export_window_end - days(cfg.notice_days_before.min(cfg.export_window_days)),
+        }
+    }
+
+    /// The state the dates alone lead to at `now`: the purge and the steps after it are jobs
+    /// that move the record on, never a date by itself.
+    pub fn state_at(&self, now: jiff::Timestamp) -> State {
+        if now < self.contract_end {
+            State::Active
+        } else if now < self.export_window_end {
+            State::ExportWindow
+        } else {
+            State::Safeguard
+        }
+    }
+}
+
+/// What a job asks to do with a tenant, as the lifecycle gates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// A scheduled or asked backup.
+    Backup,
+    /// The customer's export (the designated administrator's).
+    Export,
+}
+
+/// Whether `state` allows `what`; the refusal says why and what is still possible.
+pub fn allows(tenant: &str, state: State, what: Use) -> Result<(), String> {
+    match (what, state) {
+        (Use::Backup | Use::Export, State::Active | State::ExportWindow) => Ok(()),
+        (Use::Backup, _) => Err(format!(
+            "tenant {tenant} is in its {} state: it gets no new generation (the final one was taken when the \
+             safeguard began); `reversa tenant status {tenant}` shows its timeline",
+            state.name()
+        )),
+        (Use::Export, _) => Err(format!(
+            "tenant {tenant} is in its {} state: its export window is over, so the customer gets no export; \
+             `reversa tenant status {tenant}` shows its timeline",
+            state.name()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_dates_follow_the_periods_and_lead_the_state() {
+        let t = Timeline::of(at("2026-12-31T23:00:00Z"), &LifecycleConfig::default());
+        assert_eq!(t.export_window_end, at("2027-01-30T23:00:00Z"));
+        assert_eq!(t.safeguard_end, at("2027-03-01T23:00:00Z"));
+        assert_eq!(t.backups_expire, at("2027-03-31T23:00:00Z"));
+        assert_eq!(t.export_window_notice, at("2027-01-23T23:00:00Z"));
+        assert_eq!(t.state_at(at("2026-12-31T22:59:59Z")), State::Active);
+        assert_eq!(t.state_at(at("2026-12-31T23:00:00Z")), State::ExportWindow);
+        assert_eq!(t.state_at(at("2027-01-30T23:00:00Z")), State::Safeguard);
+        assert_eq!(t.state_at(at("2099-01-01T00:00:00Z")), State::Safeguard, "a date never purges");
+        let zero = LifecycleConfig { export_window_days: 0, safeguard_days: 0, ..LifecycleConfig::default() };
+        let t = Timeline::of(at("2026-12-31T23:00:00Z"), &zero);
+        assert_eq!(t.state_at(at("2026-12-31T23:00:00Z")), State::Safeguard);
+    }
+
+    #[test]
+    fn exports_and_backups_stop_with_the_export_window() {
+        for s in [State::Active, State::ExportWindow] {
+            allows("t", s, Use::Export).unwrap();
+            allows("t", s, Use::Backup).unwrap();
+        }
+        let e = allows("t", State::Safeguard, Use::Export).unwrap_err();
+        assert!(e.contains("safeguard") && e.contains("tenant status"), "{e}");
+        assert!(allows("t", State::Purged, Use::Backup).is_err());
+    }
+
+    #[test]
+    fn a_negative_period_is_named() {
+        let cfg = toml::from_str::<LifecycleConfig>("safeguard_days = -1").unwrap();
+        let (key, why) = cfg.validate().unwrap_err();
+        assert_eq!(key, "lifecycle.safeguard_days");
+        assert!(why.contains("-1") && why.contains("0 or more"), "{why}");
+        toml::from_str::<LifecycleConfig>("export_window_days = 0").unwrap().validate().unwrap();
+    }
+}
