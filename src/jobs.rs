@@ -125,6 +125,8 @@ impl Task {
             Task::Prune(o) if o.dry_run => Some("prune --dry-run"),
             Task::Prune(_) => Some("prune"),
             Task::Hold(_) => Some("hold"),
+            // Two agents changing one record: the second waits, instead of overwriting unseen.
+            Task::TenantSet(_) | Task::Terminate(_) | Task::CancelTermination => Some("lifecycle"),
             _ => None,
         }
     }

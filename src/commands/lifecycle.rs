@@ -103,9 +103,9 @@ pub(crate) async fn terminate(
     reason: Option<&str>,
     actor: &str,
 ) -> Result<Status> {
-    if !agent.store.any_under(&layout::tenant(tenant)).await? {
+    if !agent.store.any_under(&layout::generations(tenant)).await? {
         return Err(Error::Usage(format!(
-            "tenant {tenant} has no repository in the store: back it up first (`reversa backup --tenant {tenant}`), \
+            "tenant {tenant} has no generation in the store: back it up first (`reversa backup --tenant {tenant}`), \
              so that its data can be given back and its deletion certified"
         )));
     }
