@@ -69,7 +69,10 @@ fn main() {
     let started = Instant::now();
     let (chain, _) = verify::chain(&key.id(), Some(&key.public()), &segments, None).unwrap();
     let secs = started.elapsed().as_secs_f64();
-    println!("  of which the chain alone (parse, hash, link, signatures): {secs:.2} s = {:.0} entries/s", chain.entries as f64 / secs);
+    println!(
+        "  of which the chain alone (parse, hash, link, signatures): {secs:.2} s = {:.0} entries/s",
+        chain.entries as f64 / secs
+    );
 }
 
 /// Seed `n` tiny tenants, init, and time `backup --all`.
@@ -80,7 +83,12 @@ fn backup_all(run: &Path, n: usize) -> measure::Measured {
     let cfg = write_config(run);
     let key = run.join("master.key");
     reversa(&cfg, &["init", "--generate-master-key", key.to_str().unwrap()]);
-    measure::measure(Command::new(env!("CARGO_BIN_EXE_reversa")).args(["--config", cfg.to_str().unwrap(), "backup", "--all"]))
+    measure::measure(Command::new(env!("CARGO_BIN_EXE_reversa")).args([
+        "--config",
+        cfg.to_str().unwrap(),
+        "backup",
+        "--all",
+    ]))
 }
 
 fn write_config(run: &Path) -> std::path::PathBuf {
@@ -133,10 +141,15 @@ fn backup_entries(tenant: &str, job: &str) -> (Entry, Entry) {
     start.tenant = Some(tenant.into());
     start.options = Some(serde_json::json!({}));
     let mut end = Entry { event: Event::End, options: None, outcome: Some(Outcome::Ok), ..start.clone() };
-    for (k, v) in [("tables", 7), ("rows", 4711), ("files", 200), ("bytes_read", 8_764_193), ("bytes_added", 6_701_449)] {
+    for (k, v) in [("tables", 7), ("rows", 4711), ("files", 200), ("bytes_read", 8_764_193), ("bytes_added", 6_701_449)]
+    {
         end.counts.insert(k.into(), v);
     }
-    end.produced.push(Produced { what: "generation".into(), id: "20261202T020553.794578Z-31235931".into(), sha256: None });
+    end.produced.push(Produced {
+        what: "generation".into(),
+        id: "20261202T020553.794578Z-31235931".into(),
+        sha256: None,
+    });
     (start, end)
 }
 
@@ -176,8 +189,16 @@ fn agent_with_log(base: &Path, entries: u64) -> std::path::PathBuf {
             }
         }
         let id = format!("{first:012}-20261202T{s:06}.000000Z-00000000");
-        let cp = Checkpoint { agent: key.id(), segment: id.clone(), first_seq: first, seq, head: prev.clone(), time: "2026-12-02T03:00:00Z".into() };
-        let signed = SignedCheckpoint { signature: key.sign(&cp.signed_bytes()), checkpoint: cp, public_key: key.public() };
+        let cp = Checkpoint {
+            agent: key.id(),
+            segment: id.clone(),
+            first_seq: first,
+            seq,
+            head: prev.clone(),
+            time: "2026-12-02T03:00:00Z".into(),
+        };
+        let signed =
+            SignedCheckpoint { signature: key.sign(&cp.signed_bytes()), checkpoint: cp, public_key: key.public() };
         text += &serde_json::to_string(&signed).unwrap();
         text.push('\n');
         std::fs::write(segments.join(format!("{id}.jsonl")), text).unwrap();

@@ -137,7 +137,22 @@ fn main() {
         .collect();
     let restore = |id: &str, to: &Path| {
         let _ = std::fs::remove_dir_all(to);
-        measure(&mut reversa(&["restore", "--tenant", "bench", "--generation", id, "--to", to.to_str().unwrap(), "--recipient", "bench", "--recipient-kind", "provider"], 14))
+        measure(&mut reversa(
+            &[
+                "restore",
+                "--tenant",
+                "bench",
+                "--generation",
+                id,
+                "--to",
+                to.to_str().unwrap(),
+                "--recipient",
+                "bench",
+                "--recipient-kind",
+                "provider",
+            ],
+            14,
+        ))
     };
     let base = restore(&ids[0], &run.join("restored-base"));
     let chain = restore(ids.last().unwrap(), &run.join("restored-chain"));

@@ -74,8 +74,17 @@ fn main() {
         let backup = measure(&mut reversa(&["backup", "--tenant", "bench"]));
         let second = measure(&mut reversa(&["backup", "--tenant", "bench"]));
         let stored = du(&run.join("store"));
-        let restore =
-            measure(&mut reversa(&["restore", "--tenant", "bench", "--to", run.join("restored").to_str().unwrap(), "--recipient", "bench", "--recipient-kind", "provider"]));
+        let restore = measure(&mut reversa(&[
+            "restore",
+            "--tenant",
+            "bench",
+            "--to",
+            run.join("restored").to_str().unwrap(),
+            "--recipient",
+            "bench",
+            "--recipient-kind",
+            "provider",
+        ]));
         let mbps = |secs: f64| bytes as f64 / 1e6 / secs;
         println!(
             "\n== tenant of {:.0} MB ({:.0} MB SQLite, {:.0} MB files)",
@@ -244,8 +253,17 @@ fn s3_run(s3: &S3, bin: &str, src: &Path, run: &Path, bytes: u64, restic: bool) 
         _ => String::new(),
     };
     let backup_server = server(server_before);
-    let restore =
-        measure(&mut reversa(&["restore", "--tenant", "bench", "--to", run.join("restored-s3").to_str().unwrap(), "--recipient", "bench", "--recipient-kind", "provider"]));
+    let restore = measure(&mut reversa(&[
+        "restore",
+        "--tenant",
+        "bench",
+        "--to",
+        run.join("restored-s3").to_str().unwrap(),
+        "--recipient",
+        "bench",
+        "--recipient-kind",
+        "provider",
+    ]));
     let _ = std::fs::remove_dir_all(run.join("restored-s3"));
     let mbps = |secs: f64| bytes as f64 / 1e6 / secs;
     println!("-- to radosgw on loopback ({})", s3.endpoint);

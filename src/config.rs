@@ -15,7 +15,11 @@ pub use crate::units::{parse_byte_size, parse_seconds};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {cause}; pass an existing file with --config")]
-    Read { path: PathBuf, #[source] cause: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("configuration file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("configuration file {path}: {key}: {message}")]

@@ -65,11 +65,16 @@ pub enum Task {
     /// Remove a tenant's stale lock.
     Unlock,
     /// Check the store's keystore snapshots (`--repair`: replace them when they fall short).
-    CheckKeystore { repair: bool },
+    CheckKeystore {
+        repair: bool,
+    },
     /// Remove the uploaded exports past `[exports] keep_days`.
     PruneExports,
     /// Initialize the store and the keystore (`reversa init`, which has no agent yet).
-    Init { create_bucket: bool, generate_master_key: bool },
+    Init {
+        create_bucket: bool,
+        generate_master_key: bool,
+    },
     /// Record the designated administrator and the contacts (sealed, never in the audit log).
     TenantSet(lifecycle::SetOptions),
     /// Set the contract end.
@@ -77,7 +82,9 @@ pub enum Task {
     /// Undo a termination during the export window.
     CancelTermination,
     /// Record the states every tenant's dates have reached (`now`: a simulated time, recorded).
-    LifecycleTick { now: Option<jiff::Timestamp> },
+    LifecycleTick {
+        now: Option<jiff::Timestamp>,
+    },
 }
 
 impl Task {
@@ -314,7 +321,14 @@ impl Evidence {
     }
 }
 
-fn disclosed(generation: Option<&str>, tables: u64, rows: u64, files: u64, bytes: u64, sha: Option<&str>) -> Disclosure {
+fn disclosed(
+    generation: Option<&str>,
+    tables: u64,
+    rows: u64,
+    files: u64,
+    bytes: u64,
+    sha: Option<&str>,
+) -> Disclosure {
     Disclosure {
         recipient: String::new(),
         recipient_kind: RecipientKind::Customer,
@@ -378,7 +392,9 @@ impl Report {
                 .count("blobs_read", r.blobs_read)
                 .count("bytes_read", r.bytes_read)
                 .count("problems", r.problems.len()),
-            Report::Forget(r) => ev.count("kept", r.kept).count("forgotten", r.forgotten).count("problems", r.problems.len()),
+            Report::Forget(r) => {
+                ev.count("kept", r.kept).count("forgotten", r.forgotten).count("problems", r.problems.len())
+            }
             Report::Prune(r) => ev
                 .count("packs_deleted", r.packs_deleted)
                 .count("packs_repacked", r.packs_repacked)
@@ -511,12 +527,16 @@ async fn dispatch(
         Task::Unlock => Report::Unlock(crate::repository::lock::remove_stale(&*agent.store, tenant()?).await?),
         Task::CheckKeystore { repair } => Report::CheckKeystore(agent.check_keystore(*repair).await?),
         Task::PruneExports => Report::PruneExports(export::prune_exports(agent, jiff::Timestamp::now()).await?),
-        Task::Init { .. } => return Err(Error::Usage("init runs through `commands::init`, before an agent exists".into())),
+        Task::Init { .. } => {
+            return Err(Error::Usage("init runs through `commands::init`, before an agent exists".into()))
+        }
         Task::TenantSet(o) => Report::TenantSet(lifecycle::set(agent, tenant()?, o).await?),
         Task::Terminate(o) => {
             Report::Lifecycle(lifecycle::terminate(agent, tenant()?, o, job.reason.as_deref(), &job.actor).await?)
         }
-        Task::CancelTermination => Report::Lifecycle(lifecycle::cancel_termination(agent, tenant()?, &job.actor).await?),
+        Task::CancelTermination => {
+            Report::Lifecycle(lifecycle::cancel_termination(agent, tenant()?, &job.actor).await?)
+        }
         Task::LifecycleTick { now } => Report::LifecycleTick(tick_all(agent, now.unwrap_or_else(crate::now)).await?),
     })
 }

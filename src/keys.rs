@@ -25,7 +25,11 @@ const KEEP_SNAPSHOTS: usize = 7;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read the master key file {path}: {cause}; check [keys] master_key_file")]
-    Read { path: PathBuf, #[source] cause: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error(
         "the master key file {path} has mode {mode:o}, readable by others; run `chmod 600 {path}` \
          (reversa refuses keys that other users could read)"
@@ -48,14 +52,22 @@ pub enum KeyError {
     )]
     NoMasterKey,
     #[error("cannot write the keystore {path}: {cause}")]
-    Write { path: PathBuf, #[source] cause: std::io::Error },
+    Write {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error(
         "the key file {path} exists; reversa never overwrites a key: use it with [keys] master_key_file, or \
          give --generate-master-key a new path"
     )]
     KeyFileExists { path: PathBuf },
     #[error("cannot write the key file {path}: {cause}")]
-    WriteKeyFile { path: PathBuf, #[source] cause: std::io::Error },
+    WriteKeyFile {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("the key of tenant {tenant} was shredded: its backups can no longer be read")]
     Shredded { tenant: String },
     /// No key here and nothing of the tenant in the store: a tenant never backed up.
@@ -267,7 +279,8 @@ impl AgentKey {
         };
         let written = write();
         zeroize::Zeroize::zeroize(&mut seed);
-        written.map_err(|e| KeyError::AgentKeyUnusable { path: path.clone(), why: format!("cannot be written ({e})") })?;
+        written
+            .map_err(|e| KeyError::AgentKeyUnusable { path: path.clone(), why: format!("cannot be written ({e})") })?;
         Ok((AgentKey(key), true))
     }
 

@@ -109,7 +109,13 @@ pub struct Record {
 
 impl Record {
     pub fn new(tenant: &str) -> Record {
-        Record { tenant: tenant.to_string(), admin: None, contacts: Vec::new(), contract_end: None, history: Vec::new() }
+        Record {
+            tenant: tenant.to_string(),
+            admin: None,
+            contacts: Vec::new(),
+            contract_end: None,
+            history: Vec::new(),
+        }
     }
 
     /// The state the record says the tenant is in (a tick moves it on as dates pass).

@@ -65,4 +65,3 @@ pub fn parse_seconds(s: &str) -> Option<std::time::Duration> {
     };
     n.checked_mul(mult).map(std::time::Duration::from_secs)
 }
-

@@ -40,8 +40,19 @@ fn every_verb_leaves_a_start_and_an_end_entry_with_actor_tenant_options_and_outc
     run(with(&["prune", "--tenant", "t1", "--dry-run"])).ok();
     let out = env.path("out");
     run(with(&["export", "--tenant", "t1", "--out", out.to_str().unwrap(), "--recipient", "Comune di Pisa"])).ok();
-    run(with(&["generations", "hold", "--tenant", "t1", "--generation", &gen, "--reason", "RG 123/2026", "--ticket", "OPS-7"]))
-        .ok();
+    run(with(&[
+        "generations",
+        "hold",
+        "--tenant",
+        "t1",
+        "--generation",
+        &gen,
+        "--reason",
+        "RG 123/2026",
+        "--ticket",
+        "OPS-7",
+    ]))
+    .ok();
     run(with(&["generations", "release", "--tenant", "t1", "--generation", &gen])).ok();
     run(with(&["unlock", "--tenant", "t1"])).ok();
     // A failed job: the generation does not exist.
@@ -182,9 +193,8 @@ fn tampering_with_the_local_log_or_its_segments_in_the_store_is_named() {
         assert!(r.stdout.contains(&format!("segment {seg_name}")), "{what}: names the segment: {}", r.stdout);
         assert!(r.stdout.contains("NOT INTACT"), "{}", r.stdout);
     };
-    let first_seq = |lines: &[String]| -> u64 {
-        serde_json::from_str::<Value>(&lines[0]).unwrap()["seq"].as_u64().unwrap()
-    };
+    let first_seq =
+        |lines: &[String]| -> u64 { serde_json::from_str::<Value>(&lines[0]).unwrap()["seq"].as_u64().unwrap() };
     let r = verify_tampered(&env, seg, |l| l[0] = l[0].replacen("\"actor\":\"", "\"actor\":\"mallory-", 1));
     damaged(&r, "an edited field");
     assert!(r.stdout.contains("it was edited"), "{}", r.stdout);
@@ -329,7 +339,11 @@ fn the_log_and_the_register_hold_no_file_name_no_value_and_no_key() {
     }
     let db = rusqlite::Connection::open(env.tenant_dir("t1").join("database.sqlite")).unwrap();
     let mut st = db.prepare("SELECT codice_fiscale, email, nome || ' ' || cognome FROM cittadini LIMIT 50").unwrap();
-    let rows = st.query_map([], |r| Ok([r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default(), r.get::<_, String>(2)?])).unwrap();
+    let rows = st
+        .query_map([], |r| {
+            Ok([r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default(), r.get::<_, String>(2)?])
+        })
+        .unwrap();
     for r in rows {
         secrets.extend(r.unwrap().into_iter().filter(|v| v.len() >= 6));
     }
@@ -403,7 +417,12 @@ fn generations(env: &Env, tenant: &str) -> usize {
 fn a_cancelled_backup_stops_within_seconds_and_the_tenant_can_be_locked_at_once() {
     let env = Env::new();
     env.seed("big", reversa::seed::Scale { rows: 2_000, file_bytes: 150 << 20, incompressible: 0.9 }, 7);
-    let child = env.cmd(&["backup", "--tenant", "big"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = env
+        .cmd(&["backup", "--tenant", "big"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for_lock(&env, "big");
     std::thread::sleep(Duration::from_millis(500));
     let sent = Instant::now();
@@ -431,7 +450,12 @@ fn a_backup_whose_lock_is_stolen_stops_and_leaves_no_generation() {
     std::fs::write(&env.config, cfg).unwrap();
     env.seed("big", reversa::seed::Scale { rows: 2_000, file_bytes: 150 << 20, incompressible: 0.9 }, 8);
     env.seed("small", SMALL, 9);
-    let child = env.cmd(&["backup", "--all"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = env
+        .cmd(&["backup", "--all"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let lock = wait_for_lock(&env, "big");
     let mut info: Value = serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
     info["nonce"] = "another-agent".into();

@@ -907,7 +907,8 @@ fn tables_continue_on_further_sheets() {
         opts.sheet_rows = 100;
         let tenant = reversa::tenant::TenantId::parse("piccolo").unwrap();
         let mut job = reversa::jobs::Job::new(reversa::jobs::Task::Export(opts), Some(tenant), "test");
-        job.recipient = Some(reversa::jobs::Recipient { name: "test".into(), kind: Default::default(), legal_basis: None });
+        job.recipient =
+            Some(reversa::jobs::Recipient { name: "test".into(), kind: Default::default(), legal_basis: None });
         let cancel = tokio_util::sync::CancellationToken::new();
         match reversa::jobs::run(&agent, &job, &cancel, &reversa::progress::Silent).await.unwrap() {
             reversa::jobs::Report::Export(r) => r,

@@ -317,7 +317,11 @@ async fn a_failed_upload_fails_the_backup_without_hanging() {
     let packs = std::sync::atomic::AtomicUsize::new(0);
     let on_put = move |key: &str| {
         let later = key.contains("/data/") && packs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0;
-        if later { PutAction::Fail("No space left on device (injected)") } else { PutAction::Pass }
+        if later {
+            PutAction::Fail("No space left on device (injected)")
+        } else {
+            PutAction::Pass
+        }
     };
     let failing = std::sync::Arc::new(FaultyPuts { inner: agent.store.clone(), on_put: Box::new(on_put) });
     let agent = agent.with_store(failing);

@@ -11,7 +11,19 @@ fn at(env: &Env, now: &str, args: &[&str]) -> Run {
 
 fn export(env: &Env, now: &str, tenant: &str) -> Run {
     let out = env.path(&format!("out-{tenant}-{}", now.replace(':', "")));
-    at(env, now, &["export", "--tenant", tenant, "--out", out.to_str().unwrap(), "--passphrase-file", out.join("p").to_str().unwrap()])
+    at(
+        env,
+        now,
+        &[
+            "export",
+            "--tenant",
+            tenant,
+            "--out",
+            out.to_str().unwrap(),
+            "--passphrase-file",
+            out.join("p").to_str().unwrap(),
+        ],
+    )
 }
 
 #[test]
@@ -23,7 +35,8 @@ fn a_terminated_tenant_walks_its_timeline_while_another_stays_active() {
     at(&env, &day(1), &["backup", "--all"]).ok();
     at(&env, &day(1), &["tenant", "set", "t1", "--admin", "it@comune-t1.it", "--contact", "dpo@comune-t1.it"]).ok();
     at(&env, &day(1), &["tenant", "terminate", "t1", "--at", "2027-01-02", "--ticket", "CONTRATTO-9"]).ok();
-    let status: Value = serde_json::from_str(&at(&env, &day(1), &["tenant", "status", "t1", "--json"]).ok().stdout).unwrap();
+    let status: Value =
+        serde_json::from_str(&at(&env, &day(1), &["tenant", "status", "t1", "--json"]).ok().stdout).unwrap();
     assert_eq!(status["state"], "active");
     assert_eq!(status["timeline"]["export_window_end"], "2027-02-01T00:00:00Z");
     assert_eq!(status["timeline"]["safeguard_end"], "2027-03-03T00:00:00Z");
@@ -49,7 +62,8 @@ fn a_terminated_tenant_walks_its_timeline_while_another_stays_active() {
     let r = at(&env, feb, &["tenant", "cancel-termination", "t1"]);
     assert_eq!(r.code, 9, "too late to cancel: {}", r.all());
     let listed: Value =
-        serde_json::from_str(&at(&env, feb, &["tenant", "list", "--state", "safeguard", "--json"]).ok().stdout).unwrap();
+        serde_json::from_str(&at(&env, feb, &["tenant", "list", "--state", "safeguard", "--json"]).ok().stdout)
+            .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["tenant"], "t1");
     let status = at(&env, feb, &["tenant", "status", "t1"]).ok().stdout;
@@ -58,12 +72,17 @@ fn a_terminated_tenant_walks_its_timeline_while_another_stays_active() {
     // Every step is in the audit log, the simulated time with it, and no contact address.
     let log = env.run(&["audit", "log", "--json"]).ok().stdout;
     let entries: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let ticks: Vec<&Value> =
-        entries.iter().filter(|e| e["kind"] == "lifecycle_tick" && e["event"] == "end" && e["counts"]["transitions"] == 1).collect();
+    let ticks: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "lifecycle_tick" && e["event"] == "end" && e["counts"]["transitions"] == 1)
+        .collect();
     assert_eq!(ticks.len(), 2, "{log}");
     assert!(ticks.iter().all(|e| e["simulated_now"].is_string()));
     let terminate = entries.iter().find(|e| e["kind"] == "terminate" && e["event"] == "start").unwrap();
-    assert_eq!((&terminate["ticket"], &terminate["options"]["at"]), (&Value::from("CONTRATTO-9"), &Value::from("2027-01-02T00:00:00Z")));
+    assert_eq!(
+        (&terminate["ticket"], &terminate["options"]["at"]),
+        (&Value::from("CONTRATTO-9"), &Value::from("2027-01-02T00:00:00Z"))
+    );
     assert!(!log.contains("comune-t1.it"), "a contact address is in the audit log");
     assert!(entries.iter().any(|e| e["kind"] == "export" && e["error_kind"] == "not_allowed"));
     // t2 restores exactly at the end.
@@ -86,11 +105,16 @@ fn bad_terminations_are_refused_and_change_nothing() {
     assert!(r.stderr.contains("--backdated"), "{}", r.stderr);
     let r = at(&env, now, &["tenant", "terminate", "t1", "--at", "2026-10-01", "--backdated"]);
     assert_eq!(r.code, 2, "--backdated needs --reason: {}", r.all());
-    at(&env, now, &["tenant", "terminate", "t1", "--at", "2026-10-01", "--backdated", "--reason", "contratto scaduto"]).ok();
+    at(&env, now, &["tenant", "terminate", "t1", "--at", "2026-10-01", "--backdated", "--reason", "contratto scaduto"])
+        .ok();
     let r = at(&env, now, &["tenant", "terminate", "t1", "--at", "2027-02-01"]);
     assert_eq!(r.code, 2, "already terminated: {}", r.all());
-    let status: Value = serde_json::from_str(&at(&env, now, &["tenant", "status", "t1", "--json"]).ok().stdout).unwrap();
-    assert_eq!((&status["state"], &status["timeline"]["contract_end"]), (&Value::from("safeguard"), &Value::from("2026-10-01T00:00:00Z")));
+    let status: Value =
+        serde_json::from_str(&at(&env, now, &["tenant", "status", "t1", "--json"]).ok().stdout).unwrap();
+    assert_eq!(
+        (&status["state"], &status["timeline"]["contract_end"]),
+        (&Value::from("safeguard"), &Value::from("2026-10-01T00:00:00Z"))
+    );
     // A termination in the export window can be undone; t2 was never touched.
     at(&env, now, &["tenant", "terminate", "t2", "--at", "2026-12-20"]).ok();
     at(&env, now, &["tenant", "cancel-termination", "t2"]).ok();

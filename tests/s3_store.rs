@@ -121,7 +121,9 @@ async fn s3_tenant_lock_without_conditional_writes_admits_one_taker() {
         let mut tasks = Vec::new();
         for _ in 0..4 {
             let (s, t) = (store.clone(), tenant.clone());
-            tasks.push(tokio::spawn(async move { TenantLock::acquire(s, &t, "test", reversa::repository::lock::REFRESH, Default::default()).await }));
+            tasks.push(tokio::spawn(async move {
+                TenantLock::acquire(s, &t, "test", reversa::repository::lock::REFRESH, Default::default()).await
+            }));
         }
         let mut held = Vec::new();
         for t in tasks {
@@ -137,7 +139,10 @@ async fn s3_tenant_lock_without_conditional_writes_admits_one_taker() {
         }
     }
     // Once released, the next taker gets it at once.
-    let lock = TenantLock::acquire(store.clone(), &tenant, "test", reversa::repository::lock::REFRESH, Default::default()).await.unwrap();
+    let lock =
+        TenantLock::acquire(store.clone(), &tenant, "test", reversa::repository::lock::REFRESH, Default::default())
+            .await
+            .unwrap();
     lock.release().await.unwrap();
     assert!(store.list("tenants/comune-lock/locks/").await.unwrap().is_empty());
 }

@@ -29,7 +29,12 @@ const PUBLISHED: &str = "published";
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log: {what} {path}: {cause}; the job did not run unrecorded: check the state folder ([state] dir)")]
-    Io { what: &'static str, path: PathBuf, #[source] cause: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("audit log: {0}; `reversa audit verify` names what is wrong")]
     Damaged(String),
     #[error(
@@ -150,7 +155,11 @@ impl AuditLog {
         let dir = state_dir.join("audit");
         let segments = dir.join(SEGMENTS);
         // Actors, reasons, tickets and recipients: readable by this user only.
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&segments).map_err(io("cannot create", &segments))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&segments)
+            .map_err(io("cannot create", &segments))?;
         let agent = key.id();
         Ok(AuditLog { dir, key, agent, host: crate::repository::lock::hostname(), tail: Mutex::new(None) })
     }

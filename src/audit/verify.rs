@@ -184,7 +184,9 @@ impl Verifier<'_> {
 pub fn group_store_keys(keys: impl IntoIterator<Item = String>) -> BTreeMap<String, Vec<String>> {
     let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for key in keys {
-        if let Some((agent, segment)) = key.strip_prefix(crate::repository::layout::AUDIT).and_then(|k| k.split_once('/')) {
+        if let Some((agent, segment)) =
+            key.strip_prefix(crate::repository::layout::AUDIT).and_then(|k| k.split_once('/'))
+        {
             agents.entry(agent.to_string()).or_default().push(segment.to_string());
         }
     }

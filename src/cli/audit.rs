@@ -36,7 +36,12 @@ pub(super) async fn run(s: &Session, command: &AuditCommand) -> Result<i32, Erro
     }
 }
 
-pub(super) async fn disclosures(s: &Session, filter: &EntryFilter, pending: bool, format: Format) -> Result<i32, Error> {
+pub(super) async fn disclosures(
+    s: &Session,
+    filter: &EntryFilter,
+    pending: bool,
+    format: Format,
+) -> Result<i32, Error> {
     let f = parse_filter(filter)?;
     let entries = audit::entries(&s.agent, filter.from_store).await?;
     let mut register = read::disclosures(entries.into_iter().filter(|e| f.matches(e)).collect());

@@ -678,18 +678,16 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         }
         command => {
             let agent = Agent::open(load_config(&cli)?).await?;
-            let session = Session {
-                agent,
-                who: who(&cli.who),
-                cancel: cancel_on_signal(),
-                progress: progress::for_terminal(),
-            };
+            let session =
+                Session { agent, who: who(&cli.who), cancel: cancel_on_signal(), progress: progress::for_terminal() };
             let code = Box::pin(on_agent(&session, command)).await;
             // Whatever the command gave, its audit entries go into a sealed segment.
             match session.agent.seal_audit().await {
                 Ok(sealed) => {
                     for (segment, why) in &sealed.local_only {
-                        eprintln!("warning: audit segment {segment} is only local for now (the next run uploads it): {why}");
+                        eprintln!(
+                            "warning: audit segment {segment} is only local for now (the next run uploads it): {why}"
+                        );
                     }
                 }
                 Err(e) => eprintln!("error: the audit log could not be sealed: {e}"),
@@ -711,8 +709,12 @@ async fn on_agent(s: &Session, command: &Command) -> Result<i32, Error> {
         },
         Command::Forget { which, dry_run, json } => forget(s, which, *dry_run, *json).await,
         Command::Restore { tenant, generation, to, force, partial, to_whom } => {
-            let opts =
-                restore::RestoreOptions { generation: generation.clone(), to: to.clone(), force: *force, partial: *partial };
+            let opts = restore::RestoreOptions {
+                generation: generation.clone(),
+                to: to.clone(),
+                force: *force,
+                partial: *partial,
+            };
             restore(s, tenant, opts, to_whom).await
         }
         Command::Check { which, read_data, read_data_subset, repair, json } => {
@@ -933,7 +935,9 @@ async fn tenant_lifecycle(s: &Session, command: &TenantCommand) -> Result<i32, E
     };
     let tenant = TenantId::parse(tenant)?;
     match s.run(&s.job(task, Some(&tenant))).await? {
-        Report::TenantSet(r) => out!("{}: administrator and {} contacts recorded (sealed in the store)", r.tenant, r.contacts),
+        Report::TenantSet(r) => {
+            out!("{}: administrator and {} contacts recorded (sealed in the store)", r.tenant, r.contacts)
+        }
         Report::Lifecycle(status) if json => print_json(&status),
         Report::Lifecycle(status) => render::print_status(&status),
         other => unreachable!("a lifecycle step gave {other:?}"),

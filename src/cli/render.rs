@@ -245,7 +245,6 @@ pub(super) fn format_ms(ms: u64) -> String {
     format!("{:.2} s", ms as f64 / 1000.0)
 }
 
-
 pub(super) fn print_demo(r: &crate::commands::demo::DemoReport) {
     use crate::commands::demo;
     out!("reversa demo: {} sample tenants backed up, one restored and verified\n", r.backups.len());
@@ -459,15 +458,12 @@ pub(super) fn print_audit_verify(r: &crate::commands::audit::VerifyReport) {
     for p in &r.problems {
         out!("  DAMAGED: {p}");
     }
-    out!(
-        "audit log ({}): {}",
-        r.source,
-        if r.is_clean() { "intact".to_string() } else { "NOT INTACT".to_string() }
-    );
+    out!("audit log ({}): {}", r.source, if r.is_clean() { "intact".to_string() } else { "NOT INTACT".to_string() });
 }
 
 /// The columns of `audit log --csv` and `disclosures --csv`, after the common ones.
-const ENTRY_COLUMNS: [&str; 10] = ["seq", "time", "agent", "event", "kind", "job", "tenant", "actor", "outcome", "error_kind"];
+const ENTRY_COLUMNS: [&str; 10] =
+    ["seq", "time", "agent", "event", "kind", "job", "tenant", "actor", "outcome", "error_kind"];
 
 fn entry_cells(e: &crate::audit::Entry) -> Vec<String> {
     vec![
@@ -551,13 +547,7 @@ pub(super) fn print_audit_log(entries: &[crate::audit::Entry], format: super::Fo
                 };
                 let line = format!(
                     "{:>6} {} {:<6} {:<18} {:<24} {:<20} {}",
-                    cells[0],
-                    cells[1],
-                    cells[3],
-                    cells[4],
-                    cells[6],
-                    e.actor,
-                    outcome
+                    cells[0], cells[1], cells[3], cells[4], cells[6], e.actor, outcome
                 );
                 out!("{}", line.trim_end());
             }
@@ -567,8 +557,23 @@ pub(super) fn print_audit_log(entries: &[crate::audit::Entry], format: super::Fo
 
 pub(super) fn print_disclosures(entries: &[crate::audit::Entry], format: super::Format) {
     let header = [
-        "time", "tenant", "job", "kind", "actor", "recipient", "recipient_kind", "legal_basis", "reason", "ticket",
-        "generation", "tables", "rows", "files", "bytes", "sha256", "notify_customer",
+        "time",
+        "tenant",
+        "job",
+        "kind",
+        "actor",
+        "recipient",
+        "recipient_kind",
+        "legal_basis",
+        "reason",
+        "ticket",
+        "generation",
+        "tables",
+        "rows",
+        "files",
+        "bytes",
+        "sha256",
+        "notify_customer",
     ];
     let row = |e: &crate::audit::Entry| -> Vec<String> {
         let d = e.disclosure.as_ref().expect("the register holds disclosures");
@@ -596,7 +601,16 @@ pub(super) fn print_disclosures(entries: &[crate::audit::Entry], format: super::
         super::Format::Json => print_json(&entries),
         super::Format::Csv => print_csv(&header, entries.iter().map(row)),
         super::Format::Human => {
-            out!("{:<28} {:<20} {:<8} {:<24} {:<24} {:>8} {:>10}", "TIME", "TENANT", "KIND", "BY", "TO", "ROWS", "SIZE");
+            out!(
+                "{:<28} {:<20} {:<8} {:<24} {:<24} {:>8} {:>10}",
+                "TIME",
+                "TENANT",
+                "KIND",
+                "BY",
+                "TO",
+                "ROWS",
+                "SIZE"
+            );
             for e in entries {
                 let d = e.disclosure.as_ref().expect("the register holds disclosures");
                 let to = format!("{} ({})", d.recipient, name(&d.recipient_kind));
@@ -625,9 +639,16 @@ pub(super) fn print_status(s: &crate::commands::lifecycle::Status) {
         out!("  backups expire        {} (if the purge runs on its day)", t.backups_expire);
         out!("  VM replicas expire    {}", t.replicas_expire);
     }
-    out!("  allowed now: {}", if s.allowed.is_empty() { "nothing of the customer's".to_string() } else { s.allowed.join(", ") });
+    out!(
+        "  allowed now: {}",
+        if s.allowed.is_empty() { "nothing of the customer's".to_string() } else { s.allowed.join(", ") }
+    );
     if let Some(n) = &s.next {
         out!("  next: {n}");
     }
-    out!("  administrator {}; {} contacts", if s.admin_set { "recorded" } else { "NOT recorded (`reversa tenant set`)" }, s.contacts);
+    out!(
+        "  administrator {}; {} contacts",
+        if s.admin_set { "recorded" } else { "NOT recorded (`reversa tenant set`)" },
+        s.contacts
+    );
 }

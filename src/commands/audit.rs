@@ -60,11 +60,15 @@ type AgentSegments = (String, Option<String>, Vec<Segment>);
 async fn local_chain(agent: &Agent, report: &mut VerifyReport) -> Result<Vec<AgentSegments>> {
     let log = &agent.audit;
     let id = log.agent_id().to_string();
-    let segments: Vec<Segment> =
-        log.local_segments()?.into_iter().map(|(id, text)| Segment { id, text }).collect();
+    let segments: Vec<Segment> = log.local_segments()?.into_iter().map(|(id, text)| Segment { id, text }).collect();
     let prefix = crate::repository::layout::agent_segments(&id);
-    let in_store: std::collections::BTreeSet<String> =
-        agent.store.list(&prefix).await?.into_iter().filter_map(|o| o.key.strip_prefix(&prefix).map(String::from)).collect();
+    let in_store: std::collections::BTreeSet<String> = agent
+        .store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| o.key.strip_prefix(&prefix).map(String::from))
+        .collect();
     let problem = |segment: &str, what: String| Problem { agent: id.clone(), segment: segment.into(), seq: None, what };
     for seg in &segments {
         let Some(sid) = &seg.id else { continue };
@@ -83,7 +87,9 @@ async fn local_chain(agent: &Agent, report: &mut VerifyReport) -> Result<Vec<Age
     }
     let local: std::collections::BTreeSet<&str> = segments.iter().filter_map(|s| s.id.as_deref()).collect();
     for sid in in_store.iter().filter(|s| !local.contains(s.as_str())) {
-        report.problems.push(problem(sid, "the store holds it, but the local log does not: it was removed here".into()));
+        report
+            .problems
+            .push(problem(sid, "the store holds it, but the local log does not: it was removed here".into()));
     }
     Ok(vec![(id, Some(log.public_key()), segments)])
 }

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{backup, init, restore, Agent, Error, Result, AGENT_ACTOR};
 use crate::audit::RecipientKind;
-use crate::jobs::{self, BackupOptions, Job, Recipient, Report, Task};
 use crate::config::{Config, KeysConfig, SourceConfig, StateConfig, StoreConfig};
+use crate::jobs::{self, BackupOptions, Job, Recipient, Report, Task};
 use crate::progress::Progress;
 use crate::seed::{seed_tenant, Scale};
 use crate::tenant::TenantId;

@@ -180,8 +180,9 @@ pub(crate) async fn export(
 
     fs::create_dir_all(&opts.out).map_err(out_err(&opts.out))?;
     let temp_prefix = format!(".{base}-{}.partial", &export_id[export_id.len() - 8..]);
-    let split =
-        SplitWriter::create(&opts.out, &temp_prefix, opts.split_size).map_err(out_err(&opts.out))?.stop_on(cancel.clone());
+    let split = SplitWriter::create(&opts.out, &temp_prefix, opts.split_size)
+        .map_err(out_err(&opts.out))?
+        .stop_on(cancel.clone());
     let mut cleanup = Cleanup {
         out: opts.out.clone(),
         temp_prefix,

@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::{open_store_for_init, Result};
 use crate::audit::AuditLog;
-use crate::jobs::{self, Job, Report, Task};
 use crate::config::Config;
+use crate::jobs::{self, Job, Report, Task};
 use crate::keys::{Keystore, MasterKey};
 use crate::repository::{self, Marker, MARKER_KEY, STORE_FORMAT};
 
@@ -73,7 +73,8 @@ async fn init_store(
         // A new key is written only once the store is reachable, so a failed init (missing
         // bucket, wrong credentials) can be run again with the same command; and never for a
         // store whose keystore snapshots another master key made, which it could not open.
-        if !Keystore::path_in(&config.state.dir).exists() && !store.list(repository::layout::KEYSTORE).await?.is_empty() {
+        if !Keystore::path_in(&config.state.dir).exists() && !store.list(repository::layout::KEYSTORE).await?.is_empty()
+        {
             return Err(super::Error::Usage(format!(
                 "{} already holds keystore snapshots, made with another master key, which a new key cannot \
                  open; give that master key in [keys] master_key_file (or REVERSA_MASTER_KEY) instead of \

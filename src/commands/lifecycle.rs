@@ -72,7 +72,9 @@ pub struct SetReport {
 pub(crate) async fn set(agent: &Agent, tenant: &TenantId, opts: &SetOptions) -> Result<SetReport> {
     for a in std::iter::once(&opts.admin).chain(&opts.contacts) {
         if !a.contains('@') || a.trim() != a || a.len() < 3 {
-            return Err(Error::Usage(format!("{a:?} is not an email address; give --admin and --contact as name@domain")));
+            return Err(Error::Usage(format!(
+                "{a:?} is not an email address; give --admin and --contact as name@domain"
+            )));
         }
     }
     let mut record = agent.lifecycle_record(tenant).await?;
@@ -177,13 +179,18 @@ fn status_of(agent: &Agent, tenant: &TenantId, record: Record, now: jiff::Timest
     let state = due_state(&record, cfg, now);
     let timeline = record.contract_end.map(|end| Timeline::of(end, cfg));
     let uses = [("backup", lifecycle::Use::Backup), ("export", lifecycle::Use::Export)];
-    let allowed = uses.iter().filter(|(_, u)| lifecycle::allows(tenant.as_str(), state, *u).is_ok()).map(|(n, _)| *n).collect();
+    let allowed =
+        uses.iter().filter(|(_, u)| lifecycle::allows(tenant.as_str(), state, *u).is_ok()).map(|(n, _)| *n).collect();
     let next = match (&timeline, state) {
         (None, _) => None,
         (Some(t), State::Active) => Some(format!("the export window opens at the contract end, {}", t.contract_end)),
         (Some(t), State::ExportWindow) => Some(format!("the safeguard begins on {}", t.export_window_end)),
-        (Some(t), State::Safeguard) if now < t.safeguard_end => Some(format!("the purge is due on {}", t.safeguard_end)),
-        (Some(t), State::Safeguard) => Some(format!("the purge has been due since {}: it has not run", t.safeguard_end)),
+        (Some(t), State::Safeguard) if now < t.safeguard_end => {
+            Some(format!("the purge is due on {}", t.safeguard_end))
+        }
+        (Some(t), State::Safeguard) => {
+            Some(format!("the purge has been due since {}: it has not run", t.safeguard_end))
+        }
         (Some(_), s) => Some(format!("{} is recorded", s.name())),
     };
     Ok(Status {

@@ -44,7 +44,12 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("{what} {path}: {cause}")]
-    Io { what: &'static str, path: PathBuf, #[source] cause: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("{0}")]
     Failed(String),
     #[error("cancelled: the job stopped before its end and left no partial result (a backup leaves no generation; prune removes its unreferenced packs)")]
@@ -62,7 +67,12 @@ pub enum Error {
          an incomplete view of the repository (`reversa check --tenant {tenant} --read-data` names every \
          damaged object)"
     )]
-    PruneRefused { tenant: String, what: String, #[source] cause: Box<RepoError> },
+    PruneRefused {
+        tenant: String,
+        what: String,
+        #[source]
+        cause: Box<RepoError>,
+    },
 }
 
 /// What kind of failure an error is. The CLI maps kinds to exit codes (README.md); the daemon

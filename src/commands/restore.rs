@@ -15,11 +15,11 @@ use super::{Agent, Error, Result};
 use crate::generation::delta::Merger;
 use crate::generation::{rows, Entry, EntryPath, SchemaObject};
 use crate::progress::Progress;
+use crate::repository::Repository;
 use crate::repository::{entry_blobs, RepoError};
 use crate::source::sqlite::quote;
 use crate::source::{DATABASE_FILE, FILE_FOLDERS};
 use crate::tenant::TenantId;
-use crate::repository::Repository;
 use tokio_util::sync::CancellationToken;
 
 /// Events queued for the writer (each at most a chunk, 4 MiB): the fetching runs ahead in

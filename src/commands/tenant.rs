@@ -40,7 +40,8 @@ pub async fn list(agent: &Agent) -> Result<TenantList> {
     let crate::config::SourceConfig::Sqlite { root, .. } = &agent.config.source;
     let (source, warnings) = crate::source::list_tenants(root)?;
     let source: BTreeSet<String> = source.iter().map(|t| t.to_string()).collect();
-    let store: BTreeSet<String> = agent.store.list_folders(crate::repository::layout::TENANTS).await?.into_iter().collect();
+    let store: BTreeSet<String> =
+        agent.store.list_folders(crate::repository::layout::TENANTS).await?.into_iter().collect();
     let mut tenants = Vec::new();
     for name in source.union(&store) {
         let Ok(id) = TenantId::parse(name) else { continue };

@@ -43,17 +43,30 @@ use xlsx::{XValue, XlsxBook};
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("{what} {path}: {cause}")]
-    Io { what: &'static str, path: PathBuf, #[source] cause: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error(
         "cannot read {path}: {cause}; the export stops rather than leave the file out (fix its \
          permissions and export again)"
     )]
-    Unreadable { path: PathBuf, #[source] cause: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error(
         "cannot write the export into {path}: {cause}; choose another --out folder or fix its \
          permissions"
     )]
-    OutDir { path: PathBuf, #[source] cause: std::io::Error },
+    OutDir {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error(
         "the passphrase file {path} already exists; give a new file to --passphrase-file (an \
          existing one may hold the passphrase of an earlier export)"

@@ -96,7 +96,10 @@ impl LockConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self.refresh.as_secs() {
             1..=600 => Ok(()),
-            _ => Err("must be between 1 second and 10 minutes (a lock is stale 30 minutes after its last refresh)".into()),
+            _ => {
+                Err("must be between 1 second and 10 minutes (a lock is stale 30 minutes after its last refresh)"
+                    .into())
+            }
         }
     }
 }
@@ -215,7 +218,8 @@ impl TenantLock {
             }
         };
         let lost = Arc::new(std::sync::OnceLock::new());
-        let refresher = tokio::spawn(refresh_loop(store.clone(), key.clone(), info.clone(), refresh, lost.clone(), on_lost));
+        let refresher =
+            tokio::spawn(refresh_loop(store.clone(), key.clone(), info.clone(), refresh, lost.clone(), on_lost));
         Ok(TenantLock { store, key, nonce: info.nonce, refresher: Some(refresher), lost, released: false })
     }
 

@@ -44,7 +44,11 @@ pub enum RepoError {
     #[error("{store} is not a reversa store (no {MARKER_KEY}); run `reversa --config FILE init` first")]
     NotInitialized { store: String },
     #[error("cannot use the local folder {path}: {cause}")]
-    Local { path: std::path::PathBuf, #[source] cause: std::io::Error },
+    Local {
+        path: std::path::PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("{store} holds store format {found}, this reversa reads format {STORE_FORMAT}; upgrade reversa")]
     UnsupportedFormat { store: String, found: u32 },
 }

@@ -25,9 +25,17 @@ pub enum SourceError {
     #[error("tenant {tenant} does not exist: no folder {path}; check the tenant id and [source] root")]
     UnknownTenant { tenant: String, path: PathBuf },
     #[error("cannot list the tenants in {path}: {cause}; check [source] root")]
-    Root { path: PathBuf, #[source] cause: std::io::Error },
+    Root {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("cannot read the database {path}: {cause}")]
-    Database { path: PathBuf, #[source] cause: rusqlite::Error },
+    Database {
+        path: PathBuf,
+        #[source]
+        cause: rusqlite::Error,
+    },
     #[error(
         "the database {path} has a hot journal, {journal}: a writer crashed in the middle of a \
          transaction, and the journal must be rolled back before the database can be read. reversa \
@@ -41,7 +49,11 @@ pub enum SourceError {
     )]
     Busy { path: PathBuf, waited_secs: u64 },
     #[error("cannot read {path}: {cause}")]
-    Io { path: PathBuf, #[source] cause: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
 }
 
 /// The tenant's folder, which must exist.
@@ -129,7 +141,9 @@ impl Warning {
                 Warning::ChangedWhileRead { path: rel(path), attempts: *attempts }
             }
             Warning::SpecialFile { path } => Warning::SpecialFile { path: rel(path) },
-            Warning::Other { message } => Warning::Other { message: message.replace(&format!("{}/", dir.display()), "") },
+            Warning::Other { message } => {
+                Warning::Other { message: message.replace(&format!("{}/", dir.display()), "") }
+            }
         }
     }
 }
@@ -141,11 +155,15 @@ mod warning_tests {
     #[test]
     fn warnings_are_typed_by_kind_and_read_relative_to_the_tenant() {
         let dir = std::path::Path::new("/srv/tenants/t1");
-        let w = Warning::LinkOutOfTenant { path: dir.join("attachments/fuori"), why: "points outside the tenant's folder" };
+        let w =
+            Warning::LinkOutOfTenant { path: dir.join("attachments/fuori"), why: "points outside the tenant's folder" };
         let json = serde_json::to_value(&w).unwrap();
         assert_eq!(json["kind"], "link_out_of_tenant");
         assert_eq!(json["path"], "/srv/tenants/t1/attachments/fuori");
-        assert_eq!(w.relative_to(dir).to_string(), "symlink attachments/fuori points outside the tenant's folder; it was left out");
+        assert_eq!(
+            w.relative_to(dir).to_string(),
+            "symlink attachments/fuori points outside the tenant's folder; it was left out"
+        );
         let kinds: Vec<String> = [
             Warning::Unreadable { path: "a".into(), cause: "denied".into() },
             Warning::ChangedWhileRead { path: "b".into(), attempts: 3 },

@@ -76,7 +76,13 @@ pub enum StoreError {
     #[error("object {key} does not exist in {store}")]
     NotFound { store: String, key: String },
     #[error("{op} of {key} in {store} failed: {source}")]
-    Failed { store: String, op: &'static str, key: String, #[source] source: BoxError },
+    Failed {
+        store: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("{store}: {message}")]
     Config { store: String, message: String },
     /// A ranged read beyond the object's end: the object is shorter than the reader knows it

@@ -17,8 +17,8 @@
 //!   (`s3/idle.rs`): an attempt fails when no byte has moved for `io_timeout`, however long a
 //!   transfer that keeps moving takes. CompleteMultipartUpload gets a longer deadline.
 
-pub mod eu;
 mod config;
+pub mod eu;
 mod idle;
 pub use config::S3StoreConfig;
 

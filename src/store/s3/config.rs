@@ -1,7 +1,6 @@
 //! `[store] kind = "s3"`: the S3 store's section of the configuration, owned here with its
 //! validation ([`super::validate`], the EU rules).
 
-
 use serde::Deserialize;
 
 use crate::units::{byte_size, seconds};
@@ -83,4 +82,3 @@ impl S3StoreConfig {
         }
     }
 }
-
