@@ -268,11 +268,20 @@ impl AuditLog {
 
     /// The head recorded by the newest sealed segment's checkpoint; the genesis when none.
     fn sealed_head(&self) -> Result<(u64, String), AuditError> {
-        let Some(newest) = self.sealed_segments()?.pop() else { return Ok((0, GENESIS.to_string())) };
+        Ok(match self.newest_checkpoint()? {
+            Some(c) => (c.checkpoint.seq, c.checkpoint.head),
+            None => (0, GENESIS.to_string()),
+        })
+    }
+
+    /// The checkpoint that ends the newest sealed segment (`audit head`); `None` before the
+    /// first seal.
+    pub fn newest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, AuditError> {
+        let Some(newest) = self.sealed_segments()?.pop() else { return Ok(None) };
         let path = self.segment_path(&newest);
         let text = std::fs::read_to_string(&path).map_err(io("cannot read", &path))?;
         match text.lines().last().map(Line::parse) {
-            Some(Ok(Line::Checkpoint(c))) => Ok((c.checkpoint.seq, c.checkpoint.head)),
+            Some(Ok(Line::Checkpoint(c))) => Ok(Some(c)),
             _ => Err(AuditError::Damaged(format!("segment {newest} does not end with a checkpoint"))),
         }
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{Agent, Error, Result};
 use crate::audit::verify::{self, Chain, Problem, Segment};
-use crate::audit::{self, Line, SignedCheckpoint};
+use crate::audit::{self, SignedCheckpoint};
 
 /// What `audit verify` found.
 #[derive(Debug, Serialize)]
@@ -133,16 +133,7 @@ async fn fetch_segment(agent: &Agent, agent_id: &str, segment: &str) -> Result<R
 
 /// The newest checkpoint of this agent: the head to keep elsewhere (`audit head`).
 pub fn head(agent: &Agent) -> Result<Option<SignedCheckpoint>> {
-    let log = &agent.audit;
-    let Some(newest) = log.sealed_segments()?.pop() else { return Ok(None) };
-    let segments = log.local_segments()?;
-    let text = segments.iter().find(|(id, _)| id.as_deref() == Some(newest.as_str())).map(|(_, t)| t.as_str());
-    match text.and_then(|t| t.lines().last()).map(Line::parse) {
-        Some(Ok(Line::Checkpoint(c))) => Ok(Some(c)),
-        _ => Err(Error::Failed(format!(
-            "audit segment {newest} does not end with a checkpoint; `reversa audit verify` names the damage"
-        ))),
-    }
+    Ok(agent.audit.newest_checkpoint()?)
 }
 
 /// Every entry of the log: this agent's local one, or every agent's in the store.

@@ -46,6 +46,7 @@ use crate::source::files::{self, FileMeta, Item};
 use crate::source::sqlite::Snapshot;
 use crate::source::{Warning, DATABASE_FILE};
 use crate::store::Body;
+use crate::tenant::TenantId;
 use tables::{parent_tables, DigestMaps, Incremental};
 
 /// Write an index file every this many packs, so an interrupted backup keeps its progress.
@@ -181,28 +182,11 @@ pub(crate) async fn backup(
     for r in sealer_results {
         r?;
     }
-    let read = reader_result?;
+    let mut read = reader_result?;
 
-    let mut summary = read.summary;
     let mut warnings: Vec<Warning> = parent_warnings.into_iter().map(Warning::other).collect();
-    warnings.extend(read.warnings);
-    summary.bytes_added = uploaded.bytes;
-    summary.packs_added = uploaded.packs;
-    summary.blobs_added = uploaded.blobs;
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        id: generation,
-        tenant: tenant.to_string(),
-        time: read.snapshot_time,
-        parent,
-        host: hostname(),
-        agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        source: "sqlite".into(),
-        catalog: read.catalog,
-        summary,
-        warnings: warnings.iter().map(ToString::to_string).collect(),
-    };
+    warnings.extend(std::mem::take(&mut read.warnings));
+    let manifest = manifest_of(&tenant, generation, parent, &mut read, &uploaded, &warnings, started);
     // The last chance to stop: a cancelled backup writes no generation.
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
@@ -216,6 +200,36 @@ pub(crate) async fn backup(
     maps.commit();
     progress.done();
     Ok(BackupReport { manifest, manifest_sha256, warnings })
+}
+
+/// The manifest of the generation the pipeline read and uploaded.
+fn manifest_of(
+    tenant: &TenantId,
+    id: String,
+    parent: Option<String>,
+    read: &mut ReadResult,
+    uploaded: &Uploaded,
+    warnings: &[Warning],
+    started: Instant,
+) -> Manifest {
+    let mut summary = std::mem::take(&mut read.summary);
+    summary.bytes_added = uploaded.bytes;
+    summary.packs_added = uploaded.packs;
+    summary.blobs_added = uploaded.blobs;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    Manifest {
+        format: MANIFEST_FORMAT,
+        id,
+        tenant: tenant.to_string(),
+        time: std::mem::take(&mut read.snapshot_time),
+        parent,
+        host: hostname(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        source: "sqlite".into(),
+        catalog: std::mem::take(&mut read.catalog),
+        summary,
+        warnings: warnings.iter().map(ToString::to_string).collect(),
+    }
 }
 
 #[derive(Clone, Default)]
