@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audit::{self, AuditLog, Disclosure, Entry, Event, Produced, RecipientKind};
+use crate::commands::lifecycle::Due;
 use crate::commands::{backup, check, export, forget, generations, lifecycle, prune, restore, Agent, Error, Result};
 use crate::progress::Progress;
 use crate::repository::lock::{LockInfo, TenantLock};
@@ -81,10 +82,21 @@ pub enum Task {
     Terminate(lifecycle::TerminateOptions),
     /// Undo a termination during the export window.
     CancelTermination,
-    /// Record the states every tenant's dates have reached (`now`: a simulated time, recorded).
+    /// Record the states every tenant's dates have reached and run the steps that are due
+    /// (`now`: a simulated time, recorded).
     LifecycleTick {
         now: Option<jiff::Timestamp>,
     },
+    /// Take the generation the safeguard keeps (a tick, when the safeguard begins).
+    FinalGeneration,
+    /// Delete the tenant's source at the end of the safeguard.
+    Purge(lifecycle::purge::PurgeOptions),
+    /// Delete every generation of a purged tenant once they have expired.
+    Expire,
+    /// Destroy the tenant's data key (cryptographic erase).
+    Shred,
+    /// Verify by listing that the tenant's data are gone; issue the certificate.
+    ConfirmExpiry,
 }
 
 impl Task {
@@ -107,6 +119,11 @@ impl Task {
             Task::Terminate(_) => "terminate",
             Task::CancelTermination => "cancel_termination",
             Task::LifecycleTick { .. } => "lifecycle_tick",
+            Task::FinalGeneration => "final_generation",
+            Task::Purge(_) => "purge",
+            Task::Expire => "expire",
+            Task::Shred => "shred",
+            Task::ConfirmExpiry => "confirm_expiry",
         }
     }
 
@@ -115,9 +132,14 @@ impl Task {
     fn repository(&self) -> Option<bool> {
         match self {
             Task::Backup(_) => Some(true),
-            Task::Restore(_) | Task::Check(_) | Task::Forget(_) | Task::Prune(_) | Task::Hold(_) | Task::Release(_) => {
-                Some(false)
-            }
+            Task::Restore(_)
+            | Task::Check(_)
+            | Task::Forget(_)
+            | Task::Prune(_)
+            | Task::Hold(_)
+            | Task::Release(_)
+            | Task::FinalGeneration
+            | Task::Purge(_) => Some(false),
             _ => None,
         }
     }
@@ -127,13 +149,16 @@ impl Task {
     /// generation, which is what it would have done a moment earlier.
     fn lock_purpose(&self) -> Option<&'static str> {
         match self {
-            Task::Backup(_) => Some("backup"),
+            Task::Backup(_) | Task::FinalGeneration => Some("backup"),
+            Task::Purge(_) => Some("purge"),
             Task::Forget(o) if !o.dry_run => Some("forget"),
             Task::Prune(o) if o.dry_run => Some("prune --dry-run"),
             Task::Prune(_) => Some("prune"),
             Task::Hold(_) => Some("hold"),
             // Two agents changing one record: the second waits, instead of overwriting unseen.
             Task::TenantSet(_) | Task::Terminate(_) | Task::CancelTermination => Some("lifecycle"),
+            // The expiry, the shred and the confirmation take none: a lock object is what
+            // they delete and must find none of. The expiry refuses while any lock is held.
             _ => None,
         }
     }
@@ -299,6 +324,10 @@ pub enum Report {
     TenantSet(lifecycle::SetReport),
     Lifecycle(lifecycle::Status),
     LifecycleTick(Vec<lifecycle::TickReport>),
+    Purge(Box<lifecycle::purge::PurgeReport>),
+    Expire(lifecycle::expiry::ExpireReport),
+    Shred(lifecycle::expiry::ShredReport),
+    Confirm(Box<lifecycle::confirm::ConfirmReport>),
 }
 
 /// What the audit log keeps of a report: counts, and the ids and hashes of what was produced.
@@ -318,6 +347,21 @@ impl Evidence {
     fn produced(mut self, what: &str, id: &str, sha256: Option<&str>) -> Self {
         self.produced.push(Produced { what: what.into(), id: id.into(), sha256: sha256.map(String::from) });
         self
+    }
+    fn certificate(self, c: Option<&crate::commands::certificate::Issued>) -> Self {
+        match c {
+            Some(c) => self.produced("certificate", &c.id, Some(&c.sha256)),
+            None => self,
+        }
+    }
+    fn shred(self, r: Option<&lifecycle::expiry::ShredReport>) -> Self {
+        match r {
+            Some(r) => self
+                .count("key_snapshots_deleted", r.shred.snapshots_deleted.len())
+                .produced("keystore_snapshot", &r.shred.snapshot, None)
+                .certificate(Some(&r.certificate)),
+            None => self,
+        }
     }
 }
 
@@ -413,10 +457,30 @@ impl Report {
             Report::Init(r) => ev.count("keys_recovered", r.recovery.as_ref().map_or(0, |rec| rec.keys.len())),
             Report::TenantSet(r) => ev.count("contacts", r.contacts),
             Report::Lifecycle(s) => ev.produced("state", s.state.name(), None),
-            Report::LifecycleTick(moved) => {
-                let ev = ev.count("transitions", moved.len());
+            Report::LifecycleTick(ticked) => {
+                let moved: Vec<_> = ticked.iter().filter(|t| t.from != t.to).collect();
+                let ev = ev
+                    .count("transitions", moved.len())
+                    .count("steps", ticked.iter().map(|t| t.steps.len()).sum::<usize>())
+                    .count("failed", ticked.iter().filter(|t| t.failed()).count());
                 moved.iter().fold(ev, |ev, m| ev.produced(&format!("state:{}", m.to.name()), &m.tenant, None))
             }
+            Report::Purge(r) => ev
+                .count("extra_paths_deleted", r.purge.extra_paths_deleted)
+                .count("exports_deleted", r.purge.exports_deleted)
+                .count("blobs_read", r.final_blobs_read)
+                .produced("final_generation", &r.purge.final_generation, None)
+                .certificate(r.certificate.as_ref())
+                .shred(r.shred.as_ref()),
+            Report::Expire(r) => ev
+                .count("generations", r.expiry.generations)
+                .count("versions_deleted", r.expiry.versions_deleted)
+                .shred(r.shred.as_ref()),
+            Report::Shred(r) => ev.shred(Some(r)),
+            Report::Confirm(r) => ev
+                .count("key_snapshots_checked", r.scan.key_copies.checked.len())
+                .count("blockers", r.scan.blockers.len())
+                .certificate(r.certificate.as_ref()),
         }
     }
 }
@@ -537,18 +601,101 @@ async fn dispatch(
         Task::CancelTermination => {
             Report::Lifecycle(lifecycle::cancel_termination(agent, tenant()?, &job.actor).await?)
         }
-        Task::LifecycleTick { now } => Report::LifecycleTick(tick_all(agent, now.unwrap_or_else(crate::now)).await?),
+        Task::LifecycleTick { now } => Report::LifecycleTick(record_dates(agent, *now).await?),
+        Task::FinalGeneration => {
+            Report::Backup(Box::pin(lifecycle::purge::final_generation(agent, repo()?, cancel, progress)).await?)
+        }
+        Task::Purge(o) => {
+            let step = step(agent, job);
+            Report::Purge(Box::new(Box::pin(lifecycle::purge::purge(&step, repo()?, o, cancel, progress)).await?))
+        }
+        Task::Expire => Report::Expire(lifecycle::expiry::expire(&step(agent, job), tenant()?).await?),
+        Task::Shred => Report::Shred(lifecycle::expiry::shred(&step(agent, job), tenant()?).await?),
+        Task::ConfirmExpiry => {
+            Report::Confirm(Box::new(lifecycle::confirm::confirm(&step(agent, job), tenant()?).await?))
+        }
     })
 }
 
-/// A tick over every tenant with a repository in the store.
-async fn tick_all(agent: &Agent, now: jiff::Timestamp) -> Result<Vec<lifecycle::TickReport>> {
-    let mut moved = Vec::new();
-    for t in agent.store.list_folders(crate::repository::layout::TENANTS).await? {
-        let Ok(tenant) = TenantId::parse(&t) else { continue };
-        moved.extend(lifecycle::tick(agent, &tenant, now).await?);
+fn step<'a>(agent: &'a Agent, job: &'a Job) -> lifecycle::Step<'a> {
+    lifecycle::Step { agent, now: crate::now(), actor: &job.actor, reason: job.reason.as_deref() }
+}
+
+/// `lifecycle tick`: one `lifecycle_tick` job records the states every tenant's dates have
+/// reached, then each step that is due runs as its own job (its own audit entries, its own
+/// lock), one tenant after another. A step that fails stops that tenant's steps (the next tick
+/// tries it again) and not the others'. Returns the tenants where something happened.
+pub async fn tick(
+    agent: &Agent,
+    who: &Who,
+    now: Option<jiff::Timestamp>,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+) -> Result<Vec<lifecycle::TickReport>> {
+    let Report::LifecycleTick(mut ticked) =
+        run(agent, &Job::by(Task::LifecycleTick { now }, None, who), cancel, progress).await?
+    else {
+        unreachable!("a tick job reports a tick")
+    };
+    for report in &mut ticked {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let tenant = TenantId::parse(&report.tenant)?;
+        run_due_steps(agent, &tenant, report, cancel, progress).await?;
     }
-    Ok(moved)
+    ticked.retain(|r| r.acted() || r.blocked.is_some());
+    Ok(ticked)
+}
+
+/// The dates of every tenant with a lifecycle record, recorded.
+async fn record_dates(agent: &Agent, asked: Option<jiff::Timestamp>) -> Result<Vec<lifecycle::TickReport>> {
+    let now = crate::now();
+    if asked.is_some_and(|a| a != now) {
+        return Err(Error::Usage(format!(
+            "--now differs from {}: give one of them (the tick and its steps run on one clock)",
+            crate::NOW_ENV
+        )));
+    }
+    let mut ticked = Vec::new();
+    for t in agent.store.list_folders(crate::repository::layout::REPORTS).await? {
+        let Ok(tenant) = TenantId::parse(&t) else { continue };
+        ticked.push(lifecycle::tick(agent, &tenant, now).await?);
+    }
+    Ok(ticked)
+}
+
+async fn run_due_steps(
+    agent: &Agent,
+    tenant: &TenantId,
+    report: &mut lifecycle::TickReport,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+) -> Result<()> {
+    // Each step moves the record on, so none is due twice; the bound only guards a bug.
+    for _ in 0..6 {
+        let record = agent.lifecycle_record(tenant).await?;
+        let task = match lifecycle::due(&record, &agent.config.lifecycle, crate::now()) {
+            None => break,
+            Some(Due::Blocked(why)) => {
+                report.blocked = Some(why);
+                break;
+            }
+            Some(Due::FinalGeneration) => Task::FinalGeneration,
+            Some(Due::Purge) => Task::Purge(Default::default()),
+            Some(Due::Expire) => Task::Expire,
+            Some(Due::Shred) => Task::Shred,
+            Some(Due::Confirm) => Task::ConfirmExpiry,
+        };
+        let job = Job::new(task, Some(tenant.clone()), crate::commands::AGENT_ACTOR);
+        let failed = run(agent, &job, cancel, progress).await.err().map(|e| e.to_string());
+        report.steps.push(lifecycle::StepOutcome { job: job.task.name(), error: failed.clone() });
+        if failed.is_some() || cancel.is_cancelled() {
+            break;
+        }
+    }
+    report.to = agent.lifecycle_state(tenant).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -802,6 +802,25 @@ impl Keystore {
         format!("{}\n{}\n", store.describe(), hex::encode(sha2::Sha256::digest(&bytes)))
     }
 
+    /// Destroy the tenant's data keys (cryptographic erase): the entry keeps only the time it
+    /// was shredded, so no snapshot merge or recovery ever takes an older copy of the key back.
+    /// Returns whether there was a key to destroy.
+    pub fn shred(&mut self, tenant: &TenantId) -> Result<bool, KeyError> {
+        let _lock = self.lock_file()?;
+        self.reload()?;
+        let entry = self.file.tenants.entry(tenant.to_string()).or_default();
+        let had = !entry.keys.is_empty();
+        entry.keys.clear();
+        entry.shredded.get_or_insert_with(crate::now_rfc3339);
+        self.save()?;
+        Ok(had)
+    }
+
+    /// Whether this keystore holds a data key of the tenant (shredded or never made: no).
+    pub fn holds_key(&self, tenant: &TenantId) -> bool {
+        self.file.tenants.get(tenant.as_str()).is_some_and(|e| !e.keys.is_empty())
+    }
+
     pub fn tenants(&self) -> impl Iterator<Item = &str> {
         self.file.tenants.keys().map(String::as_str)
     }
@@ -938,6 +957,50 @@ fn describe_tried(snapshots: &[Snapshot]) -> String {
         Err(d) => format!("{} (does not open: {})", s.key, d.cause),
     });
     each.collect::<Vec<_>>().join(", ")
+}
+
+/// What the store's keystore snapshots hold of one tenant's key, every version of every
+/// snapshot opened and read (see [`snapshots_holding`]).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct KeyCopies {
+    /// The snapshot versions read (delete markers are not counted).
+    pub checked: Vec<String>,
+    /// Those that still hold a data key of the tenant.
+    pub holding: Vec<crate::store::ObjectVersion>,
+    /// Those that do not open with the master key: they cannot be shown not to hold it.
+    pub unreadable: Vec<crate::store::ObjectVersion>,
+}
+
+/// Every version of every keystore snapshot in `store`, each opened and read, sorted by
+/// whether it still holds a data key of `tenant`: what a shred must delete and what a
+/// deletion's confirmation must find none of.
+pub async fn snapshots_holding(
+    master: &MasterKey,
+    store: &dyn Store,
+    tenant: &TenantId,
+) -> Result<KeyCopies, KeyError> {
+    let mut copies = KeyCopies::default();
+    for v in store.list_versions(SNAPSHOT_PREFIX).await? {
+        if v.delete_marker {
+            continue;
+        }
+        copies.checked.push(version_name(&v));
+        let sealed = store.get_version(&v).await?;
+        match open_snapshot(master, &v.key, &sealed) {
+            Ok(file) if file.tenants.get(tenant.as_str()).is_some_and(|e| !e.keys.is_empty()) => copies.holding.push(v),
+            Ok(_) => {}
+            Err(_) => copies.unreadable.push(v),
+        }
+    }
+    Ok(copies)
+}
+
+/// `key` or `key@version` for messages and certificates.
+pub fn version_name(v: &crate::store::ObjectVersion) -> String {
+    match &v.version_id {
+        Some(id) if id != "null" => format!("{}@{id}", v.key),
+        _ => v.key.clone(),
+    }
 }
 
 /// A tenant's entry found in a keystore snapshot of the store (see [`find_in_snapshots`]).

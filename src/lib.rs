@@ -2,6 +2,7 @@
 //! code map and the invariants, and DESIGN.md (shared) for the concepts.
 
 pub mod audit;
+pub mod certificate;
 pub mod chunker;
 pub mod cli;
 pub mod commands;

@@ -46,6 +46,25 @@ pub struct LifecycleConfig {
     pub replica_retention_days: i64,
     pub recheck_days: i64,
     pub notice_days_before: i64,
+    /// Whether the purge deletes the tenant's source itself (else an operator attests it).
+    pub purge_source: bool,
+    /// Paths the purge also deletes and verifies gone (application logs): glob patterns, each
+    /// absolute and naming `{tenant}`, so one tenant's purge never reaches another's files.
+    pub extra_paths: Vec<String>,
+    /// When the tenant's data key is destroyed.
+    pub shred: ShredWhen,
+}
+
+/// `[lifecycle] shred`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShredWhen {
+    /// Once the last generations have expired (the key outlives the purge, so the final
+    /// generation stays readable for extraordinary extractions until then).
+    #[default]
+    AfterExpiry,
+    /// With the purge: what is left in the store becomes unreadable at once.
+    AtPurge,
 }
 
 impl LifecycleConfig {
@@ -59,10 +78,22 @@ impl LifecycleConfig {
             ("lifecycle.recheck_days", self.recheck_days),
             ("lifecycle.notice_days_before", self.notice_days_before),
         ];
-        match periods.into_iter().find(|(_, d)| *d < 0) {
-            Some((key, d)) => Err((key, format!("is {d}: a period is a whole number of days, 0 or more"))),
-            None => Ok(()),
+        if let Some((key, d)) = periods.into_iter().find(|(_, d)| *d < 0) {
+            return Err((key, format!("is {d}: a period is a whole number of days, 0 or more")));
         }
+        for p in &self.extra_paths {
+            let why = if !p.starts_with('/') {
+                "is not an absolute path"
+            } else if !p.contains("{tenant}") {
+                "does not name {tenant}: it would reach every tenant's files"
+            } else if glob::Pattern::new(&p.replace("{tenant}", "t")).is_err() {
+                "is not a valid glob pattern"
+            } else {
+                continue;
+            };
+            return Err(("lifecycle.extra_paths", format!("{p:?} {why}; write e.g. \"/var/log/saas/{{tenant}}/**\"")));
+        }
+        Ok(())
     }
 }
 
@@ -75,6 +106,9 @@ impl Default for LifecycleConfig {
             replica_retention_days: 30,
             recheck_days: 30,
             notice_days_before: 7,
+            purge_source: false,
+            extra_paths: Vec::new(),
+            shred: ShredWhen::AfterExpiry,
         }
     }
 }
@@ -105,6 +139,69 @@ pub struct Record {
     /// Every transition so far, oldest first; the last is the recorded state.
     #[serde(default)]
     pub history: Vec<Transition>,
+    /// The generation taken when the safeguard began: what extraordinary extractions read,
+    /// and what the purge checks before deleting the source.
+    #[serde(default)]
+    pub final_generation: Option<String>,
+    #[serde(default)]
+    pub purge: Option<Purge>,
+    #[serde(default)]
+    pub expiry: Option<Expiry>,
+    #[serde(default)]
+    pub shred: Option<Shred>,
+    /// When the deletion was first confirmed clean (the final certificate), and every
+    /// re-check since.
+    #[serde(default)]
+    pub confirmed: Vec<jiff::Timestamp>,
+}
+
+/// What the purge did: the certificate's account of the source's deletion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purge {
+    pub at: jiff::Timestamp,
+    pub by: String,
+    /// Set when it ran before the safeguard ended (`--early`): why.
+    #[serde(default)]
+    pub early_reason: Option<String>,
+    pub source: SourceDeletion,
+    /// Paths of `[lifecycle] extra_paths` deleted (files and folders matched), all verified gone.
+    pub extra_paths_deleted: u64,
+    /// Object versions of uploaded exports deleted.
+    pub exports_deleted: u64,
+    pub final_generation: String,
+}
+
+/// How the tenant's source went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceDeletion {
+    /// reversa deleted it (`purge_source = true`) and verified it gone.
+    DeletedByReversa,
+    /// An operator deleted it and says so (`--confirmed-by NAME`).
+    ConfirmedBy(String),
+}
+
+/// What the expiry of the last generations deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expiry {
+    pub at: jiff::Timestamp,
+    pub generations: u64,
+    /// Object versions and delete markers removed under `tenants/<tenant>/`.
+    pub versions_deleted: u64,
+}
+
+/// The cryptographic erase of the tenant's data key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shred {
+    pub at: jiff::Timestamp,
+    pub by: String,
+    /// The keystore snapshot written without the key (verified to open).
+    pub snapshot: String,
+    /// The snapshot versions that held the key, deleted.
+    pub snapshots_deleted: Vec<String>,
 }
 
 impl Record {
@@ -115,6 +212,11 @@ impl Record {
             contacts: Vec::new(),
             contract_end: None,
             history: Vec::new(),
+            final_generation: None,
+            purge: None,
+            expiry: None,
+            shred: None,
+            confirmed: Vec::new(),
         }
     }
 
@@ -125,18 +227,25 @@ impl Record {
 }
 
 /// Every date of a terminated tenant's timeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Timeline {
     pub contract_end: jiff::Timestamp,
     pub export_window_end: jiff::Timestamp,
     /// Also when the purge is due.
     pub safeguard_end: jiff::Timestamp,
-    /// When the last generations expire, if the purge ran on its day.
+    /// When the purge ran, once it has.
+    pub purged: Option<jiff::Timestamp>,
+    /// When the last generations expire: the purge's date (its due date until it runs) plus
+    /// `backup_expiry_days`.
     pub backups_expire: jiff::Timestamp,
-    /// When the provider's own VM replicas of the source expire (attested, not seen).
+    /// When the provider's own VM replicas of the source expire (attested, not seen): the
+    /// purge plus `replica_retention_days`.
     pub replicas_expire: jiff::Timestamp,
     /// Before this, a notice tells the admin and the contacts that the export window closes.
     pub export_window_notice: jiff::Timestamp,
+    /// When the confirmed deletion is checked again: the last confirmation plus `recheck_days`.
+    pub recheck: Option<jiff::Timestamp>,
 }
 
 fn days(n: i64) -> jiff::SignedDuration {
@@ -144,6 +253,7 @@ fn days(n: i64) -> jiff::SignedDuration {
 }
 
 impl Timeline {
+    /// The dates of a contract that ended (or ends) at `contract_end`, before any purge.
     pub fn of(contract_end: jiff::Timestamp, cfg: &LifecycleConfig) -> Timeline {
         let export_window_end = contract_end + days(cfg.export_window_days);
         let safeguard_end = export_window_end + days(cfg.safeguard_days);
@@ -151,10 +261,25 @@ impl Timeline {
             contract_end,
             export_window_end,
             safeguard_end,
+            purged: None,
             backups_expire: safeguard_end + days(cfg.backup_expiry_days),
             replicas_expire: safeguard_end + days(cfg.replica_retention_days),
             export_window_notice: export_window_end - days(cfg.notice_days_before.min(cfg.export_window_days)),
+            recheck: None,
         }
+    }
+
+    /// The dates of `record`'s timeline, with what its jobs did (the purge's real date moves
+    /// the expiries); `None` for a tenant never terminated.
+    pub fn of_record(record: &Record, cfg: &LifecycleConfig) -> Option<Timeline> {
+        let mut t = Timeline::of(record.contract_end?, cfg);
+        if let Some(p) = &record.purge {
+            t.purged = Some(p.at);
+            t.backups_expire = p.at + days(cfg.backup_expiry_days);
+            t.replicas_expire = p.at + days(cfg.replica_retention_days);
+        }
+        t.recheck = record.confirmed.last().map(|c| *c + days(cfg.recheck_days));
+        Some(t)
     }
 
     /// The state the dates alone lead to at `now`: the purge and the steps after it are jobs

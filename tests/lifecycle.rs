@@ -130,3 +130,230 @@ fn bad_terminations_are_refused_and_change_nothing() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("safeguard_days"), "{}", r.stderr);
 }
+
+/// The S3 store of `cfg`, opened as the agent opens it.
+fn s3(cfg: &reversa::config::S3StoreConfig) -> reversa::store::s3::S3Store {
+    crate::s3_store::block_on(reversa::store::s3::S3Store::open(cfg, reversa::store::s3::OpenMode::Existing)).unwrap()
+}
+
+/// Every version and delete marker under `prefix`.
+fn versions(store: &dyn reversa::store::Store, prefix: &str) -> Vec<reversa::store::ObjectVersion> {
+    crate::s3_store::block_on(store.list_versions(prefix)).unwrap()
+}
+
+fn remove_all(store: &dyn reversa::store::Store, prefix: &str) {
+    for v in versions(store, prefix) {
+        crate::s3_store::block_on(store.delete_version(&v)).unwrap();
+    }
+}
+
+fn put(store: &dyn reversa::store::Store, key: &str, bytes: bytes::Bytes) {
+    crate::s3_store::block_on(store.put(key, reversa::store::Body::Bytes(bytes))).unwrap();
+}
+
+fn get(store: &dyn reversa::store::Store, key: &str) -> bytes::Bytes {
+    crate::s3_store::block_on(store.get(key)).unwrap()
+}
+
+fn json(r: Run) -> Value {
+    serde_json::from_str(&r.ok().stdout).unwrap()
+}
+
+#[test]
+fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
+    let Some(srv) = crate::s3_store::server() else { return };
+    let cfg = crate::s3_store::block_on(srv.bucket("lifecycle"));
+    crate::s3_store::block_on(srv.enable_versioning(&cfg.bucket));
+    let env = Env::with_store(&srv.store_section(&cfg));
+    let logs = env.path("logs");
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!(
+            "{text}\n[lifecycle]\npurge_source = true\nreplica_retention_days = 40\nextra_paths = [\"{}/{{tenant}}/**\"]\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+    for t in ["t1", "t2"] {
+        std::fs::create_dir_all(logs.join(t).join("2027")).unwrap();
+        std::fs::write(logs.join(t).join("2027/app.log"), format!("log of {t}\n")).unwrap();
+    }
+    env.seed("t1", SMALL, 41);
+    env.seed("t2", SMALL, 42);
+    let store = s3(&cfg);
+    at(&env, "2027-01-01T10:00:00Z", &["backup", "--all"]).ok();
+    at(&env, "2027-01-01T10:00:00Z", &["tenant", "set", "t1", "--admin", "it@comune-t1.it"]).ok();
+    at(&env, "2027-01-01T10:00:00Z", &["tenant", "terminate", "t1", "--at", "2027-01-02"]).ok();
+
+    // The export window: the customer's export, uploaded.
+    let jan = "2027-01-05T10:00:00Z";
+    at(&env, jan, &["lifecycle", "tick"]).ok();
+    let out = env.path("export-t1");
+    let (o, p) = (out.to_str().unwrap().to_string(), out.join("p").to_str().unwrap().to_string());
+    let customer = ["--recipient", "Ufficio IT del Comune t1", "--recipient-kind", "customer"];
+    let args = [&["export", "--tenant", "t1", "--out", &o, "--passphrase-file", &p, "--upload"][..], &customer[..]];
+    at(&env, jan, &args.concat()).ok();
+    assert!(!versions(&store, "exports/t1/").is_empty());
+
+    // The safeguard: the tick takes the final generation; no export; the purge is not due yet.
+    let feb = "2027-02-04T10:00:00Z";
+    let r = at(&env, feb, &["lifecycle", "tick"]).ok();
+    assert!(r.stdout.contains("t1: final_generation done"), "{}", r.stdout);
+    let status = json(at(&env, feb, &["tenant", "status", "t1", "--json"]));
+    let final_generation = status["final_generation"].as_str().unwrap().to_string();
+    assert_eq!(export(&env, feb, "t1").code, 9);
+    let r = at(&env, feb, &["tenant", "purge", "t1"]);
+    assert_eq!(r.code, 9, "{}", r.all());
+    assert!(r.stderr.contains("due on 2027-03-03") && r.stderr.contains("--early"), "{}", r.stderr);
+    assert!(env.tenant_dir("t1").exists(), "a refused purge deleted the source");
+
+    // The purge: the source, its logs and its uploaded exports go; t2's stay. A partial
+    // certificate: the key outlives the purge.
+    let mar = "2027-03-04T10:00:00Z";
+    let r = at(&env, mar, &["lifecycle", "tick"]).ok();
+    assert!(r.stdout.contains("t1: purge done"), "{}", r.stdout);
+    assert!(!env.tenant_dir("t1").exists(), "the source is still there");
+    assert!(
+        !logs.join("t1").exists(),
+        "{:?}",
+        std::fs::read_dir(logs.join("t1")).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+    );
+    assert!(env.tenant_dir("t2").exists() && logs.join("t2/2027/app.log").exists());
+    assert_eq!(versions(&store, "exports/t1/"), vec![], "every version of the exports is gone");
+    assert_eq!(json(at(&env, mar, &["certificate", "show", "t1", "--json"]))["kind"], "partial");
+    assert_eq!(json(at(&env, mar, &["tenant", "status", "t1", "--json"]))["state"], "expiring");
+    assert_eq!(export(&env, mar, "t1").code, 9);
+    // What is put back later to prove that a confirmation finds it: a pack, and a keystore
+    // snapshot that holds the key.
+    let pack = versions(&store, "tenants/t1/data/").into_iter().next().unwrap().key;
+    let pack_bytes = get(&store, &pack);
+    let snapshot = versions(&store, "keystore/").into_iter().last().unwrap().key;
+    let snapshot_bytes = get(&store, &snapshot);
+    at(
+        &env,
+        mar,
+        &["generations", "hold", "--tenant", "t1", "--generation", &final_generation, "--reason", "ordine 7/2027"],
+    )
+    .ok();
+
+    // The expiry date: the legal hold blocks it, named; once released, every version goes and
+    // the key is shredded.
+    let apr = "2027-04-04T10:00:00Z";
+    let r = at(&env, apr, &["lifecycle", "tick"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("expire FAILED") && r.stdout.contains("legal hold"), "{}", r.stdout);
+    let status = json(at(&env, apr, &["tenant", "status", "t1", "--json"]));
+    assert!(status["blocked"].as_str().unwrap().contains(&final_generation), "{status}");
+    at(&env, apr, &["generations", "release", "--tenant", "t1", "--generation", &final_generation]).ok();
+    let r = at(&env, apr, &["lifecycle", "tick"]).ok();
+    assert!(r.stdout.contains("t1: expire done"), "{}", r.stdout);
+    assert_eq!(versions(&store, "tenants/t1/"), vec![], "every version and delete marker is gone");
+    assert_eq!(json(at(&env, apr, &["tenant", "status", "t1", "--json"]))["state"], "shredded");
+
+    // A pack put back cannot be read (check says shredded), and blocks the confirmation.
+    put(&store, &pack, pack_bytes);
+    let r = at(&env, apr, &["check", "--tenant", "t1"]).ok();
+    assert!(r.stdout.contains("t1: shredded"), "{}", r.stdout);
+    let r = at(&env, apr, &["expiry", "confirm", "t1"]);
+    assert_eq!(r.code, 6, "{}", r.all());
+    assert!(r.stderr.contains(&pack) && r.stderr.contains("no certificate was issued"), "{}", r.stderr);
+    remove_all(&store, &pack);
+    // So does a keystore snapshot that still holds the key.
+    put(&store, &snapshot, snapshot_bytes);
+    let r = at(&env, apr, &["expiry", "confirm", "t1"]);
+    assert_eq!(r.code, 6, "{}", r.all());
+    assert!(r.stderr.contains(&snapshot) && r.stderr.contains("still holds the key"), "{}", r.stderr);
+    remove_all(&store, &snapshot);
+    // Clean, but the VM replicas are pending until April 13th: a partial certificate.
+    let r = at(&env, apr, &["expiry", "confirm", "t1"]).ok();
+    assert!(r.stdout.contains("certificate") && r.stdout.contains("Partial"), "{}", r.stdout);
+
+    // The replicas' date: the tick confirms, with the final certificate.
+    let late = "2027-04-20T10:00:00Z";
+    let r = at(&env, late, &["lifecycle", "tick"]).ok();
+    assert!(r.stdout.contains("t1: confirm_expiry done"), "{}", r.stdout);
+    let status = json(at(&env, late, &["tenant", "status", "t1", "--json"]));
+    assert_eq!(status["state"], "confirmed");
+    let cert = json(at(&env, late, &["certificate", "show", "t1", "--json"]));
+    assert_eq!(cert["kind"], "final");
+    assert_eq!(cert["verification"]["versioning"], "enabled");
+    assert_eq!(cert["disclosures"].as_array().unwrap().len(), 1, "{cert}");
+    verify_breaks_field_by_field(&env, &store, &cert);
+
+    // The re-check: a stray export that reappeared fails it loudly.
+    put(&store, "exports/t1/stray/part.zip", bytes::Bytes::from_static(b"stray"));
+    let r = at(&env, late, &["expiry", "confirm", "t1"]);
+    assert_eq!(r.code, 6, "{}", r.all());
+    assert!(r.stderr.contains("re-check") && r.stderr.contains("exports/t1/"), "{}", r.stderr);
+    remove_all(&store, "exports/t1/");
+    at(&env, late, &["expiry", "confirm", "t1"]).ok();
+
+    // t2 was never touched: its backups, exports and restore go on, exactly.
+    at(&env, late, &["backup", "--tenant", "t2"]).ok();
+    export(&env, late, "t2").ok();
+    at(&env, late, &["check", "--tenant", "t2", "--read-data"]).ok();
+    let to = env.restore("t2", None);
+    assert_eq!(crate::common::differences(&env.tenant_dir("t2"), &to), Vec::<String>::new());
+    let log = env.run(&["audit", "log", "--json"]).ok().stdout;
+    assert!(!log.contains("it@comune-t1.it"), "the admin's address is in the audit log");
+    let entries: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let failed_recheck = entries.iter().any(|e| e["kind"] == "confirm_expiry" && e["error_kind"] == "remains");
+    assert!(failed_recheck, "the failed re-check is in the audit log");
+    assert!(entries.iter().all(|e| e["tenant"] != "t2" || e["kind"] != "purge"));
+}
+
+/// `certificate verify` of the certificate passes; of a copy with any one field changed, or
+/// one signed by another agent's key, it fails (exit 6).
+fn verify_breaks_field_by_field(env: &Env, store: &dyn reversa::store::Store, cert: &Value) {
+    let file = env.path("cert.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(cert).unwrap()).unwrap();
+    let r = env.run(&["certificate", "verify", file.to_str().unwrap()]).ok();
+    assert!(r.stdout.contains("signature good"), "{}", r.stdout);
+    let mut leaves = Vec::new();
+    collect_leaves(cert, String::new(), &mut leaves);
+    assert!(leaves.len() > 30, "{leaves:?}");
+    for pointer in &leaves {
+        let mut edited = cert.clone();
+        let v = edited.pointer_mut(pointer).unwrap();
+        *v = match v.take() {
+            Value::String(s) => Value::String(format!("{s}x")),
+            Value::Number(n) => Value::from(n.as_f64().unwrap() + 1.0),
+            Value::Bool(b) => Value::Bool(!b),
+            Value::Array(mut a) => {
+                a.push(Value::from("x"));
+                Value::Array(a)
+            }
+            _ => Value::from("x"),
+        };
+        std::fs::write(&file, serde_json::to_vec_pretty(&edited).unwrap()).unwrap();
+        let r = env.run(&["certificate", "verify", file.to_str().unwrap()]);
+        assert_eq!(r.code, 6, "an edit of {pointer} passed: {}", r.all());
+    }
+    // Signed by another agent, whose public key the store holds: no audit log has its issue.
+    use ed25519_dalek::Signer;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let public = hex::encode(key.verifying_key().to_bytes());
+    let other = reversa::keys::agent_id_of(&public);
+    put(store, &format!("agents/{other}.pub"), bytes::Bytes::from(public));
+    let mut forged: reversa::certificate::Certificate = serde_json::from_value(cert.clone()).unwrap();
+    forged.agent = other;
+    forged.signature = hex::encode(key.sign(&forged.signed_bytes()).to_bytes());
+    std::fs::write(&file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let r = env.run(&["certificate", "verify", file.to_str().unwrap()]);
+    assert_eq!(r.code, 6, "{}", r.all());
+    assert!(r.stderr.contains("no audit log holds"), "{}", r.stderr);
+}
+
+/// The JSON pointer of every value that is not an object (arrays included as wholes, and each
+/// of their elements).
+fn collect_leaves(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => m.iter().for_each(|(k, v)| collect_leaves(v, format!("{at}/{k}"), out)),
+        Value::Array(a) => {
+            out.push(at.clone());
+            a.iter().enumerate().for_each(|(i, v)| collect_leaves(v, format!("{at}/{i}"), out));
+        }
+        _ => out.push(at),
+    }
+}

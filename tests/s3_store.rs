@@ -21,9 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{differences, Env, Run, SMALL};
 
-struct Server {
-    endpoint: String,
-    region: String,
+pub(crate) struct Server {
+    pub endpoint: String,
+    pub region: String,
 }
 
 fn under_ci() -> bool {
@@ -31,7 +31,7 @@ fn under_ci() -> bool {
 }
 
 /// The S3 test server, or `None` (with a message) when run by hand without one.
-fn server() -> Option<Server> {
+pub(crate) fn server() -> Option<Server> {
     match std::env::var("REVERSA_TEST_S3_ENDPOINT") {
         Ok(endpoint) => Some(Server {
             endpoint,
@@ -57,14 +57,28 @@ impl Server {
     }
 
     /// A fresh bucket for one test, created through the store itself.
-    async fn bucket(&self, name: &str) -> S3StoreConfig {
+    pub(crate) async fn bucket(&self, name: &str) -> S3StoreConfig {
         let bucket = format!("t-{name}-{:08x}", rand::random::<u32>());
         let cfg = self.config(&bucket);
         S3Store::open(&cfg, OpenMode::Init { create_bucket: true }).await.unwrap();
         cfg
     }
 
-    fn store_section(&self, cfg: &S3StoreConfig) -> String {
+    /// Turn on versioning of the bucket: every overwrite and delete then keeps the old version.
+    pub(crate) async fn enable_versioning(&self, bucket: &str) {
+        use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await;
+        let client =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+        let on = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+        client.put_bucket_versioning().bucket(bucket).versioning_configuration(on).send().await.unwrap();
+    }
+
+    pub(crate) fn store_section(&self, cfg: &S3StoreConfig) -> String {
         format!(
             "[store]\nkind = \"s3\"\nbucket = \"{}\"\nregion = \"{}\"\nendpoint = \"{}\"\nprefix = \"{}\"\n",
             cfg.bucket, cfg.region, self.endpoint, cfg.prefix
@@ -72,7 +86,7 @@ impl Server {
     }
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(f)
 }
 

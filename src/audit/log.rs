@@ -172,6 +172,28 @@ impl AuditLog {
         self.key.public()
     }
 
+    /// Sign `message` with the agent key (reports and certificates; verified against the
+    /// public key the agent published in the store).
+    pub fn sign(&self, message: &[u8]) -> String {
+        self.key.sign(message)
+    }
+
+    /// The sequence number and hash of the newest entry: the head a signed artifact names, so
+    /// that it is anchored in the chain at the moment it was issued.
+    pub fn head(&self) -> Result<(u64, String), AuditError> {
+        let _lock = Flock::take(&self.dir)?;
+        let path = self.dir.join(OPEN);
+        self.recover_if_changed(&path)?;
+        match OpenOptions::new().read(true).open(&path) {
+            Ok(mut file) => {
+                let tail = self.tail_of(&mut file, &path)?;
+                Ok((tail.seq, tail.head))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.sealed_head(),
+            Err(e) => Err(io("cannot open", &path)(e)),
+        }
+    }
+
     /// Number, chain and write `entry`. An end entry is on disk (fsynced, with every entry
     /// before it) when this returns. A start or key entry is written at once, so a process
     /// killed afterwards leaves it, and reaches the disk with its job's end: an fsync per entry

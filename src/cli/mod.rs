@@ -309,6 +309,16 @@ pub enum Command {
         #[command(subcommand)]
         command: LifecycleCommand,
     },
+    /// The end of a purged tenant's copies: the verification that they are gone.
+    Expiry {
+        #[command(subcommand)]
+        command: ExpiryCommand,
+    },
+    /// Deletion certificates: the latest one of a tenant, and the check of a certificate file.
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
     /// Remove a tenant's stale lock (left by a killed or vanished process); a live lock is
     /// refused and left in place.
     Unlock {
@@ -408,6 +418,31 @@ pub enum TenantCommand {
         /// The tenant id.
         tenant: String,
     },
+    /// Delete the tenant's source at the end of its safeguard, after reading its final
+    /// generation back whole; uploaded exports go too. `lifecycle tick` runs it when
+    /// [lifecycle] purge_source = true.
+    Purge {
+        /// The tenant id.
+        tenant: String,
+        /// Who deleted the source, when reversa does not ([lifecycle] purge_source = false).
+        #[arg(long, value_name = "NAME")]
+        confirmed_by: Option<String>,
+        /// Purge before the safeguard ends (needs --reason).
+        #[arg(long)]
+        early: bool,
+        /// Also write the certificate it issues (JSON and HTML) into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Destroy the tenant's data key (cryptographic erase) after its purge; every keystore
+    /// snapshot holding it is deleted. `lifecycle tick` runs it per [lifecycle] shred.
+    Shred {
+        /// The tenant id.
+        tenant: String,
+        /// Also write the certificate it issues (JSON and HTML) into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// The tenant's state, every date of its timeline, what is allowed now and what is next.
     Status {
         /// The tenant id.
@@ -427,6 +462,42 @@ pub enum LifecycleCommand {
         #[arg(long, value_name = "DATE")]
         now: Option<String>,
         /// Print the transitions as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExpiryCommand {
+    /// Verify by listing the store (every object version and delete marker), every keystore
+    /// snapshot and this host that nothing of the tenant is left; issue the certificate (final
+    /// once the VM replicas have expired, else partial). Anything left is named: exit 6, and
+    /// nothing is issued. On a confirmed tenant, the re-check.
+    Confirm {
+        /// The tenant id.
+        tenant: String,
+        /// Also write the certificate (JSON and HTML) into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertificateCommand {
+    /// Check a certificate: its signature against the agent's public key in the store, and the
+    /// audit log's entry of its issue. An edited or foreign certificate exits 6.
+    Verify {
+        /// The certificate's JSON file.
+        file: PathBuf,
+    },
+    /// Print the tenant's latest certificate.
+    Show {
+        /// The tenant id.
+        tenant: String,
+        /// Print it as JSON (the signed certificate itself).
         #[arg(long)]
         json: bool,
     },
@@ -500,7 +571,7 @@ pub mod exit {
             ErrorKind::BadInput => 2,
             ErrorKind::Locked => 4,
             ErrorKind::WrongKey => 5,
-            ErrorKind::Damaged => DAMAGED,
+            ErrorKind::Damaged | ErrorKind::Remains => DAMAGED,
             ErrorKind::MissingKey => MISSING_KEY,
             ErrorKind::NotFound => 8,
             ErrorKind::NotAllowed => 9,
@@ -739,6 +810,10 @@ async fn on_agent(s: &Session, command: &Command) -> Result<i32, Error> {
         Command::Tenant { command: TenantCommand::List { state, json } } => tenant_list(s, *state, *json).await,
         Command::Tenant { command } => tenant_lifecycle(s, command).await,
         Command::Lifecycle { command: LifecycleCommand::Tick { now, json } } => tick(s, now.as_deref(), *json).await,
+        Command::Expiry { command: ExpiryCommand::Confirm { tenant, out, json } } => {
+            confirm(s, tenant, out.as_deref(), *json).await
+        }
+        Command::Certificate { command } => certificate(s, command).await,
         Command::Unlock { tenant } => unlock(s, tenant).await,
         Command::Exports { command: ExportsCommand::List { tenant, json } } => exports_list(s, tenant, *json).await,
         Command::Exports { command: ExportsCommand::Prune { json } } => exports_prune(s, *json).await,
@@ -855,7 +930,19 @@ async fn check(s: &Session, which: &TenantArgs, opts: check::CheckOptions, json:
     let mut code = if keystore.problems.is_empty() { exit::OK } else { exit::DAMAGED };
     let failed = s
         .per_tenant(&tenants, json, async |t| {
-            let mut r = report!(s, s.job(Task::Check(opts), Some(t)), Check);
+            let mut r = match s.run(&s.job(Task::Check(opts), Some(t))).await {
+                Ok(Report::Check(r)) => r,
+                Ok(other) => unreachable!("check gave {other:?}"),
+                // Shredded is what the lifecycle made of it, not damage: what is left of it
+                // can no longer be read, by design.
+                Err(Error::Key(crate::keys::KeyError::Shredded { .. })) => {
+                    if !json {
+                        out!("{t}: shredded: its key was destroyed, so nothing left of it can be read");
+                    }
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
             r.keystore = Some(keystore.clone());
             if !r.is_clean() {
                 code = exit::DAMAGED;
@@ -923,6 +1010,12 @@ async fn tenant_lifecycle(s: &Session, command: &TenantCommand) -> Result<i32, E
             (tenant, Task::Terminate(TerminateOptions { at, backdated: *backdated }), false)
         }
         TenantCommand::CancelTermination { tenant } => (tenant, Task::CancelTermination, false),
+        TenantCommand::Purge { tenant, confirmed_by, early, out } => {
+            let opts =
+                crate::commands::lifecycle::purge::PurgeOptions { confirmed_by: confirmed_by.clone(), early: *early };
+            return purge(s, tenant, opts, out.as_deref()).await;
+        }
+        TenantCommand::Shred { tenant, out } => return shred(s, tenant, out.as_deref()).await,
         TenantCommand::Status { tenant, json } => {
             let status = crate::commands::lifecycle::status(&s.agent, &TenantId::parse(tenant)?).await?;
             match json {
@@ -947,13 +1040,77 @@ async fn tenant_lifecycle(s: &Session, command: &TenantCommand) -> Result<i32, E
 
 async fn tick(s: &Session, now: Option<&str>, json: bool) -> Result<i32, Error> {
     let now = now.map(|n| audit::parse_time("--now", n)).transpose()?;
-    let moved = report!(s, s.job(Task::LifecycleTick { now }, None), LifecycleTick);
+    if let Some(n) = now {
+        // The steps the tick runs are jobs of their own: they run on the same clock.
+        crate::simulate_clock(n);
+    }
+    let ticked = jobs::tick(&s.agent, &s.who, now, &s.cancel, &*s.progress).await?;
     match json {
-        true => print_json(&moved),
-        false if moved.is_empty() => out!("lifecycle: no tenant's date has come"),
-        false => {
-            for m in &moved {
-                out!("{}: {} -> {}", m.tenant, m.from.name(), m.to.name());
+        true => print_json(&ticked),
+        false => render::print_tick(&ticked),
+    }
+    Ok(if ticked.iter().any(|t| t.failed()) { 1 } else { exit::OK })
+}
+
+async fn purge(
+    s: &Session,
+    tenant: &str,
+    opts: crate::commands::lifecycle::purge::PurgeOptions,
+    out: Option<&std::path::Path>,
+) -> Result<i32, Error> {
+    let tenant = TenantId::parse(tenant)?;
+    let r = report!(s, s.job(Task::Purge(opts), Some(&tenant)), Purge);
+    render::print_purge(&r);
+    let issued = r.shred.as_ref().map(|sh| &sh.certificate).or(r.certificate.as_ref());
+    write_certificate(issued, out)
+}
+
+async fn shred(s: &Session, tenant: &str, out: Option<&std::path::Path>) -> Result<i32, Error> {
+    let tenant = TenantId::parse(tenant)?;
+    let r = report!(s, s.job(Task::Shred, Some(&tenant)), Shred);
+    render::print_shred(&r);
+    write_certificate(Some(&r.certificate), out)
+}
+
+async fn confirm(s: &Session, tenant: &str, out: Option<&std::path::Path>, json: bool) -> Result<i32, Error> {
+    let tenant = TenantId::parse(tenant)?;
+    let r = report!(s, s.job(Task::ConfirmExpiry, Some(&tenant)), Confirm);
+    match json {
+        true => print_json(&r),
+        false => render::print_confirm(&r),
+    }
+    write_certificate(r.certificate.as_ref(), out)
+}
+
+/// `--out DIR`: the certificate a step issued, as files.
+fn write_certificate(
+    issued: Option<&crate::commands::certificate::Issued>,
+    out: Option<&std::path::Path>,
+) -> Result<i32, Error> {
+    if let (Some(c), Some(dir)) = (issued, out) {
+        for f in crate::commands::certificate::write_out(c, dir)? {
+            out!("  written: {}", f.display());
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn certificate(s: &Session, command: &CertificateCommand) -> Result<i32, Error> {
+    match command {
+        CertificateCommand::Verify { file } => {
+            let bytes = std::fs::read(file).map_err(|cause| Error::Io {
+                what: "cannot read the certificate",
+                path: file.clone(),
+                cause,
+            })?;
+            let v = crate::commands::certificate::verify(&s.agent, &file.display().to_string(), &bytes).await?;
+            render::print_certificate_verified(&v);
+        }
+        CertificateCommand::Show { tenant, json } => {
+            let c = crate::commands::certificate::latest(&s.agent, &TenantId::parse(tenant)?).await?;
+            match json {
+                true => print_json(&c),
+                false => render::print_certificate(&c),
             }
         }
     }

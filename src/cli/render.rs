@@ -636,8 +636,19 @@ pub(super) fn print_status(s: &crate::commands::lifecycle::Status) {
         out!("  export window notice  {}", t.export_window_notice);
         out!("  export window ends    {}", t.export_window_end);
         out!("  safeguard ends        {} (the purge is due)", t.safeguard_end);
-        out!("  backups expire        {} (if the purge runs on its day)", t.backups_expire);
-        out!("  VM replicas expire    {}", t.replicas_expire);
+        match t.purged {
+            Some(p) => out!("  purged                {p}"),
+            None => out!("  purged                not yet"),
+        }
+        let when = if t.purged.is_some() { "" } else { " (if the purge runs on its day)" };
+        out!("  backups expire        {}{when}", t.backups_expire);
+        out!("  VM replicas expire    {}{when}", t.replicas_expire);
+        if let Some(r) = t.recheck {
+            out!("  re-check              {r}");
+        }
+    }
+    if let Some(g) = &s.final_generation {
+        out!("  final generation      {g}");
     }
     out!(
         "  allowed now: {}",
@@ -646,9 +657,97 @@ pub(super) fn print_status(s: &crate::commands::lifecycle::Status) {
     if let Some(n) = &s.next {
         out!("  next: {n}");
     }
+    if let Some(b) = &s.blocked {
+        out!("  blocked: {b}");
+    }
     out!(
         "  administrator {}; {} contacts",
         if s.admin_set { "recorded" } else { "NOT recorded (`reversa tenant set`)" },
         s.contacts
     );
+}
+
+pub(super) fn print_tick(ticked: &[crate::commands::lifecycle::TickReport]) {
+    if ticked.is_empty() {
+        out!("lifecycle: no tenant's date has come");
+    }
+    for t in ticked {
+        if t.from != t.to || t.steps.is_empty() {
+            out!("{}: {} -> {}", t.tenant, t.from.name(), t.to.name());
+        }
+        for step in &t.steps {
+            match &step.error {
+                None => out!("{}: {} done", t.tenant, step.job),
+                Some(e) => out!("{}: {} FAILED (the next tick tries again): {e}", t.tenant, step.job),
+            }
+        }
+        if let Some(b) = &t.blocked {
+            out!("{}: blocked: {b}", t.tenant);
+        }
+    }
+}
+
+fn print_issued(c: &crate::commands::certificate::Issued) {
+    out!("  certificate {} ({:?}): {}", c.id, c.kind, c.json);
+}
+
+pub(super) fn print_purge(r: &crate::commands::lifecycle::purge::PurgeReport) {
+    let p = &r.purge;
+    out!(
+        "{}: purged; final generation {} read back whole ({} blobs)",
+        r.tenant,
+        p.final_generation,
+        r.final_blobs_read
+    );
+    match &p.source {
+        crate::lifecycle::SourceDeletion::DeletedByReversa => out!("  source deleted and verified gone"),
+        crate::lifecycle::SourceDeletion::ConfirmedBy(by) => out!("  source deleted by {by} (attested)"),
+    }
+    out!("  {} extra paths and {} export object versions deleted", p.extra_paths_deleted, p.exports_deleted);
+    if let Some(sh) = &r.shred {
+        print_shred(sh);
+    }
+    if let Some(c) = &r.certificate {
+        print_issued(c);
+    }
+}
+
+pub(super) fn print_shred(r: &crate::commands::lifecycle::expiry::ShredReport) {
+    out!(
+        "{}: key shredded; keystore snapshot {} written without it; {} snapshot versions holding it deleted",
+        r.tenant,
+        r.shred.snapshot,
+        r.shred.snapshots_deleted.len()
+    );
+    print_issued(&r.certificate);
+}
+
+pub(super) fn print_confirm(r: &crate::commands::lifecycle::confirm::ConfirmReport) {
+    let what = if r.recheck { "re-checked" } else { "verified" };
+    out!("{}: deletion {what}: nothing left ({})", r.tenant, r.state.name());
+    for l in &r.scan.listings {
+        out!("  {}: {} versions, {} delete markers", l.prefix, l.versions, l.delete_markers);
+    }
+    out!("  {} keystore snapshot versions read, none holds the key", r.scan.key_copies.checked.len());
+    if let Some(c) = &r.certificate {
+        print_issued(c);
+    }
+}
+
+pub(super) fn print_certificate_verified(v: &crate::commands::certificate::Verified) {
+    out!("certificate {} of tenant {} ({:?}): signature good (agent {})", v.id, v.tenant, v.kind, v.agent);
+    out!("  signature fingerprint {}", v.signature_fingerprint);
+    out!("  issued by audit entry #{} of agent {} ({})", v.audit_entry.1, v.audit_entry.0, v.audit_entry.2);
+}
+
+pub(super) fn print_certificate(c: &crate::certificate::Certificate) {
+    out!("certificate {} of tenant {} ({:?}), issued {} by {}", c.id, c.tenant, c.kind, c.issued_at, c.actor);
+    out!("  method: {} ({})", c.sanitization.technique, c.sanitization.category);
+    for step in &c.sanitization.steps {
+        out!("  - {step}");
+    }
+    for p in &c.pending {
+        out!("  pending: {p}");
+    }
+    out!("  signature fingerprint {}", c.signature_fingerprint());
 }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod certificate;
 pub mod check;
 pub mod demo;
 pub mod export;
@@ -60,6 +61,9 @@ pub enum Error {
     /// What the tenant's lifecycle state does not allow.
     #[error("{0}")]
     NotAllowed(String),
+    /// A deletion that is not complete: something of the tenant is still there (named).
+    #[error("{0}")]
+    Remains(String),
     #[error(transparent)]
     Audit(#[from] crate::audit::log::AuditError),
     #[error(
@@ -97,6 +101,8 @@ pub enum ErrorKind {
     Transient,
     /// Not allowed in the tenant's state (its key is shredded).
     NotAllowed,
+    /// A deletion that should be complete is not: something of the tenant is still there.
+    Remains,
     /// The job was cancelled (a signal, a shutdown) before its end.
     Cancelled,
     /// Anything else: a local I/O failure, or a bug.
@@ -125,6 +131,7 @@ impl Error {
             Error::Audit(crate::audit::log::AuditError::Damaged(_)) => ErrorKind::Damaged,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::NotAllowed(_) => ErrorKind::NotAllowed,
+            Error::Remains(_) => ErrorKind::Remains,
             Error::Repo(e) => repo_kind(e),
             Error::PruneRefused { cause, .. } => repo_kind(cause),
             Error::Store(e) => store_kind(e),
@@ -412,6 +419,29 @@ impl Agent {
         let mut check = ks.verify_snapshots(&*self.store).await?;
         check.uploaded = Some(uploaded);
         Ok(check)
+    }
+
+    /// Destroy the tenant's data key in this agent's keystore, then upload a snapshot without
+    /// it (read back and opened before this returns). Returns the snapshot's key.
+    pub(crate) async fn shred_key(&self, tenant: &TenantId) -> Result<String> {
+        let had = self.keystore().shred(tenant)?;
+        let ks = self.keystore().clone();
+        let snapshot = ks.upload_fresh_snapshot(&*self.store).await?;
+        self.key_event(if had { "key_shredded" } else { "key_shred_recorded" }, Some(tenant), Some(&snapshot))?;
+        Ok(snapshot)
+    }
+
+    /// Every version of every keystore snapshot in the store, sorted by whether it still holds
+    /// the tenant's key.
+    pub(crate) async fn key_copies(&self, tenant: &TenantId) -> Result<keys::KeyCopies> {
+        Ok(keys::snapshots_holding(&self.master, &*self.store, tenant).await?)
+    }
+
+    /// Whether this agent's keystore still holds the tenant's key.
+    pub(crate) fn holds_key(&self, tenant: &TenantId) -> bool {
+        let mut ks = self.keystore();
+        let _ = ks.reload();
+        ks.holds_key(tenant)
     }
 
     /// Upload a keystore snapshot unless the store already holds the keystore as it is now.

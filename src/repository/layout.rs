@@ -13,6 +13,8 @@ pub const TENANTS: &str = "tenants/";
 pub const AUDIT: &str = "audit/";
 /// The folder of the uploaded exports.
 pub const EXPORTS: &str = "exports/";
+/// The folder of what outlives a tenant's purge: its lifecycle record and certificates.
+pub const REPORTS: &str = "reports/";
 
 pub fn keystore_snapshot(id: &str) -> String {
     format!("{KEYSTORE}{id}")
@@ -87,7 +89,17 @@ pub fn agent_public_key(agent: &str) -> String {
 
 /// A tenant's lifecycle record: under `reports/`, which outlives the purge of its data.
 pub fn lifecycle_record(t: &TenantId) -> String {
-    format!("reports/{t}/lifecycle")
+    format!("{REPORTS}{t}/lifecycle")
+}
+
+/// The folder of a tenant's deletion certificates (also under `reports/`).
+pub fn certificates(t: &TenantId) -> String {
+    format!("{REPORTS}{t}/certificates/")
+}
+
+/// A certificate, as JSON (`json`) or as its printable page (`html`).
+pub fn certificate(t: &TenantId, id: &str, ext: &str) -> String {
+    format!("{}{id}.{ext}", certificates(t))
 }
 
 /// The exports of one tenant, or of every tenant.
@@ -121,5 +133,6 @@ mod tests {
         assert_eq!(agent_public_key("a1"), "agents/a1.pub");
         assert_eq!(export_part(&t, "e1", "x.zip"), "exports/comune-a/e1/x.zip");
         assert_eq!(exports(None), "exports/");
+        assert_eq!(certificate(&t, "c1", "json"), "reports/comune-a/certificates/c1.json");
     }
 }

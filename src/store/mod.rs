@@ -44,6 +44,31 @@ pub struct ObjectInfo {
     pub modified: i64,
 }
 
+/// One version of an object as the store keeps it: on a versioned bucket, every overwritten or
+/// deleted object stays as a noncurrent version, and a delete leaves a delete marker. A store
+/// without versions has exactly one version per object, with no id.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectVersion {
+    pub key: String,
+    /// `None` on a store without versions (and for S3's "null" version of an unversioned write).
+    pub version_id: Option<String>,
+    pub delete_marker: bool,
+    /// Whether it is what a plain GET of the key answers.
+    pub latest: bool,
+    pub size: u64,
+}
+
+/// Whether the store keeps old versions (S3 bucket versioning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Versioning {
+    /// Never enabled: a delete removes the object.
+    Unversioned,
+    Enabled,
+    /// Enabled once, then suspended: versions written meanwhile are still there.
+    Suspended,
+}
+
 /// An upload that was started and never completed nor aborted (an S3 multipart upload left by a
 /// killed process). Its parts take space until it is aborted.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -155,6 +180,32 @@ pub trait Store: Send + Sync + 'static {
     /// Facts to record in the store marker at init (see [`StoreFacts`]).
     fn facts(&self) -> StoreFacts {
         StoreFacts::default()
+    }
+
+    /// Whether the store keeps old versions of what is overwritten or deleted.
+    async fn versioning(&self) -> Result<Versioning, StoreError> {
+        Ok(Versioning::Unversioned)
+    }
+
+    /// Every version of every object under `prefix`, delete markers included, sorted by key
+    /// (ListObjectVersions). What a deletion must leave nothing of.
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<ObjectVersion>, StoreError> {
+        let objects = self.list(prefix).await?;
+        Ok(objects
+            .into_iter()
+            .map(|o| ObjectVersion { key: o.key, version_id: None, delete_marker: false, latest: true, size: o.size })
+            .collect())
+    }
+
+    /// The bytes of one version (a delete marker has none: not found).
+    async fn get_version(&self, v: &ObjectVersion) -> Result<Bytes, StoreError> {
+        self.get(&v.key).await
+    }
+
+    /// Delete one version for good, or a delete marker. On a versioned bucket a plain
+    /// [`Store::delete`] only adds a marker; this removes what is there.
+    async fn delete_version(&self, v: &ObjectVersion) -> Result<(), StoreError> {
+        self.delete(&v.key).await
     }
 
     /// Uploads under `prefix` that were started and never completed nor aborted, sorted by key.

@@ -44,7 +44,7 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Body, ObjectInfo, PendingUpload, Store, StoreError, StoreFacts};
+use super::{Body, ObjectInfo, ObjectVersion, PendingUpload, Store, StoreError, StoreFacts, Versioning};
 
 /// S3's smallest part (except the last one) and largest part and object sizes.
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -1469,6 +1469,115 @@ impl Store for S3Store {
                     Ok(())
                 } else {
                     Err(self.failed("delete", key, self.explain(&f)))
+                }
+            }
+        }
+    }
+
+    async fn versioning(&self) -> Result<Versioning, StoreError> {
+        use aws_sdk_s3::types::BucketVersioningStatus as S;
+        let out = self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| self.sdk_failed("get bucket versioning", "", &e))?;
+        Ok(match out.status() {
+            Some(S::Enabled) => Versioning::Enabled,
+            Some(S::Suspended) => Versioning::Suspended,
+            _ => Versioning::Unversioned,
+        })
+    }
+
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<ObjectVersion>, StoreError> {
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        let strip = |k: Option<&str>| k.and_then(|k| k.strip_prefix(self.prefix.as_str())).map(String::from);
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.sdk_failed("list object versions", prefix, &e))?;
+            for v in page.versions() {
+                let Some(key) = strip(v.key()) else { continue };
+                out.push(ObjectVersion {
+                    key,
+                    version_id: v.version_id().map(String::from),
+                    delete_marker: false,
+                    latest: v.is_latest() == Some(true),
+                    size: v.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+            for m in page.delete_markers() {
+                let Some(key) = strip(m.key()) else { continue };
+                out.push(ObjectVersion {
+                    key,
+                    version_id: m.version_id().map(String::from),
+                    delete_marker: true,
+                    latest: m.is_latest() == Some(true),
+                    size: 0,
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(String::from);
+            version_marker = page.next_version_id_marker().map(String::from);
+            if key_marker.is_none() {
+                return Err(self.failed(
+                    "list object versions",
+                    prefix,
+                    "the server said the listing continues but gave no key marker",
+                ));
+            }
+        }
+        out.sort_by(|a, b| (&a.key, &a.version_id).cmp(&(&b.key, &b.version_id)));
+        Ok(out)
+    }
+
+    async fn get_version(&self, v: &ObjectVersion) -> Result<Bytes, StoreError> {
+        let Some(id) = &v.version_id else { return self.get(&v.key).await };
+        let full = self.full_key(&v.key)?;
+        let out = match self.client.get_object().bucket(&self.bucket).key(&full).version_id(id).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                let f = Fault::of(&e);
+                if f.status == Some(404) || f.status == Some(405) {
+                    return Err(StoreError::NotFound {
+                        store: self.describe(),
+                        key: format!("{} (version {id})", v.key),
+                    });
+                }
+                return Err(self.failed("get", &v.key, self.explain(&f)));
+            }
+        };
+        match out.body.collect().await {
+            Ok(agg) => Ok(agg.into_bytes()),
+            Err(e) => {
+                Err(self.failed("get", &v.key, format!("reading the response failed: {}", DisplayErrorContext(&e))))
+            }
+        }
+    }
+
+    async fn delete_version(&self, v: &ObjectVersion) -> Result<(), StoreError> {
+        let full = self.full_key(&v.key)?;
+        let req = self.client.delete_object().bucket(&self.bucket).key(&full).set_version_id(v.version_id.clone());
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let f = Fault::of(&e);
+                if f.is("NoSuchKey") || f.is("NoSuchVersion") || (f.status == Some(404) && !f.is("NoSuchBucket")) {
+                    Ok(())
+                } else {
+                    Err(self.failed("delete version", &v.key, self.explain(&f)))
                 }
             }
         }

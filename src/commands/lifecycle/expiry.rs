@@ -1,0 +1,122 @@
+//! The end of what the store keeps of a purged tenant: the expiry of its last generations
+//! (every object version and delete marker under `tenants/<tenant>/`), and the shred of its
+//! data key (cryptographic erase: whatever copy is left can no longer be read).
+
+use serde::Serialize;
+
+use super::{delete_versions, Step};
+use crate::commands::{Error, Result};
+use crate::lifecycle::{Expiry, Record, Shred, ShredWhen, State, Timeline, Transition};
+use crate::repository::layout;
+use crate::tenant::TenantId;
+
+#[derive(Debug, Serialize)]
+pub struct ExpireReport {
+    pub tenant: String,
+    pub expiry: Expiry,
+    /// The key, when `[lifecycle] shred = "after_expiry"`.
+    pub shred: Option<ShredReport>,
+}
+
+/// Delete every generation of a purged tenant once `backup_expiry_days` have passed since the
+/// purge: the manifests first (so a run cut short leaves fewer generations, never one whose
+/// data are gone), then every other object, in every version. A legal hold blocks it, named.
+pub(crate) async fn expire(step: &Step<'_>, tenant: &TenantId) -> Result<ExpireReport> {
+    let agent = step.agent;
+    let mut record = agent.lifecycle_record(tenant).await?;
+    let cfg = &agent.config.lifecycle;
+    may_expire(&record, Timeline::of_record(&record, cfg).as_ref(), step)?;
+    if let Some(blocker) = super::expiry_blocker(agent, tenant).await? {
+        return Err(Error::NotAllowed(blocker));
+    }
+    let generations = agent.store.list(&layout::generations(tenant)).await?.len() as u64;
+    let mut versions_deleted = delete_versions(&*agent.store, &layout::generations(tenant)).await?;
+    versions_deleted += delete_versions(&*agent.store, &layout::tenant(tenant)).await?;
+    let left = agent.store.list_versions(&layout::tenant(tenant)).await?;
+    if let Some(v) = left.first() {
+        return Err(Error::Failed(format!(
+            "{} object versions are still under {} after the expiry, e.g. {}; the next tick tries again",
+            left.len(),
+            layout::tenant(tenant),
+            crate::keys::version_name(v)
+        )));
+    }
+    super::remove_local_files(agent, tenant)?;
+    let expiry = Expiry { at: step.now, generations, versions_deleted };
+    record.expiry = Some(expiry.clone());
+    let shred = match (cfg.shred, &record.shred) {
+        (ShredWhen::AfterExpiry, None) => {
+            agent.save_lifecycle_record(&record).await?;
+            Some(shred(step, tenant).await?)
+        }
+        _ => {
+            record.history.push(Transition { state: State::Shredded, at: step.now, by: step.actor.into() });
+            agent.save_lifecycle_record(&record).await?;
+            None
+        }
+    };
+    Ok(ExpireReport { tenant: tenant.to_string(), expiry, shred })
+}
+
+fn may_expire(record: &Record, timeline: Option<&Timeline>, step: &Step) -> Result<()> {
+    let t = &record.tenant;
+    match (timeline, record.purge.is_some(), record.expiry.is_some()) {
+        (Some(_), true, true) => Err(Error::NotAllowed(format!("the generations of tenant {t} have expired already"))),
+        (Some(tl), true, false) if step.now < tl.backups_expire => Err(Error::NotAllowed(format!(
+            "the generations of tenant {t} expire on {}, {} days after its purge",
+            tl.backups_expire, step.agent.config.lifecycle.backup_expiry_days
+        ))),
+        (Some(_), true, false) => Ok(()),
+        _ => Err(Error::NotAllowed(format!(
+            "tenant {t} is not purged: its generations expire only after its purge (`reversa tenant status {t}`)"
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShredReport {
+    pub tenant: String,
+    pub shred: Shred,
+    pub certificate: crate::commands::certificate::Issued,
+}
+
+/// Destroy the tenant's data key: remove it from the keystore, write a keystore snapshot
+/// without it (read back and opened), then delete every snapshot version, of every agent,
+/// that still holds it; then check that none is left. Only after the purge: before, the key
+/// is what makes the final generation readable.
+pub(crate) async fn shred(step: &Step<'_>, tenant: &TenantId) -> Result<ShredReport> {
+    let agent = step.agent;
+    let mut record = agent.lifecycle_record(tenant).await?;
+    if record.purge.is_none() {
+        return Err(Error::NotAllowed(format!(
+            "tenant {tenant} is {}: its key is shredded only once it is terminated and purged (`reversa tenant \
+             status {tenant}`); nothing changed",
+            super::due_state(&record, &agent.config.lifecycle, step.now).name()
+        )));
+    }
+    if let Some(s) = &record.shred {
+        return Err(Error::NotAllowed(format!("the key of tenant {tenant} was shredded already, on {}", s.at)));
+    }
+    let snapshot = agent.shred_key(tenant).await?;
+    let copies = agent.key_copies(tenant).await?;
+    let mut snapshots_deleted = Vec::new();
+    for v in &copies.holding {
+        agent.store.delete_version(v).await?;
+        snapshots_deleted.push(crate::keys::version_name(v));
+    }
+    let after = agent.key_copies(tenant).await?;
+    if let Some(v) = after.holding.first() {
+        return Err(Error::Failed(format!(
+            "keystore snapshot {} still holds the key of tenant {tenant} after its deletion",
+            crate::keys::version_name(v)
+        )));
+    }
+    let shred = Shred { at: step.now, by: step.actor.to_string(), snapshot, snapshots_deleted };
+    record.shred = Some(shred.clone());
+    if record.expiry.is_some() {
+        record.history.push(Transition { state: State::Shredded, at: step.now, by: step.actor.into() });
+    }
+    agent.save_lifecycle_record(&record).await?;
+    let (certificate, _) = super::certify(step, tenant).await?;
+    Ok(ShredReport { tenant: tenant.to_string(), shred, certificate })
+}
