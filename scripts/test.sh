@@ -10,6 +10,9 @@ need_cargo
 need_pkg 7zz 7zip
 need_pkg soffice libreoffice-calc
 need_pkg setpriv util-linux
+# Certificates are printed in a real browser, and the PDF read back, as an auditor would.
+need_pkg chromium chromium
+need_pkg pdftotext poppler-utils
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 # The S3 test server (Ceph RGW on loopback), unless the caller points the tests at one already.

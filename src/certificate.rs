@@ -25,6 +25,15 @@ pub enum Kind {
     Final,
 }
 
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Partial => "partial",
+            Kind::Final => "final",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certificate {
@@ -153,7 +162,7 @@ impl Certificate {
         let mut row = |k: &str, v: String| rows.push(format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v)));
         let t = &self.timeline;
         row("Tenant / Ente", self.tenant.clone());
-        row("Kind / Tipo", format!("{:?}", self.kind).to_lowercase());
+        row("Kind / Tipo", self.kind.name().into());
         row("Contract end / Fine contratto", t.contract_end.to_string());
         row("Export window end / Fine finestra di esportazione", t.export_window_end.to_string());
         row("Safeguard end / Fine salvaguardia", t.safeguard_end.to_string());
@@ -165,7 +174,7 @@ impl Certificate {
         row("Tool / Strumento", format!("{} {}", self.tool.name, self.tool.version));
         let v = &self.verification;
         row("Verification / Verifica", v.method.clone());
-        row("Store", format!("{} (versioning: {:?})", v.store, v.versioning).to_lowercase());
+        row("Store", format!("{} (versioning: {})", v.store, v.versioning.name()));
         for l in &v.listings {
             row(
                 "Listed / Elencati",
@@ -188,7 +197,7 @@ impl Certificate {
         format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Certificate {id}</title>\
              <style>body{{font-family:sans-serif;font-size:10pt;margin:2em}}th{{text-align:left;vertical-align:top;\
-             padding-right:1em;width:16em}}td{{word-break:break-all}}code{{font-size:9pt}}</style></head><body>\
+             padding-right:1em;width:16em}}td{{overflow-wrap:anywhere}}code{{font-size:9pt}}</style></head><body>\
              <h1>Certificate of sanitization / Certificato di cancellazione</h1><p>Certificate {id}, per NIST SP \
              800-88 Rev. 1</p><table>{rows}</table><h2>Steps / Passi</h2><ol>{steps}</ol><h2>Signature / Firma</h2>\
              <p>Ed25519, agent {agent}</p><p>Signature fingerprint: <code>{fp}</code></p>\

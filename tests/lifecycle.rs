@@ -267,7 +267,7 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     remove_all(&store, &snapshot);
     // Clean, but the VM replicas are pending until April 13th: a partial certificate.
     let r = at(&env, apr, &["expiry", "confirm", "t1"]).ok();
-    assert!(r.stdout.contains("certificate") && r.stdout.contains("Partial"), "{}", r.stdout);
+    assert!(r.stdout.contains("certificate") && r.stdout.contains("(partial)"), "{}", r.stdout);
 
     // The replicas' date: the tick confirms, with the final certificate.
     let late = "2027-04-20T10:00:00Z";
@@ -356,4 +356,89 @@ fn collect_leaves(v: &Value, at: String, out: &mut Vec<String>) {
         }
         _ => out.push(at),
     }
+}
+
+#[test]
+fn an_early_attested_purge_shreds_at_once_and_a_dir_store_confirms_by_listing() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, format!("{text}\n[lifecycle]\nshred = \"at_purge\"\n")).unwrap();
+    env.seed("t1", SMALL, 51);
+    env.seed("t2", SMALL, 52);
+    let jan = "2027-01-01T10:00:00Z";
+    at(&env, jan, &["backup", "--all"]).ok();
+    // Bad input, each refused with nothing changed: an active tenant is neither purged nor
+    // shredded nor confirmed.
+    for args in [&["tenant", "purge", "t2"][..], &["tenant", "shred", "t2"], &["expiry", "confirm", "t2"]] {
+        let r = at(&env, jan, args);
+        assert_eq!(r.code, 9, "{args:?}: {}", r.all());
+        assert!(r.stderr.contains("t2"), "{}", r.stderr);
+    }
+    at(&env, jan, &["tenant", "terminate", "t1", "--at", "2027-01-02"]).ok();
+    let feb = "2027-02-04T10:00:00Z";
+    at(&env, feb, &["lifecycle", "tick"]).ok();
+    let r = at(&env, feb, &["tenant", "shred", "t1"]);
+    assert_eq!(r.code, 9, "the safeguard still needs the key: {}", r.all());
+    let r = at(&env, feb, &["tenant", "purge", "t1", "--early", "--confirmed-by", "Mario Rossi"]);
+    assert_eq!(r.code, 9, "--early needs --reason: {}", r.all());
+    let r = at(&env, feb, &["tenant", "purge", "t1", "--early", "--reason", "richiesta del comune"]);
+    assert_eq!(r.code, 2, "reversa does not delete the source here: {}", r.all());
+    assert!(r.stderr.contains("--confirmed-by"), "{}", r.stderr);
+    assert!(at(&env, feb, &["tenant", "status", "t1"]).ok().stdout.contains("t1: safeguard"));
+
+    // The purge, attested, shreds the key at once: what is left of t1 can no longer be read.
+    let out = env.path("certs");
+    let args =
+        ["tenant", "purge", "t1", "--early", "--reason", "richiesta del comune", "--confirmed-by", "Mario Rossi"];
+    let r = at(&env, feb, &[&args[..], &["--out", out.to_str().unwrap()]].concat()).ok();
+    assert!(r.stdout.contains("key shredded") && r.stdout.contains("deleted by Mario Rossi"), "{}", r.stdout);
+    assert!(env.tenant_dir("t1").exists(), "an attested purge leaves the source to the operator");
+    let written: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert!(!env.store_files("tenants/t1/generations").is_empty(), "the generations wait for their expiry");
+    let r = at(&env, feb, &["check", "--all"]).ok();
+    assert!(r.stdout.contains("t1: shredded"), "{}", r.stdout);
+    let r = at(&env, feb, &["restore", "--tenant", "t1", "--to", env.path("r1").to_str().unwrap()]);
+    assert_eq!(r.code, 9, "{}", r.all());
+
+    // Thirty days later the generations expire; the tick confirms (the replicas' date is the
+    // same), and the certificate records the attestation.
+    let mar = "2027-03-07T10:00:00Z";
+    let r = at(&env, mar, &["lifecycle", "tick"]).ok();
+    assert!(r.stdout.contains("t1: expire done") && r.stdout.contains("t1: confirm_expiry done"), "{}", r.stdout);
+    assert!(env.store_files("tenants/t1").is_empty());
+    let cert =
+        serde_json::from_str::<Value>(&at(&env, mar, &["certificate", "show", "t1", "--json"]).ok().stdout).unwrap();
+    assert_eq!(cert["kind"], "final");
+    assert_eq!(cert["attestations"][0]["by"], "Mario Rossi");
+    assert_eq!(cert["verification"]["versioning"], "unversioned");
+    let file = written.iter().find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
+    env.run(&["certificate", "verify", file.to_str().unwrap()]).ok();
+    let page = env.path(&format!("store/reports/t1/certificates/{}.html", cert["id"].as_str().unwrap()));
+    let text = print_to_text(&env, &page);
+    let fingerprint: reversa::certificate::Certificate = serde_json::from_value(cert.clone()).unwrap();
+    for want in ["t1", "2027-01-02T00:00:00Z", "2027-03-06", "cryptographic erase", "Mario Rossi"] {
+        assert!(text.contains(want), "the printed certificate lacks {want:?}:\n{text}");
+    }
+    assert!(text.contains(&fingerprint.signature_fingerprint()), "no signature fingerprint:\n{text}");
+    let r = at(&env, mar, &["lifecycle", "tick"]).ok();
+    assert!(r.stdout.contains("no tenant's date has come"), "a second tick changes nothing: {}", r.stdout);
+    let to = env.restore("t2", None);
+    assert_eq!(crate::common::differences(&env.tenant_dir("t2"), &to), Vec::<String>::new());
+}
+
+/// Print an HTML page to PDF in headless Chromium, as an auditor would, and read its text back
+/// with pdftotext.
+fn print_to_text(env: &Env, page: &std::path::Path) -> String {
+    let pdf = env.path("page.pdf");
+    let r: Run = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer"])
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (scripts/test.sh installs it)")
+        .into();
+    assert!(pdf.exists(), "chromium printed no PDF: {}", r.all());
+    let out = std::process::Command::new("pdftotext").arg(&pdf).arg("-").output().expect("pdftotext runs");
+    String::from_utf8(out.stdout).unwrap()
 }

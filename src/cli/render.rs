@@ -688,7 +688,7 @@ pub(super) fn print_tick(ticked: &[crate::commands::lifecycle::TickReport]) {
 }
 
 fn print_issued(c: &crate::commands::certificate::Issued) {
-    out!("  certificate {} ({:?}): {}", c.id, c.kind, c.json);
+    out!("  certificate {} ({}): {}", c.id, c.kind.name(), c.json);
 }
 
 pub(super) fn print_purge(r: &crate::commands::lifecycle::purge::PurgeReport) {
@@ -735,13 +735,13 @@ pub(super) fn print_confirm(r: &crate::commands::lifecycle::confirm::ConfirmRepo
 }
 
 pub(super) fn print_certificate_verified(v: &crate::commands::certificate::Verified) {
-    out!("certificate {} of tenant {} ({:?}): signature good (agent {})", v.id, v.tenant, v.kind, v.agent);
+    out!("certificate {} of tenant {} ({}): signature good (agent {})", v.id, v.tenant, v.kind.name(), v.agent);
     out!("  signature fingerprint {}", v.signature_fingerprint);
     out!("  issued by audit entry #{} of agent {} ({})", v.audit_entry.1, v.audit_entry.0, v.audit_entry.2);
 }
 
 pub(super) fn print_certificate(c: &crate::certificate::Certificate) {
-    out!("certificate {} of tenant {} ({:?}), issued {} by {}", c.id, c.tenant, c.kind, c.issued_at, c.actor);
+    out!("certificate {} of tenant {} ({}), issued {} by {}", c.id, c.tenant, c.kind.name(), c.issued_at, c.actor);
     out!("  method: {} ({})", c.sanitization.technique, c.sanitization.category);
     for step in &c.sanitization.steps {
         out!("  - {step}");

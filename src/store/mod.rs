@@ -69,6 +69,16 @@ pub enum Versioning {
     Suspended,
 }
 
+impl Versioning {
+    pub fn name(self) -> &'static str {
+        match self {
+            Versioning::Unversioned => "unversioned",
+            Versioning::Enabled => "enabled",
+            Versioning::Suspended => "suspended",
+        }
+    }
+}
+
 /// An upload that was started and never completed nor aborted (an S3 multipart upload left by a
 /// killed process). Its parts take space until it is aborted.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
