@@ -153,7 +153,7 @@ impl Certificate {
     /// A short fingerprint of the signature, for the printed page and a reader comparing it.
     pub fn signature_fingerprint(&self) -> String {
         let h = hex::encode(Sha256::digest(self.signature.as_bytes()));
-        h[..32].as_bytes().chunks(4).map(|c| std::str::from_utf8(c).expect("hex")).collect::<Vec<_>>().join(":")
+        h.as_bytes()[..32].chunks(4).map(|c| std::str::from_utf8(c).expect("hex")).collect::<Vec<_>>().join(":")
     }
 
     /// The printable page (HTML, one A4 sheet or more, no script, no external resource).
