@@ -746,8 +746,13 @@ impl Keystore {
                 check.newest = Some(newest.key.clone());
                 let held = newest.contents.as_ref().map(|f| &f.tenants).ok();
                 for (tenant, entry) in &self.file.tenants {
-                    if held.and_then(|t| t.get(tenant)) != Some(entry) {
-                        check.missing.push(tenant.clone());
+                    match held.and_then(|t| t.get(tenant)) {
+                        Some(h) if h == entry => {}
+                        // Another agent shredded it: this one must not bring it back.
+                        Some(h) if h.shredded.is_some() && entry.shredded.is_none() => {
+                            check.shredded_elsewhere.push(tenant.clone())
+                        }
+                        _ => check.missing.push(tenant.clone()),
                     }
                 }
                 if !check.missing.is_empty() {
@@ -894,6 +899,9 @@ pub struct SnapshotCheck {
     pub damaged: Vec<String>,
     /// Tenants whose entry in this agent's keystore the newest snapshot does not hold as is.
     pub missing: Vec<String>,
+    /// Tenants whose key the newest snapshot records as shredded while this agent still holds
+    /// it (another agent shredded it): the check shreds it here too.
+    pub shredded_elsewhere: Vec<String>,
     /// Every damaged snapshot and missing key, named.
     pub problems: Vec<String>,
     /// The snapshot `check --repair` uploaded.

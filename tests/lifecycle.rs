@@ -367,6 +367,15 @@ fn an_early_attested_purge_shreds_at_once_and_a_dir_store_confirms_by_listing() 
     env.seed("t2", SMALL, 52);
     let jan = "2027-01-01T10:00:00Z";
     at(&env, jan, &["backup", "--all"]).ok();
+    let text = std::fs::read_to_string(&env.config).unwrap().replace("dir = \"state\"", "dir = \"state2\"");
+    std::fs::write(env.path("other.toml"), text).unwrap();
+    let init = std::process::Command::new(crate::common::bin())
+        .arg("--config")
+        .arg(env.path("other.toml"))
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     // Bad input, each refused with nothing changed: an active tenant is neither purged nor
     // shredded nor confirmed.
     for args in [&["tenant", "purge", "t2"][..], &["tenant", "shred", "t2"], &["expiry", "confirm", "t2"]] {
@@ -375,6 +384,8 @@ fn an_early_attested_purge_shreds_at_once_and_a_dir_store_confirms_by_listing() 
         assert!(r.stderr.contains("t2"), "{}", r.stderr);
     }
     at(&env, jan, &["tenant", "terminate", "t1", "--at", "2027-01-02"]).ok();
+    let r = at(&env, jan, &["tenant", "purge", "t1", "--early", "--reason", "x", "--confirmed-by", "y"]);
+    assert_eq!(r.code, 9, "not even --early before the contract end: {}", r.all());
     let feb = "2027-02-04T10:00:00Z";
     at(&env, feb, &["lifecycle", "tick"]).ok();
     let r = at(&env, feb, &["tenant", "shred", "t1"]);
@@ -398,6 +409,23 @@ fn an_early_attested_purge_shreds_at_once_and_a_dir_store_confirms_by_listing() 
     assert!(!env.store_files("tenants/t1/generations").is_empty(), "the generations wait for their expiry");
     let r = at(&env, feb, &["check", "--all"]).ok();
     assert!(r.stdout.contains("t1: shredded"), "{}", r.stdout);
+    // A second agent on the same store, set up before the shred, still held the key: its next
+    // check takes the shred from the store's snapshot instead of uploading the key again.
+    let other = env.path("other.toml");
+    let second = |args: &[&str]| -> Run {
+        std::process::Command::new(crate::common::bin())
+            .arg("--config")
+            .arg(&other)
+            .args(args)
+            .env("REVERSA_NOW", feb)
+            .output()
+            .unwrap()
+            .into()
+    };
+    second(&["check", "--tenant", "t2"]).ok();
+    let listed: Value = serde_json::from_str(&second(&["tenant", "list", "--json"]).ok().stdout).unwrap();
+    let t1 = listed.as_array().unwrap().iter().find(|t| t["tenant"] == "t1").unwrap().clone();
+    assert_eq!(t1["key"], "shredded", "{listed}");
     let r = at(&env, feb, &["restore", "--tenant", "t1", "--to", env.path("r1").to_str().unwrap()]);
     assert_eq!(r.code, 9, "{}", r.all());
 

@@ -396,12 +396,22 @@ impl Agent {
     pub(crate) async fn check_keystore(&self, repair: bool) -> Result<keys::SnapshotCheck> {
         // A copy, re-read from its file (another process may have added keys since this
         // opened), so no lock is held across the requests.
-        let ks = {
+        let copy = || -> Result<Keystore> {
             let mut ks = self.keystore();
             ks.reload()?;
-            ks.clone()
+            Ok(ks.clone())
         };
+        let mut ks = copy()?;
         let mut check = ks.verify_snapshots(&*self.store).await?;
+        for t in &check.shredded_elsewhere {
+            let tenant = TenantId::parse(t)?;
+            self.keystore().shred(&tenant)?;
+            self.key_event("key_shred_adopted", Some(&tenant), check.newest.as_deref())?;
+        }
+        if !check.shredded_elsewhere.is_empty() {
+            // What a repair may upload must not hold the key it just shredded.
+            ks = copy()?;
+        }
         if !repair || check.problems.is_empty() {
             return Ok(check);
         }

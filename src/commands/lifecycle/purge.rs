@@ -54,6 +54,12 @@ fn may_purge(
     if state > State::Safeguard {
         return Err(Error::NotAllowed(format!("tenant {t} was purged already ({} now)", state.name())));
     }
+    if state == State::Active {
+        return Err(Error::NotAllowed(format!(
+            "tenant {t}'s contract ends on {}: a purge, even --early, waits for the contract end",
+            timeline.contract_end
+        )));
+    }
     if step.now < timeline.safeguard_end && !(opts.early && step.reason.is_some()) {
         return Err(Error::NotAllowed(format!(
             "the purge of tenant {t} is due on {}, when its safeguard ends; to purge before, give --early and \
