@@ -168,6 +168,8 @@ fn exporter(n: usize, dir: &Path) -> f64 {
         formats: Formats { xlsx: true, csv: false },
         sheet_rows: SHEET_ROWS_MAX,
         created_ns: 1_700_000_000_000_000_000,
+        extraordinary: None,
+        attachments: Vec::new(),
     };
     let mut ex = Exporter::new(settings, Arc::new(Counters::default())).unwrap();
     ex.apply(Event::Table {

@@ -97,6 +97,8 @@ pub enum Task {
     Shred,
     /// Verify by listing that the tenant's data are gone; issue the certificate.
     ConfirmExpiry,
+    /// An extraordinary extraction from the final generation, during the safeguard.
+    Extract(crate::commands::extraction::ExtractionOptions),
 }
 
 impl Task {
@@ -124,6 +126,7 @@ impl Task {
             Task::Expire => "expire",
             Task::Shred => "shred",
             Task::ConfirmExpiry => "confirm_expiry",
+            Task::Extract(_) => "extraordinary_export",
         }
     }
 
@@ -139,7 +142,8 @@ impl Task {
             | Task::Hold(_)
             | Task::Release(_)
             | Task::FinalGeneration
-            | Task::Purge(_) => Some(false),
+            | Task::Purge(_)
+            | Task::Extract(_) => Some(false),
             _ => None,
         }
     }
@@ -174,7 +178,7 @@ impl Task {
 
     /// Whether the task gives tenant data to someone outside the agent (the register's rule).
     pub fn discloses(&self) -> bool {
-        matches!(self, Task::Export(_) | Task::Restore(_))
+        matches!(self, Task::Export(_) | Task::Restore(_) | Task::Extract(_))
     }
 }
 
@@ -242,6 +246,13 @@ impl Job {
                 ));
             }
         }
+        if matches!(self.task, Task::Extract(_)) && (blank(&self.ticket) || blank(&self.reason)) {
+            return Err(Error::Usage(
+                "an extraordinary extraction needs the request it answers: give --ticket ID and --reason TEXT; \
+                 nothing was written"
+                    .into(),
+            ));
+        }
         if self.tenant.is_none() && self.task.repository().is_some() {
             return Err(Error::Usage(format!("{} needs a tenant", self.task.name())));
         }
@@ -275,11 +286,16 @@ impl Job {
     }
 
     fn disclosure(&self, r: &Recipient, what: Disclosure) -> Disclosure {
+        let query_sha256 = match &self.task {
+            Task::Extract(o) => o.query.as_deref().map(crate::commands::extraction::query_sha256),
+            _ => None,
+        };
         Disclosure {
             recipient: r.name.trim().to_string(),
             recipient_kind: r.kind,
             legal_basis: r.legal_basis.clone(),
             notify_customer: r.kind == RecipientKind::Authority,
+            query_sha256,
             ..what
         }
     }
@@ -384,6 +400,7 @@ fn disclosed(
         files,
         bytes,
         sha256: sha.map(String::from),
+        query_sha256: None,
     }
 }
 
@@ -613,6 +630,14 @@ async fn dispatch(
         Task::Shred => Report::Shred(lifecycle::expiry::shred(&step(agent, job), tenant()?).await?),
         Task::ConfirmExpiry => {
             Report::Confirm(Box::new(lifecycle::confirm::confirm(&step(agent, job), tenant()?).await?))
+        }
+        Task::Extract(o) => {
+            let (ticket, to) =
+                (job.ticket.as_deref().unwrap_or_default(), job.recipient.as_ref().map(|r| r.name.as_str()));
+            let st = step(agent, job);
+            let run =
+                crate::commands::extraction::extract(&st, ticket, to.unwrap_or_default(), repo()?, o, cancel, progress);
+            Report::Export(Box::new(Box::pin(run).await?))
         }
     })
 }

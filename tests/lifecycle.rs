@@ -195,6 +195,8 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     let args = [&["export", "--tenant", "t1", "--out", &o, "--passphrase-file", &p, "--upload"][..], &customer[..]];
     at(&env, jan, &args.concat()).ok();
     assert!(!versions(&store, "exports/t1/").is_empty());
+    let early = extraordinary(&env, "early", &["--query", "SELECT 1"]);
+    assert_eq!(at(&env, jan, &early.iter().map(String::as_str).collect::<Vec<_>>()).code, 9, "only in the safeguard");
 
     // The safeguard: the tick takes the final generation; no export; the purge is not due yet.
     let feb = "2027-02-04T10:00:00Z";
@@ -203,6 +205,7 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     let status = json(at(&env, feb, &["tenant", "status", "t1", "--json"]));
     let final_generation = status["final_generation"].as_str().unwrap().to_string();
     assert_eq!(export(&env, feb, "t1").code, 9);
+    extraordinary_extractions(&env, feb, &final_generation);
     let r = at(&env, feb, &["tenant", "purge", "t1"]);
     assert_eq!(r.code, 9, "{}", r.all());
     assert!(r.stderr.contains("due on 2027-03-03") && r.stderr.contains("--early"), "{}", r.stderr);
@@ -469,4 +472,88 @@ fn print_to_text(env: &Env, page: &std::path::Path) -> String {
     assert!(pdf.exists(), "chromium printed no PDF: {}", r.all());
     let out = std::process::Command::new("pdftotext").arg(&pdf).arg("-").output().expect("pdftotext runs");
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// The arguments of an extraordinary extraction of t1 into a folder named `name`, by an
+/// authority's request, with `what` (`--tables` or `--query` and their limits).
+fn extraordinary(env: &Env, name: &str, what: &[&str]) -> Vec<String> {
+    let out = env.path(name);
+    let mut args: Vec<String> = ["export", "--tenant", "t1", "--extraordinary", "--out"].map(String::from).to_vec();
+    args.push(out.to_str().unwrap().into());
+    args.extend(["--passphrase-file".into(), env.path(&format!("{name}.pass")).to_str().unwrap().into()]);
+    args.extend(what.iter().map(|s| s.to_string()));
+    let by = ["--ticket", "PROC-12", "--reason", "richiesta della procura", "--recipient", "Procura di Pisa"];
+    args.extend(by.map(String::from));
+    args.extend(["--recipient-kind", "authority", "--legal-basis", "art. 254 c.p.p."].map(String::from));
+    args
+}
+
+/// Run an extraordinary extraction and open its archive with 7-Zip: the tree inside.
+fn extract_and_open(env: &Env, now: &str, name: &str, what: &[&str]) -> std::path::PathBuf {
+    let args = extraordinary(env, name, what);
+    at(env, now, &args.iter().map(String::as_str).collect::<Vec<_>>()).ok();
+    let zip = std::fs::read_dir(env.path(name))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "zip"));
+    let pass = std::fs::read_to_string(env.path(&format!("{name}.pass"))).unwrap();
+    crate::export::extract(&zip.unwrap(), pass.trim(), &env.path(&format!("{name}-open")))
+}
+
+/// During the safeguard: a query and chosen tables from the final generation, each in an
+/// AES-256 archive; the query's text in the manifest and never in the audit log; a query that
+/// writes or runs too long, or no ticket, refused with nothing written.
+fn extraordinary_extractions(env: &Env, now: &str, final_generation: &str) {
+    let source = rusqlite::Connection::open(env.tenant_dir("t1").join("database.sqlite")).unwrap();
+    let count = |sql: &str| source.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    let query = "SELECT tipo, count(*) AS n FROM pratiche GROUP BY tipo ORDER BY tipo";
+    let tree = extract_and_open(env, now, "extra-q", &["--query", query]);
+    let manifest: Value = serde_json::from_slice(&std::fs::read(tree.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["extraordinary"]["query"], query);
+    assert_eq!(
+        (&manifest["source"]["kind"], &manifest["source"]["id"]),
+        (&Value::from("generation"), &Value::from(final_generation))
+    );
+    let csv = std::fs::read_to_string(tree.join("dati/csv/risultato.csv")).unwrap();
+    assert_eq!(csv.lines().count() as i64, 1 + count("SELECT count(DISTINCT tipo) FROM pratiche"), "{csv}");
+    assert!(tree.join("dati/t1.xlsx").exists());
+
+    let tree = extract_and_open(env, now, "extra-t", &["--tables", "pratiche,protocollo"]);
+    let copy = rusqlite::Connection::open(tree.join("dati/t1.sqlite")).unwrap();
+    for t in ["pratiche", "protocollo"] {
+        let n: i64 = copy.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap();
+        assert_eq!(n, count(&format!("SELECT count(*) FROM {t}")), "{t}");
+        assert!(tree.join(format!("dati/csv/{t}.csv")).exists());
+    }
+    let others: i64 =
+        copy.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'cittadini'", [], |r| r.get(0)).unwrap();
+    assert_eq!(others, 0, "only the tables asked for");
+
+    let log = env.run(&["audit", "log", "--json"]).ok().stdout;
+    assert!(!log.contains(query) && !log.contains("GROUP BY"), "the query's text is in the audit log");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(query.as_bytes()));
+    assert!(log.contains(&digest), "the query's SHA-256 is not in the audit log");
+    let register = env.run(&["disclosures", "--tenant", "t1", "--json"]).ok().stdout;
+    assert!(register.contains(&digest) && register.contains("Procura di Pisa"), "{register}");
+
+    let refused = |name: &str, what: &[&str], why: &str| {
+        let r = at(env, now, &extraordinary(env, name, what).iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(r.code, 2, "{name}: {}", r.all());
+        assert!(r.stderr.contains(why), "{name}: {}", r.stderr);
+        let written = std::fs::read_dir(env.path(name)).map_or(0, |d| d.count());
+        assert_eq!(written, 0, "{name} wrote something");
+    };
+    refused("extra-w", &["--query", "DELETE FROM pratiche"], "read-only");
+    let forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    refused("extra-l", &["--query", forever, "--time-limit", "1"], "time limit");
+    refused("extra-r", &["--query", "SELECT * FROM pratiche", "--row-limit", "2"], "more than 2 rows");
+    refused("extra-n", &["--tables", "nessuna"], "no table");
+    let mut no_ticket = extraordinary(env, "extra-x", &["--tables", "pratiche"]);
+    let i = no_ticket.iter().position(|a| a == "--ticket").unwrap();
+    no_ticket.drain(i..i + 2);
+    let r = at(env, now, &no_ticket.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("--ticket"), "{}", r.stderr);
+    assert!(count("SELECT count(*) FROM pratiche") > 2, "the row limit was not crossed");
 }

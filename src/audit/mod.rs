@@ -92,6 +92,9 @@ pub struct Disclosure {
     pub bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// An extraordinary extraction's query, by its SHA-256 (its text is in the archive only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_sha256: Option<String>,
 }
 
 /// One line of the log.

@@ -293,6 +293,8 @@ pub enum Command {
         upload: bool,
         #[command(flatten)]
         to_whom: RecipientArgs,
+        #[command(flatten)]
+        extraordinary: ExtraordinaryArgs,
     },
     /// Exports uploaded to the store.
     Exports {
@@ -465,6 +467,28 @@ pub enum LifecycleCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `export --extraordinary`: during the safeguard, from the final generation, by an operator
+/// (needs --ticket, --reason and --recipient).
+#[derive(clap::Args, Debug)]
+pub struct ExtraordinaryArgs {
+    /// An extraordinary extraction (safeguard only): --tables or --query.
+    #[arg(long, requires = "extraction")]
+    extraordinary: bool,
+    /// Chosen tables, raw: CSV plus a SQLite file holding just them.
+    #[arg(long, value_delimiter = ',', group = "extraction", requires = "extraordinary")]
+    tables: Vec<String>,
+    /// One read-only query, run on the final generation: its result as CSV and XLSX. Its text
+    /// goes into the archive's manifest; the audit log keeps its SHA-256.
+    #[arg(long, group = "extraction", requires = "extraordinary")]
+    query: Option<String>,
+    /// A query giving more rows fails.
+    #[arg(long, default_value_t = crate::commands::extraction::ExtractionOptions::default_row_limit())]
+    row_limit: u64,
+    /// A query running longer is stopped (seconds, or "5m").
+    #[arg(long, default_value = "300")]
+    time_limit: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -797,7 +821,27 @@ async fn on_agent(s: &Session, command: &Command) -> Result<i32, Error> {
             check(s, which, check::CheckOptions { read_data: read, repair: *repair }, *json).await
         }
         Command::Prune { which, dry_run, json } => prune(s, which, *dry_run, *json).await,
-        Command::Export { tenant, generation, out, format, split_size, passphrase_file, upload, to_whom } => {
+        Command::Export { tenant, out, passphrase_file, to_whom, extraordinary: x, .. } if x.extraordinary => {
+            let opts = crate::commands::extraction::ExtractionOptions {
+                out: out.clone(),
+                passphrase_file: passphrase_file.clone(),
+                tables: x.tables.clone(),
+                query: x.query.clone(),
+                row_limit: x.row_limit,
+                time_limit_secs: crate::config::parse_seconds(&x.time_limit)
+                    .ok_or_else(|| {
+                        Error::Usage(format!("--time-limit {:?} is not a duration (300, 90s, 5m)", x.time_limit))
+                    })?
+                    .as_secs(),
+            };
+            let tenant = TenantId::parse(tenant)?;
+            let mut job = s.job(Task::Extract(opts), Some(&tenant));
+            job.recipient = to_whom.recipient();
+            let r = report!(s, job, Export);
+            render::print_export(&r);
+            Ok(exit::OK)
+        }
+        Command::Export { tenant, generation, out, format, split_size, passphrase_file, upload, to_whom, .. } => {
             // Flags first, so that a typo is reported before anything runs.
             let mut opts = export::ExportOptions::new(out);
             opts.formats = crate::export::Formats::parse(format)?;

@@ -104,15 +104,30 @@ pub struct ExportReport {
     pub duration_ms: u64,
 }
 
-enum Input {
+pub(crate) enum Input {
     Live(PathBuf),
     Generation(Box<GenerationInput>),
+    /// A folder made from a generation (an extraordinary extraction's tables or query result):
+    /// read like the live source, recorded as the generation it came from.
+    Derived {
+        dir: PathBuf,
+        generation: String,
+        time: String,
+    },
 }
 
-struct GenerationInput {
+pub(crate) struct GenerationInput {
     repo: crate::repository::Repository,
     manifest: crate::generation::Manifest,
     index: crate::repository::Index,
+}
+
+/// What an extraordinary extraction adds to an export: its record in the manifest, and files
+/// put into the archive as they are.
+#[derive(Default)]
+pub(crate) struct Extras {
+    pub extraordinary: Option<crate::export::Extraordinary>,
+    pub attachments: Vec<(String, PathBuf)>,
 }
 
 /// Removes what a failed export wrote. Disarmed once the export is complete; the work folder
@@ -160,13 +175,6 @@ pub(crate) async fn export(
     cancel: &tokio_util::sync::CancellationToken,
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
-    let started = Instant::now();
-    let now = jiff::Timestamp::now();
-    let created = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
-    let export_id = format!("{stamp}-{:08x}", rand::random::<u32>());
-    let base = format!("{tenant}-{stamp}");
-
     // What to read. A wrong tenant or generation is reported before anything is written.
     let input = match &opts.generation {
         None => Input::Live(agent.tenant_dir(tenant)?),
@@ -177,6 +185,26 @@ pub(crate) async fn export(
             Input::Generation(Box::new(GenerationInput { repo, manifest, index }))
         }
     };
+    Box::pin(write(agent, tenant, input, opts, Extras::default(), cancel, progress)).await
+}
+
+/// Write the export of `input` (see [`export`]); an extraordinary extraction comes here with
+/// its derived folder and its extras.
+pub(crate) async fn write(
+    agent: &Agent,
+    tenant: &TenantId,
+    input: Input,
+    opts: &ExportOptions,
+    extras: Extras,
+    cancel: &tokio_util::sync::CancellationToken,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
+    let started = Instant::now();
+    let now = jiff::Timestamp::now();
+    let created = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let export_id = format!("{stamp}-{:08x}", rand::random::<u32>());
+    let base = format!("{tenant}-{stamp}");
 
     fs::create_dir_all(&opts.out).map_err(out_err(&opts.out))?;
     let temp_prefix = format!(".{base}-{}.partial", &export_id[export_id.len() - 8..]);
@@ -209,7 +237,7 @@ pub(crate) async fn export(
     let counters = Arc::new(Counters::default());
     let total = match &input {
         Input::Generation(g) => Some(g.manifest.summary.table_bytes + g.manifest.summary.file_bytes),
-        Input::Live(_) => None,
+        Input::Live(_) | Input::Derived { .. } => None,
     };
     progress.phase(&format!("export {tenant}"), total);
 
@@ -219,6 +247,8 @@ pub(crate) async fn export(
         formats: opts.formats,
         sheet_rows: opts.sheet_rows,
         created_ns: now.as_nanosecond(),
+        extraordinary: extras.extraordinary,
+        attachments: extras.attachments,
     };
     let exporter = Exporter::new(settings, counters.clone())?;
 
@@ -238,7 +268,7 @@ pub(crate) async fn export(
         });
         let feed = async {
             match &input {
-                Input::Live(dir) => {
+                Input::Live(dir) | Input::Derived { dir, .. } => {
                     let dir = dir.clone();
                     tokio::task::spawn_blocking(move || read::read_live(&dir, busy, &tx).map(Some))
                         .await
@@ -263,16 +293,21 @@ pub(crate) async fn export(
         };
         let (source, warnings) = match (&input, live) {
             (Input::Live(_), Some(l)) => (SourceInfo::Live { time: l.snapshot_time }, l.warnings),
+            (Input::Derived { generation, time, .. }, Some(l)) => {
+                (SourceInfo::Generation { id: generation.clone(), time: time.clone() }, l.warnings)
+            }
             (Input::Generation(g), _) => {
                 (SourceInfo::Generation { id: g.manifest.id.clone(), time: g.manifest.time.clone() }, Vec::new())
             }
-            (Input::Live(_), None) => unreachable!("the live reader reports what it read"),
+            (Input::Live(_) | Input::Derived { .. }, None) => unreachable!("the live reader reports what it read"),
         };
         let finish = {
             let (source, created) = (source.clone(), created.clone());
             // The customer reads the manifest: paths relative to the tenant, not the server's.
             let warnings: Vec<String> = match &input {
-                Input::Live(dir) => warnings.iter().map(|w| w.relative_to(dir).to_string()).collect(),
+                Input::Live(dir) | Input::Derived { dir, .. } => {
+                    warnings.iter().map(|w| w.relative_to(dir).to_string()).collect()
+                }
                 Input::Generation(_) => warnings.iter().map(ToString::to_string).collect(),
             };
             let counters = counters.clone();

@@ -7,6 +7,7 @@ pub mod certificate;
 pub mod check;
 pub mod demo;
 pub mod export;
+pub mod extraction;
 pub mod forget;
 pub mod generations;
 pub mod init;

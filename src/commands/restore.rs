@@ -150,6 +150,27 @@ pub(crate) async fn restore(
     })
 }
 
+/// Rebuild only the database of `generation` as `into/database.sqlite`, every blob verified:
+/// what an extraordinary extraction reads. The caller owns `into` and removes it.
+pub(crate) async fn materialize_database(
+    agent: &Agent,
+    repo: &Repository,
+    generation: &str,
+    into: &Path,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+) -> Result<crate::generation::Manifest> {
+    let manifest = repo.resolve_generation(Some(generation)).await?;
+    let index = repo.load_index().await?;
+    let tmp = agent.config.state.dir.join("tmp");
+    let catalog = repo.fetch_catalog(&index, &manifest, &tmp).await?;
+    fs::create_dir_all(into).map_err(|cause| Error::Io { what: "cannot create", path: into.to_path_buf(), cause })?;
+    let pass =
+        Pass { repo, cancel, index: &index, catalog: &catalog, generation: &manifest.id, tmp: &tmp, partial: false };
+    pass.restore_into(into, progress, |e| matches!(e, Entry::Schema { .. } | Entry::Table { .. })).await?;
+    Ok(manifest)
+}
+
 /// `RESTORE-REPORT.txt` in the target: what a partial restore could not restore and why. It
 /// names tables and files, like the restored data beside it.
 fn write_report(to: &Path, tenant: &TenantId, generation: &str, lost: &[Lost]) -> Result<()> {

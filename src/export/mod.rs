@@ -286,6 +286,8 @@ struct ManifestHead<'a> {
     tables: &'a [TableInfo],
     links: &'a [LinkInfo],
     warnings: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extraordinary: Option<&'a Extraordinary>,
 }
 
 /// What [`Exporter::finish`] made.
@@ -298,6 +300,24 @@ pub struct Finished {
     pub file_bytes: u64,
 }
 
+/// What an extraordinary extraction (`export --extraordinary`) records in the archive's
+/// manifest: why, for whom, and exactly what was asked, the query's text included (the audit
+/// log and the register keep only its SHA-256).
+#[derive(Debug, Clone, Serialize)]
+pub struct Extraordinary {
+    pub ticket: String,
+    pub reason: String,
+    pub recipient: String,
+    /// The generation read: the final one, taken when the safeguard began.
+    pub generation: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_sha256: Option<String>,
+}
+
 /// Everything the exporter needs to know besides the events.
 pub struct Settings {
     pub tenant: String,
@@ -308,6 +328,11 @@ pub struct Settings {
     pub sheet_rows: u32,
     /// The export's time, for the entries the export makes.
     pub created_ns: i128,
+    /// Set for an extraordinary extraction: recorded in the manifest.
+    pub extraordinary: Option<Extraordinary>,
+    /// Files added to the archive as they are (its path inside, the file): the SQLite file of
+    /// an extraction of raw tables.
+    pub attachments: Vec<(String, PathBuf)>,
 }
 
 struct TableState {
@@ -686,6 +711,10 @@ impl Exporter {
             let _ = fs::remove_file(&path);
             self.record(&r, "xlsx", None, None)?;
         }
+        for (name, path) in std::mem::take(&mut self.s.attachments) {
+            let r = self.zip.add_file(&name, &path, Method::Deflate, self.made_time)?;
+            self.record(&r, "database", None, None)?;
+        }
         self.files_spool.flush().map_err(io("cannot write", &self.files_spool_path))?;
         let head = ManifestHead {
             format: 1,
@@ -697,6 +726,7 @@ impl Exporter {
             tables: &self.tables,
             links: &self.links,
             warnings,
+            extraordinary: self.s.extraordinary.as_ref(),
         };
         let head = serde_json::to_string_pretty(&head).expect("manifest serializes");
         let head = head.strip_suffix('}').expect("a JSON object ends with }").trim_end();
