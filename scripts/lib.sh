@@ -12,6 +12,13 @@ need_pkg() {
   fi
 }
 
+# apt-get install the Debian packages given (for what no command names, such as a Python module).
+need_pkg_anyway() {
+  echo "installing $*" >&2
+  timeout 300 apt-get update -q >/dev/null 2>&1 || true
+  timeout 900 apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
 need_cargo() {
   command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain 1.95)" >&2; exit 1; }
 }

@@ -46,6 +46,8 @@ pub struct Config {
     pub lock: crate::repository::lock::LockConfig,
     #[serde(default)]
     pub lifecycle: crate::lifecycle::LifecycleConfig,
+    #[serde(default)]
+    pub notices: crate::notices::NoticesConfig,
     /// SHA-256 of the configuration file's text, so the audit log records when it changed.
     #[serde(skip)]
     pub file_sha256: String,
@@ -191,6 +193,9 @@ impl Config {
             fix(p);
         }
         fix(&mut self.state.dir);
+        for p in [&mut self.notices.webhook_secret_file, &mut self.notices.smtp_ca_file].into_iter().flatten() {
+            fix(p);
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -216,6 +221,7 @@ impl Config {
         }
         self.lock.validate().map_err(|message| invalid("lock.refresh", &message))?;
         self.lifecycle.validate().map_err(|(key, message)| invalid(key, &message))?;
+        self.notices.validate().map_err(|(key, message)| invalid(key, &message))?;
         if self.exports.keep_days == 0 {
             return Err(invalid(
                 "exports.keep_days",

@@ -99,6 +99,8 @@ pub enum Task {
     ConfirmExpiry,
     /// An extraordinary extraction from the final generation, during the safeguard.
     Extract(crate::commands::extraction::ExtractionOptions),
+    /// Deliver the tenant's notices that are due (a tick).
+    DeliverNotices,
 }
 
 impl Task {
@@ -127,6 +129,7 @@ impl Task {
             Task::Shred => "shred",
             Task::ConfirmExpiry => "confirm_expiry",
             Task::Extract(_) => "extraordinary_export",
+            Task::DeliverNotices => "deliver_notices",
         }
     }
 
@@ -344,6 +347,7 @@ pub enum Report {
     Expire(lifecycle::expiry::ExpireReport),
     Shred(lifecycle::expiry::ShredReport),
     Confirm(Box<lifecycle::confirm::ConfirmReport>),
+    Notices(crate::commands::notices::Delivered),
 }
 
 /// What the audit log keeps of a report: counts, and the ids and hashes of what was produced.
@@ -494,6 +498,7 @@ impl Report {
                 .count("versions_deleted", r.expiry.versions_deleted)
                 .shred(r.shred.as_ref()),
             Report::Shred(r) => ev.shred(Some(r)),
+            Report::Notices(d) => ev.count("sent", d.sent).count("failed", d.failed),
             Report::Confirm(r) => ev
                 .count("key_snapshots_checked", r.scan.key_copies.checked.len())
                 .count("blockers", r.scan.blockers.len())
@@ -506,20 +511,39 @@ impl Report {
 pub async fn run(agent: &Agent, job: &Job, cancel: &CancellationToken, progress: &dyn Progress) -> Result<Report> {
     // Boxed: the verbs' futures are large (an export's pipeline), and a caller polling this on
     // a small stack (a test thread, a daemon task) must not hold them inline.
-    audited(&agent.audit, job, Box::pin(execute(agent, job, cancel, progress))).await
+    let id = crate::sortable_id_at(jiff::Timestamp::now());
+    let result = audited_as(&agent.audit, job, &id, Box::pin(execute(agent, job, cancel, progress))).await;
+    if let (Ok(_), Some(tenant), Some(r)) = (&result, &job.tenant, &job.recipient) {
+        if r.kind == RecipientKind::Authority {
+            let event = crate::notices::Event::DisclosureToAuthority {
+                job: id.clone(),
+                recipient: r.name.clone(),
+                legal_basis: r.legal_basis.clone().unwrap_or_default(),
+            };
+            // The data are given; a notice that cannot be queued leaves the disclosure pending
+            // in the register (`disclosures --pending-notices`), which is where it is seen.
+            if let Err(e) = lifecycle::notify(agent, tenant, event).await {
+                tracing::warn!(error = %e, "the customer's notice of a disclosure to an authority could not be queued");
+            }
+        }
+    }
+    result
 }
 
 /// Write the start entry, run `work`, write the end entry. Also for `init`, which runs before
 /// there is an agent.
 pub async fn audited(log: &AuditLog, job: &Job, work: impl Future<Output = Result<Report>>) -> Result<Report> {
+    audited_as(log, job, &crate::sortable_id_at(jiff::Timestamp::now()), work).await
+}
+
+async fn audited_as(log: &AuditLog, job: &Job, id: &str, work: impl Future<Output = Result<Report>>) -> Result<Report> {
     job.validate()?;
-    let id = crate::sortable_id_at(jiff::Timestamp::now());
     let tenant = job.tenant.as_ref().map(|t| t.to_string()).unwrap_or_default();
     let span = tracing::info_span!("job", job = %id, kind = job.task.name(), tenant = %tenant);
     async {
-        log.append(job.start_entry(&id))?;
+        log.append(job.start_entry(id))?;
         let result = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|p| Err(panicked(p)));
-        log.append(job.end_entry(&id, &result))?;
+        log.append(job.end_entry(id, &result))?;
         result
     }
     .instrument(span)
@@ -631,6 +655,7 @@ async fn dispatch(
         Task::ConfirmExpiry => {
             Report::Confirm(Box::new(lifecycle::confirm::confirm(&step(agent, job), tenant()?).await?))
         }
+        Task::DeliverNotices => Report::Notices(Box::pin(crate::commands::notices::deliver(agent, tenant()?)).await?),
         Task::Extract(o) => {
             let (ticket, to) =
                 (job.ticket.as_deref().unwrap_or_default(), job.recipient.as_ref().map(|r| r.name.as_str()));
@@ -658,7 +683,7 @@ pub async fn tick(
     progress: &dyn Progress,
 ) -> Result<Vec<lifecycle::TickReport>> {
     let Report::LifecycleTick(mut ticked) =
-        run(agent, &Job::by(Task::LifecycleTick { now }, None, who), cancel, progress).await?
+        Box::pin(run(agent, &Job::by(Task::LifecycleTick { now }, None, who), cancel, progress)).await?
     else {
         unreachable!("a tick job reports a tick")
     };
@@ -667,7 +692,8 @@ pub async fn tick(
             return Err(Error::Cancelled);
         }
         let tenant = TenantId::parse(&report.tenant)?;
-        run_due_steps(agent, &tenant, report, cancel, progress).await?;
+        Box::pin(run_due_steps(agent, &tenant, report, cancel, progress)).await?;
+        Box::pin(deliver_due_notices(agent, &tenant, report, cancel, progress)).await?;
     }
     ticked.retain(|r| r.acted() || r.blocked.is_some());
     Ok(ticked)
@@ -688,6 +714,25 @@ async fn record_dates(agent: &Agent, asked: Option<jiff::Timestamp>) -> Result<V
         ticked.push(lifecycle::tick(agent, &tenant, now).await?);
     }
     Ok(ticked)
+}
+
+/// Deliver the tenant's notices that are due, as a job of its own; none due, no job.
+async fn deliver_due_notices(
+    agent: &Agent,
+    tenant: &TenantId,
+    report: &mut lifecycle::TickReport,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let record = agent.lifecycle_record(tenant).await?;
+    if !crate::commands::notices::any_due(&record, crate::now()) {
+        return Ok(());
+    }
+    let job = Job::new(Task::DeliverNotices, Some(tenant.clone()), crate::commands::AGENT_ACTOR);
+    if let Report::Notices(d) = Box::pin(run(agent, &job, cancel, progress)).await? {
+        report.notices = Some(d);
+    }
+    Ok(())
 }
 
 async fn run_due_steps(
@@ -713,7 +758,7 @@ async fn run_due_steps(
             Some(Due::Confirm) => Task::ConfirmExpiry,
         };
         let job = Job::new(task, Some(tenant.clone()), crate::commands::AGENT_ACTOR);
-        let failed = run(agent, &job, cancel, progress).await.err().map(|e| e.to_string());
+        let failed = Box::pin(run(agent, &job, cancel, progress)).await.err().map(|e| e.to_string());
         report.steps.push(lifecycle::StepOutcome { job: job.task.name(), error: failed.clone() });
         if failed.is_some() || cancel.is_cancelled() {
             break;

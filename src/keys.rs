@@ -107,13 +107,19 @@ impl KeyError {
     }
 }
 
-/// A key as text (base64), as the environment gives it: zeroized on drop, never printed.
+/// A key or another secret as text, as the environment gives it (the master key in base64, a
+/// webhook secret, an SMTP password): zeroized on drop, never printed.
 #[derive(Clone)]
 pub struct KeyText(zeroize::Zeroizing<String>);
 
 impl KeyText {
     pub fn new(text: String) -> KeyText {
         KeyText(zeroize::Zeroizing::new(text))
+    }
+
+    /// The text, for the one call that uses it (a signature, an SMTP login).
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
     }
 }
 

@@ -153,6 +153,9 @@ pub struct Record {
     /// re-check since.
     #[serde(default)]
     pub confirmed: Vec<jiff::Timestamp>,
+    /// Every notice queued for the tenant, delivered or not (`commands::notices`).
+    #[serde(default)]
+    pub notices: Vec<crate::notices::Notice>,
 }
 
 /// What the purge did: the certificate's account of the source's deletion.
@@ -217,7 +220,20 @@ impl Record {
             expiry: None,
             shred: None,
             confirmed: Vec::new(),
+            notices: Vec::new(),
         }
+    }
+
+    /// Record that the tenant entered `state`, and queue the notice that says so.
+    pub fn enter(&mut self, state: State, at: jiff::Timestamp, by: &str) {
+        self.history.push(Transition { state, at, by: by.to_string() });
+        let terminated = self.contract_end.is_some();
+        self.notify(crate::notices::Event::StateChanged { state, terminated }, at);
+    }
+
+    /// Queue a notice.
+    pub fn notify(&mut self, event: crate::notices::Event, at: jiff::Timestamp) {
+        self.notices.push(crate::notices::Notice::new(event, at));
     }
 
     /// The state the record says the tenant is in (a tick moves it on as dates pass).

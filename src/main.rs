@@ -1,5 +1,8 @@
 //! The `reversa` binary: parse the command line, run one verb, exit with its code.
 
+// As in lib.rs: the layout of `cli::run`'s future nests every verb's.
+#![recursion_limit = "256"]
+
 use clap::Parser;
 
 fn main() {

@@ -179,6 +179,21 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
         std::fs::create_dir_all(logs.join(t).join("2027")).unwrap();
         std::fs::write(logs.join(t).join("2027/app.log"), format!("log of {t}\n")).unwrap();
     }
+    // Notices: a webhook receiver here that refuses the first request, and the SMTP server of
+    // scripts/test.sh when there is one.
+    let hooks = Hooks::start(1);
+    let sender = format!("reversa-{:08x}@provider.example.eu", rand::random::<u32>());
+    std::fs::write(env.path("hook.secret"), HOOK_SECRET).unwrap();
+    let mut notices = format!("\n[notices]\nwebhook_url = \"{}\"\nwebhook_secret_file = \"hook.secret\"\n", hooks.url);
+    let smtp = smtp_server();
+    if let Some((addr, ca, _)) = &smtp {
+        notices.push_str(&format!(
+            "smtp_url = \"smtp://{addr}\"\nfrom = \"{sender}\"\nsmtp_ca_file = \"{}\"\n",
+            ca.display()
+        ));
+    }
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, format!("{text}{notices}")).unwrap();
     env.seed("t1", SMALL, 41);
     env.seed("t2", SMALL, 42);
     let store = s3(&cfg);
@@ -186,9 +201,16 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     at(&env, "2027-01-01T10:00:00Z", &["tenant", "set", "t1", "--admin", "it@comune-t1.it"]).ok();
     at(&env, "2027-01-01T10:00:00Z", &["tenant", "terminate", "t1", "--at", "2027-01-02"]).ok();
 
-    // The export window: the customer's export, uploaded.
+    // The export window: the customer's export, uploaded. The first webhook fails: the tick
+    // says so (exit 3), the status shows it, and a later tick delivers it.
     let jan = "2027-01-05T10:00:00Z";
-    at(&env, jan, &["lifecycle", "tick"]).ok();
+    let r = at(&env, jan, &["lifecycle", "tick"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(r.stdout.contains("t1: active -> export_window") && r.stdout.contains("503"), "{}", r.stdout);
+    let status = json(at(&env, jan, &["tenant", "status", "t1", "--json"]));
+    let undelivered = status["undelivered_notices"].as_array().unwrap();
+    assert_eq!(undelivered.len(), 1, "{status}");
+    assert!(undelivered[0]["webhook"]["last_error"].as_str().unwrap().contains("503"), "{status}");
     let out = env.path("export-t1");
     let (o, p) = (out.to_str().unwrap().to_string(), out.join("p").to_str().unwrap().to_string());
     let customer = ["--recipient", "Ufficio IT del Comune t1", "--recipient-kind", "customer"];
@@ -198,6 +220,12 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     let early = extraordinary(&env, "early", &["--query", "SELECT 1"]);
     assert_eq!(at(&env, jan, &early.iter().map(String::as_str).collect::<Vec<_>>()).code, 9, "only in the safeguard");
 
+    // A week before the window closes, the warning; the failed notice goes too.
+    let r = at(&env, "2027-01-26T10:00:00Z", &["lifecycle", "tick"]).ok();
+    assert!(r.stdout.contains("notices delivered, 0 failed"), "{}", r.stdout);
+    let status = json(at(&env, "2027-01-26T10:00:00Z", &["tenant", "status", "t1", "--json"]));
+    assert_eq!(status["undelivered_notices"], serde_json::json!([]), "{status}");
+
     // The safeguard: the tick takes the final generation; no export; the purge is not due yet.
     let feb = "2027-02-04T10:00:00Z";
     let r = at(&env, feb, &["lifecycle", "tick"]).ok();
@@ -206,6 +234,9 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     let final_generation = status["final_generation"].as_str().unwrap().to_string();
     assert_eq!(export(&env, feb, "t1").code, 9);
     extraordinary_extractions(&env, feb, &final_generation);
+    // The two disclosures to the Procura are to be told to the customer: pending until a tick.
+    let pending = at(&env, feb, &["disclosures", "--tenant", "t1", "--pending-notices", "--json"]).ok().stdout;
+    assert_eq!(serde_json::from_str::<Value>(&pending).unwrap().as_array().unwrap().len(), 2, "{pending}");
     let r = at(&env, feb, &["tenant", "purge", "t1"]);
     assert_eq!(r.code, 9, "{}", r.all());
     assert!(r.stderr.contains("due on 2027-03-03") && r.stderr.contains("--early"), "{}", r.stderr);
@@ -216,6 +247,8 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     let mar = "2027-03-04T10:00:00Z";
     let r = at(&env, mar, &["lifecycle", "tick"]).ok();
     assert!(r.stdout.contains("t1: purge done"), "{}", r.stdout);
+    let pending = at(&env, mar, &["disclosures", "--tenant", "t1", "--pending-notices", "--json"]).ok().stdout;
+    assert_eq!(serde_json::from_str::<Value>(&pending).unwrap(), serde_json::json!([]), "{pending}");
     assert!(!env.tenant_dir("t1").exists(), "the source is still there");
     assert!(
         !logs.join("t1").exists(),
@@ -291,6 +324,9 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     assert!(r.stderr.contains("re-check") && r.stderr.contains("exports/t1/"), "{}", r.stderr);
     remove_all(&store, "exports/t1/");
     at(&env, late, &["expiry", "confirm", "t1"]).ok();
+
+    at(&env, late, &["lifecycle", "tick"]).ok();
+    check_notices(&hooks, smtp.as_ref(), &sender);
 
     // t2 was never touched: its backups, exports and restore go on, exactly.
     at(&env, late, &["backup", "--tenant", "t2"]).ok();
@@ -556,4 +592,134 @@ fn extraordinary_extractions(env: &Env, now: &str, final_generation: &str) {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("--ticket"), "{}", r.stderr);
     assert!(count("SELECT count(*) FROM pratiche") > 2, "the row limit was not crossed");
+}
+
+const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A webhook receiver on loopback: it checks each request's Standard Webhooks signature with
+/// its own HMAC, and keeps each body with the verdict; it answers 503 to the first requests.
+struct Hooks {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Hooks {
+    fn start(fail_first: usize) -> Hooks {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = got.clone();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { continue };
+                let (headers, body) = read_request(&mut conn);
+                use std::io::Write;
+                if n < fail_first {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+                let mut v: Value = serde_json::from_slice(&body).unwrap();
+                v["verified"] = Value::Bool(signed(&headers, &body));
+                keep.lock().unwrap().push(v);
+                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+            }
+        });
+        Hooks { url, got }
+    }
+}
+
+fn read_request(conn: &mut std::net::TcpStream) -> (std::collections::HashMap<String, String>, Vec<u8>) {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let headers: std::collections::HashMap<String, String> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())))
+        .collect();
+    let mut body = vec![0; headers.get("content-length").map_or(0, |n| n.parse().unwrap())];
+    conn.read_exact(&mut body).unwrap();
+    (headers, body)
+}
+
+/// Whether `webhook-signature` holds `v1,` + base64(HMAC-SHA256(secret, id.timestamp.body)).
+fn signed(headers: &std::collections::HashMap<String, String>, body: &[u8]) -> bool {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(HOOK_SECRET.trim_start_matches("whsec_")).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.", headers["webhook-id"], headers["webhook-timestamp"]).as_bytes());
+    mac.update(body);
+    let want = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    headers["webhook-signature"].split(' ').any(|s| s == want)
+}
+
+/// The SMTP test server of scripts/test.sh: its address, its CA certificate, its maildir.
+fn smtp_server() -> Option<(String, std::path::PathBuf, std::path::PathBuf)> {
+    let var = |k: &str| std::env::var(k).ok();
+    match (var("REVERSA_TEST_SMTP"), var("REVERSA_TEST_SMTP_CA"), var("REVERSA_TEST_SMTP_MAILDIR")) {
+        (Some(a), Some(c), Some(m)) => Some((a, c.into(), m.into())),
+        _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
+            panic!("REVERSA_TEST_SMTP is not set under CI: run the tests with scripts/test.sh, which starts aiosmtpd")
+        }
+        _ => {
+            eprintln!("skipping the emails: no SMTP test server (scripts/test.sh starts one)");
+            None
+        }
+    }
+}
+
+/// Every webhook was signed, and every kind of notice came; every email reached the SMTP
+/// server, in Italian and English, with the dates.
+fn check_notices(hooks: &Hooks, smtp: Option<&(String, std::path::PathBuf, std::path::PathBuf)>, sender: &str) {
+    let got = hooks.got.lock().unwrap().clone();
+    assert!(got.iter().all(|v| v["verified"] == true), "a webhook's signature does not verify: {got:?}");
+    assert!(got.iter().all(|v| v["data"]["tenant"] == "t1"), "t2 got a notice: {got:?}");
+    let kinds: std::collections::BTreeSet<&str> = got.iter().filter_map(|v| v["type"].as_str()).collect();
+    for want in [
+        "tenant.state_changed",
+        "tenant.export_window_closing",
+        "tenant.disclosure_to_authority",
+        "tenant.certificate_issued",
+        "tenant.recheck_failed",
+    ] {
+        assert!(kinds.contains(want), "no {want} webhook: {kinds:?}");
+    }
+    let states: Vec<&str> = got
+        .iter()
+        .filter(|v| v["type"] == "tenant.state_changed")
+        .filter_map(|v| v["data"]["event"]["state"].as_str())
+        .collect();
+    for s in ["active", "export_window", "safeguard", "purged", "expiring", "shredded", "confirmed"] {
+        assert!(states.contains(&s), "no webhook for {s}: {states:?}");
+    }
+    let Some((_, _, maildir)) = smtp else { return };
+    let mails: Vec<String> = std::fs::read_dir(maildir.join("new"))
+        .unwrap()
+        .flatten()
+        .map(|e| read_mail(&e.path()))
+        .filter(|m| m.contains(sender))
+        .collect();
+    assert_eq!(mails.len(), got.len(), "one email per notice: {mails:?}");
+    assert!(mails.iter().all(|m| m.contains("To: it@comune-t1.it")), "{mails:?}");
+    let closing =
+        mails.iter().find(|m| m.contains("la finestra di esportazione si chiude")).expect("the warning's email");
+    assert!(closing.contains("the export window closes") && closing.contains("2027-02-01"), "{closing}");
+}
+
+/// A message as Python's email package reads it: the headers, then the decoded text.
+fn read_mail(path: &std::path::Path) -> String {
+    let script = "import email, email.policy, sys\n\
+                  m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.default)\n\
+                  print('From:', m['From']); print('To:', m['To']); print('Subject:', m['Subject']); print(m.get_content())";
+    let out = std::process::Command::new("python3").args(["-c", script]).arg(path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -52,8 +52,8 @@ pub fn disclosures(entries: Vec<Entry>) -> Vec<Entry> {
         .collect()
 }
 
-/// The disclosures whose customer is still to be told (to an authority). The lifecycle's
-/// notices will record each notice sent; until then every such disclosure is pending.
+/// The disclosures whose customer is to be told (to an authority); `commands::audit::
+/// pending_notices` keeps those whose notice was not delivered yet.
 pub fn pending_notices(register: Vec<Entry>) -> Vec<Entry> {
     register.into_iter().filter(|e| e.disclosure.as_ref().is_some_and(|d| d.notify_customer)).collect()
 }

@@ -46,7 +46,7 @@ pub(super) async fn disclosures(
     let entries = audit::entries(&s.agent, filter.from_store).await?;
     let mut register = read::disclosures(entries.into_iter().filter(|e| f.matches(e)).collect());
     if pending {
-        register = read::pending_notices(register);
+        register = audit::pending_notices(&s.agent, read::pending_notices(register)).await?;
     }
     render::print_disclosures(&register, format);
     Ok(exit::OK)

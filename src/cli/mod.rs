@@ -617,7 +617,22 @@ fn load_config(cli: &Cli) -> Result<Config, Error> {
     if config.keys.master_key_file.is_none() && config.keys.master_key_env.is_none() {
         return Err(crate::keys::KeyError::NoMasterKey.into());
     }
+    notice_secrets_from_env(&mut config.notices);
+    config
+        .notices
+        .check_secrets()
+        .map_err(|(key, why)| Error::Usage(format!("configuration file {}: {key}: {why}", path.display())))?;
     Ok(config)
+}
+
+/// `REVERSA_WEBHOOK_SECRET`, `REVERSA_SMTP_USERNAME` and `REVERSA_SMTP_PASSWORD`, read here and
+/// nowhere below.
+fn notice_secrets_from_env(n: &mut crate::notices::NoticesConfig) {
+    let text = |name: &str| std::env::var_os(name).map(|v| crate::keys::KeyText::new(v.to_string_lossy().into_owned()));
+    n.webhook_secret_env = text("REVERSA_WEBHOOK_SECRET");
+    if let (Ok(user), Some(password)) = (std::env::var("REVERSA_SMTP_USERNAME"), text("REVERSA_SMTP_PASSWORD")) {
+        n.smtp_credentials = Some((user, password));
+    }
 }
 
 /// `REVERSA_MASTER_KEY`: the environment is read here, in the CLI, and nowhere below it.
@@ -1088,12 +1103,16 @@ async fn tick(s: &Session, now: Option<&str>, json: bool) -> Result<i32, Error> 
         // The steps the tick runs are jobs of their own: they run on the same clock.
         crate::simulate_clock(n);
     }
-    let ticked = jobs::tick(&s.agent, &s.who, now, &s.cancel, &*s.progress).await?;
+    let ticked = Box::pin(jobs::tick(&s.agent, &s.who, now, &s.cancel, &*s.progress)).await?;
     match json {
         true => print_json(&ticked),
         false => render::print_tick(&ticked),
     }
-    Ok(if ticked.iter().any(|t| t.failed()) { 1 } else { exit::OK })
+    Ok(match (ticked.iter().any(|t| t.failed()), ticked.iter().any(|t| t.undelivered())) {
+        (true, _) => 1,
+        (false, true) => exit::WARNINGS,
+        (false, false) => exit::OK,
+    })
 }
 
 async fn purge(

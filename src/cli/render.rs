@@ -660,6 +660,15 @@ pub(super) fn print_status(s: &crate::commands::lifecycle::Status) {
     if let Some(b) = &s.blocked {
         out!("  blocked: {b}");
     }
+    if let Some(oldest) = s.undelivered_notices.first() {
+        let error = [&oldest.webhook, &oldest.email].into_iter().find_map(|d| d.last_error.clone());
+        out!(
+            "  notices undelivered: {} (the oldest of {}; {})",
+            s.undelivered_notices.len(),
+            oldest.created,
+            error.map_or("not tried yet".to_string(), |e| format!("last error: {e}"))
+        );
+    }
     out!(
         "  administrator {}; {} contacts",
         if s.admin_set { "recorded" } else { "NOT recorded (`reversa tenant set`)" },
@@ -672,7 +681,7 @@ pub(super) fn print_tick(ticked: &[crate::commands::lifecycle::TickReport]) {
         out!("lifecycle: no tenant's date has come");
     }
     for t in ticked {
-        if t.from != t.to || t.steps.is_empty() {
+        if t.from != t.to {
             out!("{}: {} -> {}", t.tenant, t.from.name(), t.to.name());
         }
         for step in &t.steps {
@@ -683,6 +692,12 @@ pub(super) fn print_tick(ticked: &[crate::commands::lifecycle::TickReport]) {
         }
         if let Some(b) = &t.blocked {
             out!("{}: blocked: {b}", t.tenant);
+        }
+        if let Some(n) = t.notices.as_ref().filter(|n| n.sent + n.failed > 0) {
+            out!("{}: {} notices delivered, {} failed", t.tenant, n.sent, n.failed);
+            for e in &n.errors {
+                out!("{}: notice not delivered (retried by a later tick): {e}", t.tenant);
+            }
         }
     }
 }

@@ -151,3 +151,21 @@ pub async fn entries(agent: &Agent, from_store: bool) -> Result<Vec<audit::Entry
     };
     audit::read::entries(&segments).map_err(Error::Failed)
 }
+
+/// Of the disclosures to an authority, those whose notice has not reached the customer yet (no
+/// channel delivered it): the lifecycle record of each tenant says.
+pub async fn pending_notices(agent: &Agent, to_authorities: Vec<audit::Entry>) -> Result<Vec<audit::Entry>> {
+    let mut out = Vec::new();
+    let mut records = std::collections::BTreeMap::new();
+    for e in to_authorities {
+        let (Some(t), Some(job)) = (e.tenant.clone(), e.job.clone()) else { continue };
+        if !records.contains_key(&t) {
+            let record = agent.lifecycle_record(&crate::tenant::TenantId::parse(&t)?).await?;
+            records.insert(t.clone(), record);
+        }
+        if !crate::commands::notices::disclosure_notified(&records[&t], &job) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}

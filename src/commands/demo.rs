@@ -57,6 +57,7 @@ pub async fn demo(base: &Path, env_key: Option<crate::keys::KeyText>, progress: 
         prune: Default::default(),
         lock: Default::default(),
         lifecycle: Default::default(),
+        notices: Default::default(),
         file_sha256: String::new(),
     };
     let config_file = base.join("reversa.toml");

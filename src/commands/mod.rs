@@ -12,6 +12,7 @@ pub mod forget;
 pub mod generations;
 pub mod init;
 pub mod lifecycle;
+pub mod notices;
 pub mod prune;
 pub mod restore;
 pub mod tenant;

@@ -19,7 +19,7 @@
 
 mod config;
 pub mod eu;
-mod idle;
+pub(crate) mod idle;
 pub use config::S3StoreConfig;
 
 use std::io::{self, Read, Seek, SeekFrom};

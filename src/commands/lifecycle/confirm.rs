@@ -7,7 +7,7 @@ use super::Step;
 use crate::certificate::{self, Attestation, Certificate, Kind, Listing, Sanitization, Tool, Verification};
 use crate::commands::certificate::Issued;
 use crate::commands::{Agent, Error, Result};
-use crate::lifecycle::{Record, SourceDeletion, State, Timeline, Transition};
+use crate::lifecycle::{Record, SourceDeletion, State, Timeline};
 use crate::repository::layout;
 use crate::tenant::TenantId;
 
@@ -89,6 +89,10 @@ pub(crate) async fn confirm(step: &Step<'_>, tenant: &TenantId) -> Result<Confir
     let recheck = state == State::Confirmed;
     let scan = scan(agent, tenant).await?;
     if !scan.blockers.is_empty() {
+        if recheck {
+            record.notify(crate::notices::Event::RecheckFailed, step.now);
+            agent.save_lifecycle_record(&record).await?;
+        }
         let what = if recheck { "the re-check of the confirmed deletion" } else { "the deletion" };
         return Err(Error::Remains(format!(
             "{what} of tenant {tenant} is not complete, no certificate was issued: {}",
@@ -99,15 +103,15 @@ pub(crate) async fn confirm(step: &Step<'_>, tenant: &TenantId) -> Result<Confir
     let certificate = match (recheck, step.now >= timeline.replicas_expire) {
         (true, _) => None,
         (false, true) => {
-            record.history.push(Transition { state: State::Confirmed, at: step.now, by: step.actor.into() });
-            Some(issue(step, &record, &scan, Kind::Final).await?)
+            record.enter(State::Confirmed, step.now, step.actor);
+            Some(issue(step, &mut record, &scan, Kind::Final).await?)
         }
-        (false, false) => Some(issue(step, &record, &scan, Kind::Partial).await?),
+        (false, false) => Some(issue(step, &mut record, &scan, Kind::Partial).await?),
     };
     if recheck || certificate.as_ref().is_some_and(|c| c.kind == Kind::Final) {
         record.confirmed.push(step.now);
-        agent.save_lifecycle_record(&record).await?;
     }
+    agent.save_lifecycle_record(&record).await?;
     let state = record.state();
     Ok(ConfirmReport { tenant: tenant.to_string(), state, recheck, scan, certificate })
 }
@@ -115,12 +119,16 @@ pub(crate) async fn confirm(step: &Step<'_>, tenant: &TenantId) -> Result<Confir
 /// Scan, then issue the partial certificate of where the tenant stands (at the purge, at the
 /// shred). Returns the scan with it.
 pub(crate) async fn certify(step: &Step<'_>, tenant: &TenantId) -> Result<(Issued, Scan)> {
-    let record = step.agent.lifecycle_record(tenant).await?;
+    let mut record = step.agent.lifecycle_record(tenant).await?;
     let scan = scan(step.agent, tenant).await?;
-    Ok((issue(step, &record, &scan, Kind::Partial).await?, scan))
+    let issued = issue(step, &mut record, &scan, Kind::Partial).await?;
+    step.agent.save_lifecycle_record(&record).await?;
+    Ok((issued, scan))
 }
 
-async fn issue(step: &Step<'_>, record: &Record, scan: &Scan, kind: Kind) -> Result<Issued> {
+/// Sign and store a certificate of where `record` stands, and queue its notice in the record
+/// (which the caller saves).
+async fn issue(step: &Step<'_>, record: &mut Record, scan: &Scan, kind: Kind) -> Result<Issued> {
     let agent = step.agent;
     let cfg = &agent.config.lifecycle;
     let timeline = Timeline::of_record(record, cfg).expect("a certified tenant is terminated");
@@ -132,12 +140,12 @@ async fn issue(step: &Step<'_>, record: &Record, scan: &Scan, kind: Kind) -> Res
         tenant: record.tenant.clone(),
         contract_end: timeline.contract_end,
         issued_at: step.now,
-        sanitization: sanitization(agent, record),
+        sanitization: sanitization(agent, &*record),
         tool: Tool { name: "reversa".into(), version: env!("CARGO_PKG_VERSION").into() },
         verification: verification(agent, scan).await?,
-        pending: pending(record, &timeline, scan, step.now),
+        pending: pending(&*record, &timeline, scan, step.now),
         disclosures: crate::commands::certificate::delivered(agent, &record.tenant)?,
-        attestations: attestations(record, &timeline, cfg.replica_retention_days),
+        attestations: attestations(&*record, &timeline, cfg.replica_retention_days),
         actor: step.actor.to_string(),
         agent: agent.audit.agent_id().to_string(),
         audit_head: certificate::AuditHead { seq, hash },
@@ -145,7 +153,9 @@ async fn issue(step: &Step<'_>, record: &Record, scan: &Scan, kind: Kind) -> Res
         signature: String::new(),
     };
     cert.signature = agent.audit.sign(&cert.signed_bytes());
-    crate::commands::certificate::store(agent, &cert).await
+    let issued = crate::commands::certificate::store(agent, &cert).await?;
+    record.notify(crate::notices::Event::CertificateIssued { id: issued.id.clone(), certificate: kind }, step.now);
+    Ok(issued)
 }
 
 fn sanitization(agent: &Agent, record: &Record) -> Sanitization {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{delete_versions, Step};
 use crate::commands::{Error, Result};
-use crate::lifecycle::{Expiry, Record, Shred, ShredWhen, State, Timeline, Transition};
+use crate::lifecycle::{Expiry, Record, Shred, ShredWhen, State, Timeline};
 use crate::repository::layout;
 use crate::tenant::TenantId;
 
@@ -50,7 +50,7 @@ pub(crate) async fn expire(step: &Step<'_>, tenant: &TenantId) -> Result<ExpireR
             Some(shred(step, tenant).await?)
         }
         _ => {
-            record.history.push(Transition { state: State::Shredded, at: step.now, by: step.actor.into() });
+            record.enter(State::Shredded, step.now, step.actor);
             agent.save_lifecycle_record(&record).await?;
             None
         }
@@ -114,7 +114,7 @@ pub(crate) async fn shred(step: &Step<'_>, tenant: &TenantId) -> Result<ShredRep
     let shred = Shred { at: step.now, by: step.actor.to_string(), snapshot, snapshots_deleted };
     record.shred = Some(shred.clone());
     if record.expiry.is_some() {
-        record.history.push(Transition { state: State::Shredded, at: step.now, by: step.actor.into() });
+        record.enter(State::Shredded, step.now, step.actor);
     }
     agent.save_lifecycle_record(&record).await?;
     let (certificate, _) = super::certify(step, tenant).await?;

@@ -199,7 +199,7 @@ pub(crate) async fn terminate(
         )));
     }
     record.contract_end = Some(opts.at);
-    record.history.push(Transition { state: State::Active, at: now, by: actor.to_string() });
+    record.enter(State::Active, now, actor);
     agent.save_lifecycle_record(&record).await?;
     status_of(agent, tenant, record, now)
 }
@@ -221,7 +221,7 @@ pub(crate) async fn cancel_termination(agent: &Agent, tenant: &TenantId, actor: 
         }
     }
     record.contract_end = None;
-    record.history.push(Transition { state: State::Active, at: now, by: actor.to_string() });
+    record.enter(State::Active, now, actor);
     agent.save_lifecycle_record(&record).await?;
     status_of(agent, tenant, record, now)
 }
@@ -242,6 +242,8 @@ pub struct Status {
     /// attestation); `None` when nothing does.
     pub blocked: Option<String>,
     pub final_generation: Option<String>,
+    /// The notices not delivered yet on some channel, with each try's error and the next try.
+    pub undelivered_notices: Vec<crate::notices::Notice>,
     pub history: Vec<Transition>,
 }
 
@@ -273,6 +275,7 @@ fn status_of(agent: &Agent, tenant: &TenantId, record: Record, now: jiff::Timest
         allowed,
         blocked: None,
         final_generation: record.final_generation.clone(),
+        undelivered_notices: super::notices::undelivered(&record).into_iter().cloned().collect(),
         history: record.history,
     })
 }
@@ -340,6 +343,25 @@ pub(crate) fn due(record: &Record, cfg: &lifecycle::LifecycleConfig, now: jiff::
     }
 }
 
+/// Queue, once, the notice that the export window closes in `notice_days_before` days.
+/// Returns whether it queued it.
+fn warn_before_the_window_closes(record: &mut Record, cfg: &lifecycle::LifecycleConfig, now: jiff::Timestamp) -> bool {
+    let Some(t) = Timeline::of_record(record, cfg) else { return false };
+    let warned = record.notices.iter().any(|n| n.event == crate::notices::Event::ExportWindowClosing);
+    if warned || due_state(record, cfg, now) != State::ExportWindow || now < t.export_window_notice {
+        return false;
+    }
+    record.notify(crate::notices::Event::ExportWindowClosing, now);
+    true
+}
+
+/// Queue a notice for the tenant (a disclosure to an authority: the job that made it is over).
+pub(crate) async fn notify(agent: &Agent, tenant: &TenantId, event: crate::notices::Event) -> Result<()> {
+    let mut record = agent.lifecycle_record(tenant).await?;
+    record.notify(event, crate::now());
+    agent.save_lifecycle_record(&record).await
+}
+
 /// What a tick did to one tenant: the states its dates reached, and each step it ran.
 #[derive(Debug, Serialize)]
 pub struct TickReport {
@@ -349,6 +371,8 @@ pub struct TickReport {
     pub steps: Vec<StepOutcome>,
     /// The step that is due and cannot be taken without an operator.
     pub blocked: Option<String>,
+    /// The notices the tick tried to deliver, when there were any due.
+    pub notices: Option<super::notices::Delivered>,
 }
 
 #[derive(Debug, Serialize)]
@@ -362,11 +386,16 @@ pub struct StepOutcome {
 impl TickReport {
     /// Whether the tick changed anything or tried to (a blocked step alone is not a change).
     pub fn acted(&self) -> bool {
-        self.from != self.to || !self.steps.is_empty()
+        self.from != self.to || !self.steps.is_empty() || self.notices.as_ref().is_some_and(|n| n.sent + n.failed > 0)
     }
 
     pub fn failed(&self) -> bool {
         self.steps.iter().any(|s| s.error.is_some())
+    }
+
+    /// Whether a notice could not be delivered (it is retried; the lifecycle goes on).
+    pub fn undelivered(&self) -> bool {
+        self.notices.as_ref().is_some_and(|n| n.failed > 0)
     }
 }
 
@@ -376,16 +405,20 @@ pub(crate) async fn tick(agent: &Agent, tenant: &TenantId, now: jiff::Timestamp)
     let mut record = agent.lifecycle_record(tenant).await?;
     let from = record.state();
     let to = due_state(&record, &agent.config.lifecycle, now);
-    let report = TickReport { tenant: tenant.to_string(), from, to, steps: Vec::new(), blocked: None };
+    let report = TickReport { tenant: tenant.to_string(), from, to, steps: Vec::new(), blocked: None, notices: None };
     if to == from {
+        if warn_before_the_window_closes(&mut record, &agent.config.lifecycle, now) {
+            agent.save_lifecycle_record(&record).await?;
+        }
         return Ok(report);
     }
     // Each state it passed through, in order: a tick after a long pause records both steps.
     for s in [State::ExportWindow, State::Safeguard, State::Expiring] {
         if s > from && s <= to {
-            record.history.push(Transition { state: s, at: now, by: super::AGENT_ACTOR.into() });
+            record.enter(s, now, super::AGENT_ACTOR);
         }
     }
+    warn_before_the_window_closes(&mut record, &agent.config.lifecycle, now);
     agent.save_lifecycle_record(&record).await?;
     Ok(report)
 }

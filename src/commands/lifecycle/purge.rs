@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{delete_versions, Step};
 use crate::commands::{backup, check, Agent, Error, Result};
-use crate::lifecycle::{Purge, Record, ShredWhen, SourceDeletion, State, Timeline, Transition};
+use crate::lifecycle::{Purge, Record, ShredWhen, SourceDeletion, State, Timeline};
 use crate::progress::Progress;
 use crate::repository::{layout, RepoError, Repository};
 use crate::tenant::TenantId;
@@ -114,7 +114,7 @@ pub(crate) async fn purge(
         final_generation,
     };
     record.purge = Some(purge.clone());
-    record.history.push(Transition { state: State::Purged, at: step.now, by: step.actor.to_string() });
+    record.enter(State::Purged, step.now, step.actor);
     agent.save_lifecycle_record(&record).await?;
     let mut report = PurgeReport {
         tenant: tenant.to_string(),

@@ -294,7 +294,7 @@ pub fn client(
 
 /// rustls with aws-lc-rs (as the SDK's own client) and the system's CA certificates, loaded once
 /// per process.
-fn tls_config(https: bool) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config(https: bool) -> Result<rustls::ClientConfig, String> {
     static ROOTS: OnceLock<Arc<rustls::RootCertStore>> = OnceLock::new();
     let roots = if https {
         let roots = ROOTS.get_or_init(|| {
