@@ -175,6 +175,7 @@ impl Task {
         match self {
             Task::Backup(_) => Some(crate::lifecycle::Use::Backup),
             Task::Export(_) => Some(crate::lifecycle::Use::Export),
+            Task::Forget(_) => Some(crate::lifecycle::Use::Forget),
             _ => None,
         }
     }
@@ -691,9 +692,18 @@ pub async fn tick(
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        if report.failed() {
+            continue;
+        }
         let tenant = TenantId::parse(&report.tenant)?;
-        Box::pin(run_due_steps(agent, &tenant, report, cancel, progress)).await?;
-        Box::pin(deliver_due_notices(agent, &tenant, report, cancel, progress)).await?;
+        // One tenant's trouble (a record that does not open, a store that failed meanwhile)
+        // is its own: it is reported, and the next tenants still tick.
+        if let Err(e) = Box::pin(run_due_steps(agent, &tenant, report, cancel, progress)).await {
+            report.steps.push(lifecycle::StepOutcome { job: "lifecycle_tick", error: Some(e.to_string()) });
+        }
+        if let Err(e) = Box::pin(deliver_due_notices(agent, &tenant, report, cancel, progress)).await {
+            report.steps.push(lifecycle::StepOutcome { job: "deliver_notices", error: Some(e.to_string()) });
+        }
     }
     ticked.retain(|r| r.acted() || r.blocked.is_some());
     Ok(ticked)
@@ -711,7 +721,13 @@ async fn record_dates(agent: &Agent, asked: Option<jiff::Timestamp>) -> Result<V
     let mut ticked = Vec::new();
     for t in agent.store.list_folders(crate::repository::layout::REPORTS).await? {
         let Ok(tenant) = TenantId::parse(&t) else { continue };
-        ticked.push(lifecycle::tick(agent, &tenant, now).await?);
+        match lifecycle::tick(agent, &tenant, now).await {
+            Ok(report) => ticked.push(report),
+            Err(e) => {
+                tracing::warn!(%tenant, error = %e, "the tenant's lifecycle record could not be ticked");
+                ticked.push(lifecycle::TickReport::failed_to_read(&tenant, e.to_string()));
+            }
+        }
     }
     Ok(ticked)
 }

@@ -751,13 +751,15 @@ impl Keystore {
             Some(newest) => {
                 check.newest = Some(newest.key.clone());
                 let held = newest.contents.as_ref().map(|f| &f.tenants).ok();
+                // A shred is final wherever it is recorded: a key that any snapshot records as
+                // shredded is shredded here too, never uploaded again.
+                let shredded = shredded_in(&snapshots);
                 for (tenant, entry) in &self.file.tenants {
                     match held.and_then(|t| t.get(tenant)) {
-                        Some(h) if h == entry => {}
-                        // Another agent shredded it: this one must not bring it back.
-                        Some(h) if h.shredded.is_some() && entry.shredded.is_none() => {
+                        _ if entry.shredded.is_none() && shredded.contains(tenant) => {
                             check.shredded_elsewhere.push(tenant.clone())
                         }
+                        Some(h) if h == entry => {}
                         _ => check.missing.push(tenant.clone()),
                     }
                 }
@@ -1007,6 +1009,53 @@ pub async fn snapshots_holding(
         }
     }
     Ok(copies)
+}
+
+/// The tenants that some snapshot records as shredded.
+fn shredded_in(snapshots: &[Snapshot]) -> std::collections::BTreeSet<String> {
+    let files = snapshots.iter().filter_map(|s| s.contents.as_ref().ok());
+    files.flat_map(|f| f.tenants.iter().filter(|(_, e)| e.shredded.is_some()).map(|(t, _)| t.clone())).collect()
+}
+
+/// The tenants that some keystore snapshot of the store records as shredded (another agent's
+/// shred, which this one must take before it uploads a snapshot of its own).
+pub async fn shredded_in_store(master: &MasterKey, store: &dyn Store) -> Result<Vec<String>, KeyError> {
+    Ok(shredded_in(&read_snapshots(master, store).await?).into_iter().collect())
+}
+
+/// Take a snapshot version that holds `tenant`'s key out of the store. A noncurrent version
+/// (its object was replaced or deleted) is deleted. The current one is rewritten in place with
+/// the tenant recorded as shredded and every other entry kept (another agent's keys stay), read
+/// back and opened, and then its old version is deleted where the store keeps versions.
+pub async fn remove_key_from(
+    master: &MasterKey,
+    store: &dyn Store,
+    v: &crate::store::ObjectVersion,
+    tenant: &TenantId,
+) -> Result<(), KeyError> {
+    if !v.latest {
+        return Ok(store.delete_version(v).await?);
+    }
+    let damaged = |cause: String| KeyError::SnapshotsDamaged {
+        store: store.describe(),
+        damaged: format!("{} ({cause})", version_name(v)),
+    };
+    let mut file = open_snapshot(master, &v.key, &store.get_version(v).await?).map_err(|d| damaged(d.cause))?;
+    let entry = file.tenants.entry(tenant.to_string()).or_default();
+    entry.keys.clear();
+    entry.shredded.get_or_insert_with(crate::now_rfc3339);
+    let id = v.key.trim_start_matches(SNAPSHOT_PREFIX);
+    let bytes = serde_json::to_vec(&file).expect("keystore serializes");
+    store.put(&v.key, Body::Bytes(crypto::seal(&master.snapshot_key(), &snapshot_ctx(id), &bytes).into())).await?;
+    let back = open_snapshot(master, &v.key, &store.get(&v.key).await?)
+        .map_err(|d| damaged(format!("read back: {}", d.cause)))?;
+    if back.tenants.get(tenant.as_str()).is_some_and(|e| !e.keys.is_empty()) {
+        return Err(damaged("still holds the key after its rewrite".into()));
+    }
+    if v.version_id.as_deref().is_some_and(|id| id != "null") {
+        store.delete_version(v).await?;
+    }
+    Ok(())
 }
 
 /// `key` or `key@version` for messages and certificates.

@@ -84,8 +84,8 @@ impl LifecycleConfig {
         for p in &self.extra_paths {
             let why = if !p.starts_with('/') {
                 "is not an absolute path"
-            } else if !p.contains("{tenant}") {
-                "does not name {tenant}: it would reach every tenant's files"
+            } else if !p.split('/').any(|c| c == "{tenant}") {
+                "does not have {tenant} as a whole path component (…/{tenant}/…): it could reach other tenants' files"
             } else if glob::Pattern::new(&p.replace("{tenant}", "t")).is_err() {
                 "is not a valid glob pattern"
             } else {
@@ -318,12 +318,32 @@ pub enum Use {
     Backup,
     /// The customer's export (the designated administrator's).
     Export,
+    /// The daily retention policy (`forget`): a terminated tenant's generations expire with its
+    /// lifecycle instead, and the final one is kept until then.
+    Forget,
+}
+
+/// What `state` allows, by name, as `tenant status` and the webhook say it: `backup`,
+/// `export` and `forget` until the export window ends, `extraordinary_export` in the safeguard.
+pub fn allowed(tenant: &str, state: State) -> Vec<&'static str> {
+    let uses = [("backup", Use::Backup), ("export", Use::Export), ("forget", Use::Forget)];
+    let mut out: Vec<&'static str> =
+        uses.iter().filter(|(_, u)| allows(tenant, state, *u).is_ok()).map(|(n, _)| *n).collect();
+    if state == State::Safeguard {
+        out.push("extraordinary_export");
+    }
+    out
 }
 
 /// Whether `state` allows `what`; the refusal says why and what is still possible.
 pub fn allows(tenant: &str, state: State, what: Use) -> Result<(), String> {
     match (what, state) {
-        (Use::Backup | Use::Export, State::Active | State::ExportWindow) => Ok(()),
+        (_, State::Active | State::ExportWindow) => Ok(()),
+        (Use::Forget, _) => Err(format!(
+            "tenant {tenant} is in its {} state: its generations are kept until they expire with its lifecycle, \
+             not under the daily policy; `reversa tenant status {tenant}` shows when",
+            state.name()
+        )),
         (Use::Backup, _) => Err(format!(
             "tenant {tenant} is in its {} state: it gets no new generation (the final one was taken when the \
              safeguard began); `reversa tenant status {tenant}` shows its timeline",
@@ -379,5 +399,10 @@ mod tests {
         assert_eq!(key, "lifecycle.safeguard_days");
         assert!(why.contains("-1") && why.contains("0 or more"), "{why}");
         toml::from_str::<LifecycleConfig>("export_window_days = 0").unwrap().validate().unwrap();
+        // `comune` must never reach `comune-a`'s logs: {tenant} is a whole path component.
+        let cfg = toml::from_str::<LifecycleConfig>(r#"extra_paths = ["/var/log/{tenant}-*.log"]"#).unwrap();
+        assert_eq!(cfg.validate().unwrap_err().0, "lifecycle.extra_paths");
+        let cfg = toml::from_str::<LifecycleConfig>(r#"extra_paths = ["/var/log/saas/{tenant}/**"]"#).unwrap();
+        cfg.validate().unwrap();
     }
 }

@@ -245,6 +245,11 @@ pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String 
 /// The email: a subject and a plain text, in Italian then English, with the dates and what the
 /// customer can still do.
 pub fn email(n: &Notice, tenant: &str, state: State, timeline: Option<&Timeline>) -> (String, String) {
+    // A transition is told as the state it entered, whatever the state is when it is sent.
+    let state = match &n.event {
+        Event::StateChanged { state, .. } => *state,
+        _ => state,
+    };
     let (it, en) = what_happened(&n.event, state, timeline);
     let subject = format!("[reversa] {tenant}: {}", subject_of(&n.event, state));
     let mut text = format!("Ente / Tenant: {tenant}\n\n{it}\n\n{en}\n");

@@ -40,7 +40,7 @@ fn a_terminated_tenant_walks_its_timeline_while_another_stays_active() {
     assert_eq!(status["state"], "active");
     assert_eq!(status["timeline"]["export_window_end"], "2027-02-01T00:00:00Z");
     assert_eq!(status["timeline"]["safeguard_end"], "2027-03-03T00:00:00Z");
-    assert_eq!(status["allowed"], serde_json::json!(["backup", "export"]));
+    assert_eq!(status["allowed"], serde_json::json!(["backup", "export", "forget"]));
 
     // Day 5: the export window, recorded by the tick; a second tick changes nothing.
     let r = at(&env, &day(5), &["lifecycle", "tick"]).ok();
@@ -233,6 +233,9 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     let status = json(at(&env, feb, &["tenant", "status", "t1", "--json"]));
     let final_generation = status["final_generation"].as_str().unwrap().to_string();
     assert_eq!(export(&env, feb, "t1").code, 9);
+    assert_eq!(at(&env, feb, &["forget", "--tenant", "t1"]).code, 9, "the final generation follows the lifecycle");
+    let r = at(&env, feb, &["backup", "--all"]).ok();
+    assert!(r.stderr.contains("t1: skipped"), "{}", r.all());
     extraordinary_extractions(&env, feb, &final_generation);
     // The two disclosures to the Procura are to be told to the customer: pending until a tick.
     let pending = at(&env, feb, &["disclosures", "--tenant", "t1", "--pending-notices", "--json"]).ok().stdout;
@@ -273,6 +276,13 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     )
     .ok();
 
+    // The generations expire 30 days after the purge, not a minute before.
+    let before = "2027-04-03T09:59:00Z";
+    let r = at(&env, before, &["lifecycle", "tick"]).ok();
+    assert!(!r.stdout.contains("expire"), "{}", r.stdout);
+    let status = json(at(&env, before, &["tenant", "status", "t1", "--json"]));
+    assert!(status["next"].as_str().unwrap().contains("expire on 2027-04-03T10:00:00Z"), "{status}");
+
     // The expiry date: the legal hold blocks it, named; once released, every version goes and
     // the key is shredded.
     let apr = "2027-04-04T10:00:00Z";
@@ -286,6 +296,7 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     assert!(r.stdout.contains("t1: expire done"), "{}", r.stdout);
     assert_eq!(versions(&store, "tenants/t1/"), vec![], "every version and delete marker is gone");
     assert_eq!(json(at(&env, apr, &["tenant", "status", "t1", "--json"]))["state"], "shredded");
+    assert_eq!(export(&env, apr, "t1").code, 9);
 
     // A pack put back cannot be read (check says shredded), and blocks the confirmation.
     put(&store, &pack, pack_bytes);
@@ -295,12 +306,15 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     assert_eq!(r.code, 6, "{}", r.all());
     assert!(r.stderr.contains(&pack) && r.stderr.contains("no certificate was issued"), "{}", r.stderr);
     remove_all(&store, &pack);
-    // So does a keystore snapshot that still holds the key.
+    // So does a keystore snapshot that still holds the key; `tenant shred` takes the key out
+    // of it again, keeping t2's key that it holds too.
     put(&store, &snapshot, snapshot_bytes);
     let r = at(&env, apr, &["expiry", "confirm", "t1"]);
     assert_eq!(r.code, 6, "{}", r.all());
     assert!(r.stderr.contains(&snapshot) && r.stderr.contains("still holds the key"), "{}", r.stderr);
-    remove_all(&store, &snapshot);
+    at(&env, apr, &["tenant", "shred", "t1"]).ok();
+    let r = at(&env, apr, &["tenant", "shred", "t1"]);
+    assert_eq!(r.code, 9, "nothing left to shred: {}", r.all());
     // Clean, but the VM replicas are pending until April 13th: a partial certificate.
     let r = at(&env, apr, &["expiry", "confirm", "t1"]).ok();
     assert!(r.stdout.contains("certificate") && r.stdout.contains("(partial)"), "{}", r.stdout);
@@ -311,6 +325,7 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     assert!(r.stdout.contains("t1: confirm_expiry done"), "{}", r.stdout);
     let status = json(at(&env, late, &["tenant", "status", "t1", "--json"]));
     assert_eq!(status["state"], "confirmed");
+    assert_eq!(export(&env, late, "t1").code, 9);
     let cert = json(at(&env, late, &["certificate", "show", "t1", "--json"]));
     assert_eq!(cert["kind"], "final");
     assert_eq!(cert["verification"]["versioning"], "enabled");
@@ -333,6 +348,34 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     export(&env, late, "t2").ok();
     at(&env, late, &["check", "--tenant", "t2", "--read-data"]).ok();
     let to = env.restore("t2", None);
+    assert_eq!(crate::common::differences(&env.tenant_dir("t2"), &to), Vec::<String>::new());
+    // A new host recovers t2's key from the store's snapshots (t1's shred kept it), not t1's.
+    let other = env.path("new-host.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&env.config).unwrap().replace("dir = \"state\"", "dir = \"state-new\""),
+    )
+    .unwrap();
+    let new_host = |args: &[&str]| -> Run {
+        let mut c = std::process::Command::new(crate::common::bin());
+        c.arg("--config").arg(&other).args(args).env("REVERSA_NOW", late);
+        c.output().unwrap().into()
+    };
+    let r = new_host(&["init"]).ok();
+    assert!(r.stdout.contains("key of t2: from") && r.stdout.contains("key of t1: shredded"), "{}", r.stdout);
+    let to = env.path("t2-on-a-new-host");
+    let args = [
+        "restore",
+        "--tenant",
+        "t2",
+        "--to",
+        to.to_str().unwrap(),
+        "--recipient",
+        "ops",
+        "--recipient-kind",
+        "provider",
+    ];
+    new_host(&args).ok();
     assert_eq!(crate::common::differences(&env.tenant_dir("t2"), &to), Vec::<String>::new());
     let log = env.run(&["audit", "log", "--json"]).ok().stdout;
     assert!(!log.contains("it@comune-t1.it"), "the admin's address is in the audit log");
@@ -490,6 +533,17 @@ fn an_early_attested_purge_shreds_at_once_and_a_dir_store_confirms_by_listing() 
     assert!(text.contains(&fingerprint.signature_fingerprint()), "no signature fingerprint:\n{text}");
     let r = at(&env, mar, &["lifecycle", "tick"]).ok();
     assert!(r.stdout.contains("no tenant's date has come"), "a second tick changes nothing: {}", r.stdout);
+    // The record is cached here: when the store cannot give it, the status says so and shows
+    // the local copy.
+    let record = env.path("store/reports/t1/lifecycle");
+    std::fs::rename(&record, env.path("record.bak")).unwrap();
+    std::fs::create_dir(&record).unwrap();
+    let status: Value =
+        serde_json::from_str(&at(&env, mar, &["tenant", "status", "t1", "--json"]).ok().stdout).unwrap();
+    assert_eq!(status["state"], "confirmed");
+    assert!(status["blocked"].as_str().unwrap().contains("local copy"), "{status}");
+    std::fs::remove_dir(&record).unwrap();
+    std::fs::rename(env.path("record.bak"), &record).unwrap();
     let to = env.restore("t2", None);
     assert_eq!(crate::common::differences(&env.tenant_dir("t2"), &to), Vec::<String>::new());
 }

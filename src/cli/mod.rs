@@ -894,7 +894,17 @@ async fn backup(s: &Session, which: &TenantArgs, json: bool) -> Result<i32, Erro
     let mut code = if warnings.is_empty() { exit::OK } else { exit::WARNINGS };
     let failed = s
         .per_tenant(&tenants, json, async |t| {
-            let r = report!(s, s.job(Task::Backup(BackupOptions {}), Some(t)), Backup);
+            let r = match s.run(&s.job(Task::Backup(BackupOptions {}), Some(t))).await {
+                Ok(Report::Backup(r)) => r,
+                Ok(other) => unreachable!("backup gave {other:?}"),
+                // `--all` backs up every tenant the lifecycle allows; a terminated one past
+                // its export window is skipped, not failed, night after night.
+                Err(Error::NotAllowed(why)) if which.all => {
+                    eprintln!("{t}: skipped: {why}");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
             if !r.warnings.is_empty() {
                 code = code.max(exit::WARNINGS);
             }
@@ -959,6 +969,13 @@ async fn forget(s: &Session, which: &TenantArgs, dry_run: bool, json: bool) -> R
                 Err(Error::Key(crate::keys::KeyError::Shredded { .. })) if which.all => {
                     if !json {
                         out!("{t}: skipped, its key is shredded");
+                    }
+                    Ok(None)
+                }
+                // A terminated tenant's generations follow its lifecycle, not the policy.
+                Err(Error::NotAllowed(why)) if which.all => {
+                    if !json {
+                        out!("{t}: skipped: {why}");
                     }
                     Ok(None)
                 }

@@ -449,6 +449,11 @@ impl Agent {
         Ok(keys::snapshots_holding(&self.master, &*self.store, tenant).await?)
     }
 
+    /// Take one keystore snapshot version that holds the tenant's key out of the store.
+    pub(crate) async fn remove_key_from(&self, v: &crate::store::ObjectVersion, tenant: &TenantId) -> Result<()> {
+        Ok(keys::remove_key_from(&self.master, &*self.store, v, tenant).await?)
+    }
+
     /// Whether this agent's keystore still holds the tenant's key.
     pub(crate) fn holds_key(&self, tenant: &TenantId) -> bool {
         let mut ks = self.keystore();
@@ -458,6 +463,18 @@ impl Agent {
 
     /// Upload a keystore snapshot unless the store already holds the keystore as it is now.
     pub async fn ensure_keystore_snapshot(&self) -> Result<()> {
+        if self.keystore().snapshot_needed(&*self.store).is_none() {
+            return Ok(());
+        }
+        // Before this agent's keystore goes up, it takes every shred another agent recorded:
+        // an upload must never bring a shredded key back.
+        for t in keys::shredded_in_store(&self.master, &*self.store).await? {
+            let tenant = TenantId::parse(&t)?;
+            if self.holds_key(&tenant) {
+                self.keystore().shred(&tenant)?;
+                self.key_event("key_shred_adopted", Some(&tenant), None)?;
+            }
+        }
         // Seal under the lock, then upload without holding it.
         let pending = self.keystore().snapshot_needed(&*self.store);
         if let Some(p) = pending {

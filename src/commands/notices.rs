@@ -37,9 +37,7 @@ pub(crate) async fn deliver(agent: &Agent, tenant: &TenantId) -> Result<Delivere
     let cfg = &agent.config.notices;
     let state = super::lifecycle::due_state(&record, &agent.config.lifecycle, now);
     let timeline = Timeline::of_record(&record, &agent.config.lifecycle);
-    let uses = [("backup", lifecycle::Use::Backup), ("export", lifecycle::Use::Export)];
-    let allowed: Vec<&str> =
-        uses.iter().filter(|(_, u)| lifecycle::allows(tenant.as_str(), state, *u).is_ok()).map(|(n, _)| *n).collect();
+    let allowed = lifecycle::allowed(tenant.as_str(), state);
     let to: Vec<String> = record.admin.iter().chain(&record.contacts).cloned().collect();
     let mut done = Delivered::default();
     for i in 0..record.notices.len() {
@@ -65,8 +63,28 @@ pub(crate) async fn deliver(agent: &Agent, tenant: &TenantId) -> Result<Delivere
             settle(&mut record.notices[i].email, result, now, &mut done);
         }
     }
-    agent.save_lifecycle_record(&record).await?;
+    // The tries took time: the record may have changed meanwhile (a notice queued, a contact
+    // set). Only the deliveries are written, onto the record as it is now.
+    let mut fresh = agent.lifecycle_record(tenant).await?;
+    for n in &mut fresh.notices {
+        if let Some(tried) = record.notices.iter().find(|t| t.id == n.id) {
+            (n.webhook, n.email) = (tried.webhook.clone(), tried.email.clone());
+        }
+    }
+    agent.save_lifecycle_record(&fresh).await?;
     Ok(done)
+}
+
+/// An error with its causes, for a delivery's `last_error`: hyper's own message says only
+/// "client error (Connect)", the refused connection or the TLS failure is below it.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// Record one channel's try: `None` when the channel is off (or has no one to write to).
@@ -129,7 +147,7 @@ async fn post(cfg: &NoticesConfig, n: &Notice, body: &[u8]) -> std::result::Resu
     let response = tokio::time::timeout(TRY_TIMEOUT, client.request(request))
         .await
         .map_err(|_| format!("the webhook did not answer within {} s", TRY_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("the webhook could not be reached: {e}"))?;
+        .map_err(|e| format!("the webhook could not be reached: {}", with_causes(&e)))?;
     match response.status() {
         s if s.is_success() => Ok(()),
         s => Err(format!("the webhook answered {s}")),
@@ -172,7 +190,11 @@ async fn mail(
         message = message.to(address(a)?);
     }
     let message = message.body(text).map_err(|e| e.to_string())?;
-    transport.build().send(message).await.map_err(|e| format!("the SMTP server refused the notice: {e}"))?;
+    transport
+        .build()
+        .send(message)
+        .await
+        .map_err(|e| format!("the SMTP server refused the notice: {}", with_causes(&e)))?;
     Ok(())
 }
 

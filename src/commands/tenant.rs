@@ -42,8 +42,11 @@ pub async fn list(agent: &Agent) -> Result<TenantList> {
     let source: BTreeSet<String> = source.iter().map(|t| t.to_string()).collect();
     let store: BTreeSet<String> =
         agent.store.list_folders(crate::repository::layout::TENANTS).await?.into_iter().collect();
+    // A purged and expired tenant has nothing left but its record and certificates.
+    let reports: BTreeSet<String> =
+        agent.store.list_folders(crate::repository::layout::REPORTS).await?.into_iter().collect();
     let mut tenants = Vec::new();
-    for name in source.union(&store) {
+    for name in source.iter().chain(&store).chain(&reports).collect::<BTreeSet<_>>() {
         let Ok(id) = TenantId::parse(name) else { continue };
         tenants.push(line(agent, &id, source.contains(name), store.contains(name)).await?);
     }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{delete_versions, Step};
 use crate::commands::{Error, Result};
-use crate::lifecycle::{Expiry, Record, Shred, ShredWhen, State, Timeline};
+use crate::lifecycle::{Expiry, Record, Shred, State, Timeline};
 use crate::repository::layout;
 use crate::tenant::TenantId;
 
@@ -44,12 +44,14 @@ pub(crate) async fn expire(step: &Step<'_>, tenant: &TenantId) -> Result<ExpireR
     super::remove_local_files(agent, tenant)?;
     let expiry = Expiry { at: step.now, generations, versions_deleted };
     record.expiry = Some(expiry.clone());
-    let shred = match (cfg.shred, &record.shred) {
-        (ShredWhen::AfterExpiry, None) => {
+    // Whatever `[lifecycle] shred` says, nothing is left to keep the key for (an `at_purge`
+    // shred that failed with the purge is done now).
+    let shred = match &record.shred {
+        None => {
             agent.save_lifecycle_record(&record).await?;
             Some(shred(step, tenant).await?)
         }
-        _ => {
+        Some(_) => {
             record.enter(State::Shredded, step.now, step.actor);
             agent.save_lifecycle_record(&record).await?;
             None
@@ -94,14 +96,21 @@ pub(crate) async fn shred(step: &Step<'_>, tenant: &TenantId) -> Result<ShredRep
             super::due_state(&record, &agent.config.lifecycle, step.now).name()
         )));
     }
+    // Again after a shred, only to take out a copy of the key that came back (an agent that
+    // still held it uploaded a snapshot): the confirmation names such a copy.
     if let Some(s) = &record.shred {
-        return Err(Error::NotAllowed(format!("the key of tenant {tenant} was shredded already, on {}", s.at)));
+        if !agent.holds_key(tenant) && agent.key_copies(tenant).await?.holding.is_empty() {
+            return Err(Error::NotAllowed(format!(
+                "the key of tenant {tenant} was shredded on {}, and no keystore snapshot holds it",
+                s.at
+            )));
+        }
     }
     let snapshot = agent.shred_key(tenant).await?;
     let copies = agent.key_copies(tenant).await?;
     let mut snapshots_deleted = Vec::new();
     for v in &copies.holding {
-        agent.store.delete_version(v).await?;
+        agent.remove_key_from(v, tenant).await?;
         snapshots_deleted.push(crate::keys::version_name(v));
     }
     let after = agent.key_copies(tenant).await?;
@@ -111,9 +120,17 @@ pub(crate) async fn shred(step: &Step<'_>, tenant: &TenantId) -> Result<ShredRep
             crate::keys::version_name(v)
         )));
     }
-    let shred = Shred { at: step.now, by: step.actor.to_string(), snapshot, snapshots_deleted };
+    let again = record.shred.is_some();
+    let shred = match record.shred.take() {
+        // The shred stays dated when it was first done; what this run removed is added.
+        Some(mut first) => {
+            first.snapshots_deleted.extend(snapshots_deleted);
+            Shred { snapshot, ..first }
+        }
+        None => Shred { at: step.now, by: step.actor.to_string(), snapshot, snapshots_deleted },
+    };
     record.shred = Some(shred.clone());
-    if record.expiry.is_some() {
+    if record.expiry.is_some() && !again {
         record.enter(State::Shredded, step.now, step.actor);
     }
     agent.save_lifecycle_record(&record).await?;

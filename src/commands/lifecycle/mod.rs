@@ -92,16 +92,60 @@ impl Agent {
         let damaged = |cause: String| {
             Error::Repo(crate::repository::RepoError::Damaged { what: "lifecycle record", key: key.clone(), cause })
         };
-        let plain = self.open_lifecycle(tenant, &sealed).map_err(|e| damaged(e.to_string()))?;
-        serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))
+        let record = self.open_record(tenant, &sealed).map_err(damaged)?;
+        self.cache_record(tenant, &sealed);
+        Ok(record)
+    }
+
+    fn open_record(&self, tenant: &TenantId, sealed: &[u8]) -> std::result::Result<Record, String> {
+        let plain = self.open_lifecycle(tenant, sealed).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&plain).map_err(|e| e.to_string())
     }
 
     pub(crate) async fn save_lifecycle_record(&self, record: &Record) -> Result<()> {
         let tenant = TenantId::parse(&record.tenant)?;
         let bytes = serde_json::to_vec(record).expect("a record serializes");
         let sealed = self.seal_lifecycle(&tenant, &bytes);
-        self.store.put(&layout::lifecycle_record(&tenant), Body::Bytes(Bytes::from(sealed))).await?;
+        self.store.put(&layout::lifecycle_record(&tenant), Body::Bytes(Bytes::from(sealed.clone()))).await?;
+        self.cache_record(&tenant, &sealed);
         Ok(())
+    }
+
+    /// The local copy of a record (sealed as in the store): what `tenant status` shows when
+    /// the store cannot be reached. Only a cache: every step reads the store's.
+    fn record_cache(&self, tenant: &TenantId) -> std::path::PathBuf {
+        self.config.state.dir.join("lifecycle").join(tenant.as_str())
+    }
+
+    fn cache_record(&self, tenant: &TenantId, sealed: &[u8]) {
+        let path = self.record_cache(tenant);
+        let written = std::fs::create_dir_all(path.parent().expect("a cache file has a folder"))
+            .and_then(|()| crate::store::dir::write_atomic(&path, sealed, 0o600));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the local copy of a lifecycle record");
+        }
+    }
+
+    /// The record from the store, or, when the store does not answer, its local copy with the
+    /// time it was written.
+    async fn record_or_cache(&self, tenant: &TenantId) -> Result<(Record, Option<jiff::Timestamp>)> {
+        match self.lifecycle_record(tenant).await {
+            Err(Error::Store(e @ crate::store::StoreError::Failed { .. })) => {
+                let path = self.record_cache(tenant);
+                let (Ok(sealed), Ok(meta)) = (std::fs::read(&path), std::fs::metadata(&path)) else {
+                    return Err(Error::Store(e));
+                };
+                let record = self.open_record(tenant, &sealed).map_err(|cause| {
+                    Error::Failed(format!(
+                        "the store does not answer ({e}), and the local copy {} does not open: {cause}",
+                        path.display()
+                    ))
+                })?;
+                let at = meta.modified().ok().and_then(|m| jiff::Timestamp::try_from(m).ok());
+                Ok((record, at))
+            }
+            other => Ok((other?, None)),
+        }
     }
 
     /// The state the tenant is in now: the record's, moved on by the dates that have passed
@@ -248,11 +292,12 @@ pub struct Status {
 }
 
 pub async fn status(agent: &Agent, tenant: &TenantId) -> Result<Status> {
-    let record = agent.lifecycle_record(tenant).await?;
+    let (record, cached) = agent.record_or_cache(tenant).await?;
     let now = crate::now();
-    let blocked = match due(&record, &agent.config.lifecycle, now) {
-        Some(Due::Blocked(why)) => Some(why),
-        Some(Due::Expire) => expiry_blocker(agent, tenant).await?,
+    let blocked = match (due(&record, &agent.config.lifecycle, now), cached) {
+        (_, Some(at)) => Some(format!("the store does not answer: this is the local copy of the record, of {at}")),
+        (Some(Due::Blocked(why)), None) => Some(why),
+        (Some(Due::Expire), None) => expiry_blocker(agent, tenant).await?,
         _ => None,
     };
     Ok(Status { blocked, ..status_of(agent, tenant, record, now)? })
@@ -262,9 +307,7 @@ fn status_of(agent: &Agent, tenant: &TenantId, record: Record, now: jiff::Timest
     let cfg = &agent.config.lifecycle;
     let state = due_state(&record, cfg, now);
     let timeline = Timeline::of_record(&record, cfg);
-    let uses = [("backup", lifecycle::Use::Backup), ("export", lifecycle::Use::Export)];
-    let allowed =
-        uses.iter().filter(|(_, u)| lifecycle::allows(tenant.as_str(), state, *u).is_ok()).map(|(n, _)| *n).collect();
+    let allowed = lifecycle::allowed(tenant.as_str(), state);
     Ok(Status {
         tenant: tenant.to_string(),
         state,
@@ -336,9 +379,15 @@ pub(crate) fn due(record: &Record, cfg: &lifecycle::LifecycleConfig, now: jiff::
             "the purge is due and reversa does not delete sources here ([lifecycle] purge_source = false): once the \
              source is deleted, `reversa tenant purge {tenant} --confirmed-by NAME`"
         ))),
+        // An `at_purge` shred that failed with the purge is due again first.
+        State::Purged | State::Expiring if record.shred.is_none() && cfg.shred == lifecycle::ShredWhen::AtPurge => {
+            Some(Due::Shred)
+        }
         State::Purged | State::Expiring if record.expiry.is_none() && now >= t.backups_expire => Some(Due::Expire),
         State::Purged | State::Expiring if record.expiry.is_some() && record.shred.is_none() => Some(Due::Shred),
         State::Shredded if now >= t.replicas_expire => Some(Due::Confirm),
+        // The re-check of a confirmed deletion, every `recheck_days`.
+        State::Confirmed if t.recheck.is_some_and(|r| now >= r) => Some(Due::Confirm),
         _ => None,
     }
 }
@@ -347,7 +396,12 @@ pub(crate) fn due(record: &Record, cfg: &lifecycle::LifecycleConfig, now: jiff::
 /// Returns whether it queued it.
 fn warn_before_the_window_closes(record: &mut Record, cfg: &lifecycle::LifecycleConfig, now: jiff::Timestamp) -> bool {
     let Some(t) = Timeline::of_record(record, cfg) else { return false };
-    let warned = record.notices.iter().any(|n| n.event == crate::notices::Event::ExportWindowClosing);
+    // Since the termination now in force (a cancelled one had its own warning).
+    let terminated = record.history.iter().rev().find(|h| h.state == State::Active).map(|h| h.at);
+    let warned = record
+        .notices
+        .iter()
+        .any(|n| n.event == crate::notices::Event::ExportWindowClosing && terminated.is_none_or(|at| n.created >= at));
     if warned || due_state(record, cfg, now) != State::ExportWindow || now < t.export_window_notice {
         return false;
     }
@@ -384,6 +438,18 @@ pub struct StepOutcome {
 }
 
 impl TickReport {
+    /// A tenant whose record could not be read or written: a failed step, and nothing else.
+    pub fn failed_to_read(tenant: &TenantId, error: String) -> TickReport {
+        TickReport {
+            tenant: tenant.to_string(),
+            from: State::Active,
+            to: State::Active,
+            steps: vec![StepOutcome { job: "lifecycle_tick", error: Some(error) }],
+            blocked: None,
+            notices: None,
+        }
+    }
+
     /// Whether the tick changed anything or tried to (a blocked step alone is not a change).
     pub fn acted(&self) -> bool {
         self.from != self.to || !self.steps.is_empty() || self.notices.as_ref().is_some_and(|n| n.sent + n.failed > 0)

@@ -114,7 +114,10 @@ pub(crate) async fn purge(
         final_generation,
     };
     record.purge = Some(purge.clone());
+    // Purged, and from then on its generations are expiring: both are recorded now, so that
+    // the tick after this one has nothing left to record.
     record.enter(State::Purged, step.now, step.actor);
+    record.enter(State::Expiring, step.now, step.actor);
     agent.save_lifecycle_record(&record).await?;
     let mut report = PurgeReport {
         tenant: tenant.to_string(),
@@ -169,14 +172,15 @@ async fn take_final_generation(
     Ok(r)
 }
 
-/// Read every pack back and verify every blob: the final generation must restore before its
-/// source goes.
+/// The final generation must still be there, and every pack read back and every blob verified:
+/// it must restore before its source goes.
 async fn check_final(
     agent: &Agent,
     repo: &Repository,
     generation: &str,
     progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
+    repo.resolve_generation(Some(generation)).await?;
     let opts = check::CheckOptions { read_data: check::ReadData::All, repair: false };
     let r = Box::pin(check::check(agent, repo, &opts, progress)).await?;
     if !r.problems.is_empty() {
