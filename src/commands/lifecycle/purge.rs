@@ -95,10 +95,14 @@ pub(crate) async fn purge(
         None => take_final_generation(agent, repo, &mut record, cancel, progress).await?.manifest.id,
     };
     let (blobs, bytes) = check_final(agent, repo, &final_generation, progress).await?;
-    if source == SourceDeletion::DeletedByReversa {
-        delete_source(agent, tenant)?;
-    }
-    let extra_paths_deleted = delete_extra_paths(&cfg.extra_paths, tenant)?;
+    // reversa deletes the source and the extra paths, or an operator did both and says so.
+    let extra_paths_deleted = match source {
+        SourceDeletion::DeletedByReversa => {
+            delete_source(agent, tenant)?;
+            delete_extra_paths(&cfg.extra_paths, tenant)?
+        }
+        SourceDeletion::ConfirmedBy(_) => 0,
+    };
     let exports_deleted = delete_versions(&*agent.store, &layout::exports(Some(tenant))).await?;
     let purge = Purge {
         at: step.now,
