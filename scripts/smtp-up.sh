@@ -8,11 +8,13 @@ set -euo pipefail
 D=${1:?usage: smtp-up.sh DIR}
 mkdir -p "$D"
 D=$(cd "$D" && pwd)
-venv="$D/../py"
-if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
-  echo "smtp-up: installing aiosmtpd into $venv" >&2
+# One virtualenv for the tests' Python tools: aiosmtpd, and jsonschema, which checks the
+# documented JSON schemas against real output.
+venv=$(mkdir -p "$D/../py" && cd "$D/../py" && pwd)
+if ! "$venv/bin/python" -c 'import aiosmtpd, jsonschema' 2>/dev/null; then
+  echo "smtp-up: installing aiosmtpd and jsonschema into $venv" >&2
   python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install -q 'aiosmtpd==1.4.*' >&2
+  "$venv/bin/pip" install -q 'aiosmtpd==1.4.*' 'jsonschema>=4.18,<5' >&2
 fi
 # A private CA (what the tests trust, as notices.smtp_ca_file) and the server's certificate
 # signed by it: TLS verifiers refuse a CA certificate used as the server's own.
@@ -28,6 +30,7 @@ emit() {
   echo "export REVERSA_TEST_SMTP=127.0.0.1:$(cat "$D/port")"
   echo "export REVERSA_TEST_SMTP_CA=$D/ca.pem"
   echo "export REVERSA_TEST_SMTP_MAILDIR=$D/maildir"
+  echo "export REVERSA_TEST_PYTHON=$venv/bin/python"
 }
 if [ -f "$D/pid" ] && kill -0 "$(cat "$D/pid")" 2>/dev/null; then
   echo "smtp-up: already up on $(cat "$D/port")" >&2

@@ -208,6 +208,7 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(r.stdout.contains("t1: active -> export_window") && r.stdout.contains("503"), "{}", r.stdout);
     let status = json(at(&env, jan, &["tenant", "status", "t1", "--json"]));
+    let mut statuses = vec![status.clone()];
     let undelivered = status["undelivered_notices"].as_array().unwrap();
     assert_eq!(undelivered.len(), 1, "{status}");
     assert!(undelivered[0]["webhook"]["last_error"].as_str().unwrap().contains("503"), "{status}");
@@ -232,6 +233,7 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     assert!(r.stdout.contains("t1: final_generation done"), "{}", r.stdout);
     let status = json(at(&env, feb, &["tenant", "status", "t1", "--json"]));
     let final_generation = status["final_generation"].as_str().unwrap().to_string();
+    statuses.push(status);
     assert_eq!(export(&env, feb, "t1").code, 9);
     assert_eq!(at(&env, feb, &["forget", "--tenant", "t1"]).code, 9, "the final generation follows the lifecycle");
     let r = at(&env, feb, &["backup", "--all"]).ok();
@@ -282,6 +284,7 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     assert!(!r.stdout.contains("expire"), "{}", r.stdout);
     let status = json(at(&env, before, &["tenant", "status", "t1", "--json"]));
     assert!(status["next"].as_str().unwrap().contains("expire on 2027-04-03T10:00:00Z"), "{status}");
+    statuses.push(status);
 
     // The expiry date: the legal hold blocks it, named; once released, every version goes and
     // the key is shredded.
@@ -291,6 +294,7 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     assert!(r.stdout.contains("expire FAILED") && r.stdout.contains("legal hold"), "{}", r.stdout);
     let status = json(at(&env, apr, &["tenant", "status", "t1", "--json"]));
     assert!(status["blocked"].as_str().unwrap().contains(&final_generation), "{status}");
+    statuses.push(status);
     at(&env, apr, &["generations", "release", "--tenant", "t1", "--generation", &final_generation]).ok();
     let r = at(&env, apr, &["lifecycle", "tick"]).ok();
     assert!(r.stdout.contains("t1: expire done"), "{}", r.stdout);
@@ -325,6 +329,9 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     assert!(r.stdout.contains("t1: confirm_expiry done"), "{}", r.stdout);
     let status = json(at(&env, late, &["tenant", "status", "t1", "--json"]));
     assert_eq!(status["state"], "confirmed");
+    statuses.push(status.clone());
+    statuses.push(json(at(&env, late, &["tenant", "status", "t2", "--json"])));
+    matches_schema(&env, "tenant-status", &statuses);
     assert_eq!(export(&env, late, "t1").code, 9);
     let cert = json(at(&env, late, &["certificate", "show", "t1", "--json"]));
     assert_eq!(cert["kind"], "final");
@@ -342,6 +349,21 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
 
     at(&env, late, &["lifecycle", "tick"]).ok();
     check_notices(&hooks, smtp.as_ref(), &sender);
+    matches_schema(
+        &env,
+        "webhook",
+        &hooks
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let mut v = v.clone();
+                v.as_object_mut().unwrap().remove("verified");
+                v
+            })
+            .collect::<Vec<_>>(),
+    );
 
     // t2 was never touched: its backups, exports and restore go on, exactly.
     at(&env, late, &["backup", "--tenant", "t2"]).ok();
@@ -776,4 +798,33 @@ fn read_mail(path: &std::path::Path) -> String {
     let out = std::process::Command::new("python3").args(["-c", script]).arg(path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every document matches docs/schemas/<name>.schema.json, as Python's jsonschema (from
+/// scripts/test.sh's virtualenv) checks it, formats included.
+fn matches_schema(env: &Env, name: &str, docs: &[Value]) {
+    let Ok(python) = std::env::var("REVERSA_TEST_PYTHON") else {
+        assert!(std::env::var("CI").is_err(), "REVERSA_TEST_PYTHON is not set under CI: run scripts/test.sh");
+        eprintln!("skipping the schema check: no REVERSA_TEST_PYTHON (scripts/test.sh sets it)");
+        return;
+    };
+    let file = env.path(&format!("{name}-docs.json"));
+    std::fs::write(&file, serde_json::to_vec(docs).unwrap()).unwrap();
+    let script = "import json, sys\n\
+                  from jsonschema import Draft202012Validator\n\
+                  from referencing import Registry, Resource\n\
+                  d = sys.argv[1]\n\
+                  schemas = {n: json.load(open(f'{d}/{n}.schema.json')) for n in ['tenant-status', 'webhook']}\n\
+                  reg = Registry().with_resources([(s['$id'], Resource.from_contents(s)) for s in schemas.values()])\n\
+                  v = Draft202012Validator(schemas[sys.argv[2]], registry=reg, format_checker=Draft202012Validator.FORMAT_CHECKER)\n\
+                  bad = [f'{i}: {e.json_path}: {e.message}' for i, doc in enumerate(json.load(open(sys.argv[3]))) for e in v.iter_errors(doc)]\n\
+                  print('\\n'.join(bad)); sys.exit(1 if bad else 0)";
+    let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/schemas");
+    let out = std::process::Command::new(python).args(["-c", script, schemas, name]).arg(&file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
