@@ -176,6 +176,7 @@ impl Task {
             Task::Backup(_) => Some(crate::lifecycle::Use::Backup),
             Task::Export(_) => Some(crate::lifecycle::Use::Export),
             Task::Forget(_) => Some(crate::lifecycle::Use::Forget),
+            Task::Restore(_) => Some(crate::lifecycle::Use::Restore),
             _ => None,
         }
     }

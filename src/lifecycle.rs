@@ -318,6 +318,9 @@ pub enum Use {
     Backup,
     /// The customer's export (the designated administrator's).
     Export,
+    /// A restore: data given to someone, like an export; from the safeguard on, an operator
+    /// makes an extraordinary extraction instead (ticket, reason, only what was asked).
+    Restore,
     /// The daily retention policy (`forget`): a terminated tenant's generations expire with its
     /// lifecycle instead, and the final one is kept until then.
     Forget,
@@ -326,7 +329,7 @@ pub enum Use {
 /// What `state` allows, by name, as `tenant status` and the webhook say it: `backup`,
 /// `export` and `forget` until the export window ends, `extraordinary_export` in the safeguard.
 pub fn allowed(tenant: &str, state: State) -> Vec<&'static str> {
-    let uses = [("backup", Use::Backup), ("export", Use::Export), ("forget", Use::Forget)];
+    let uses = [("backup", Use::Backup), ("export", Use::Export), ("restore", Use::Restore), ("forget", Use::Forget)];
     let mut out: Vec<&'static str> =
         uses.iter().filter(|(_, u)| allows(tenant, state, *u).is_ok()).map(|(n, _)| *n).collect();
     if state == State::Safeguard {
@@ -347,6 +350,12 @@ pub fn allows(tenant: &str, state: State, what: Use) -> Result<(), String> {
         (Use::Backup, _) => Err(format!(
             "tenant {tenant} is in its {} state: it gets no new generation (the final one was taken when the \
              safeguard began); `reversa tenant status {tenant}` shows its timeline",
+            state.name()
+        )),
+        (Use::Restore, _) => Err(format!(
+            "tenant {tenant} is in its {} state: its data are not restored any more; during the safeguard an \
+             operator makes an extraordinary extraction (`reversa export --extraordinary`); `reversa tenant status \
+             {tenant}` shows its timeline",
             state.name()
         )),
         (Use::Export, _) => Err(format!(

@@ -40,10 +40,11 @@ fn a_terminated_tenant_walks_its_timeline_while_another_stays_active() {
     assert_eq!(status["state"], "active");
     assert_eq!(status["timeline"]["export_window_end"], "2027-02-01T00:00:00Z");
     assert_eq!(status["timeline"]["safeguard_end"], "2027-03-03T00:00:00Z");
-    assert_eq!(status["allowed"], serde_json::json!(["backup", "export", "forget"]));
+    assert_eq!(status["allowed"], serde_json::json!(["backup", "export", "restore", "forget"]));
 
-    // Day 5: the export window, recorded by the tick; a second tick changes nothing.
-    let r = at(&env, &day(5), &["lifecycle", "tick"]).ok();
+    // Day 5: the export window, recorded by the tick (run with --now, which the audit log
+    // records); a second tick changes nothing.
+    let r = env.run(&["lifecycle", "tick", "--now", &day(5)]).ok();
     assert_eq!(r.stdout.trim(), "t1: active -> export_window", "{}", r.stdout);
     let r = at(&env, &day(5), &["lifecycle", "tick"]).ok();
     assert!(r.stdout.contains("no tenant's date has come"), "{}", r.stdout);
@@ -78,6 +79,8 @@ fn a_terminated_tenant_walks_its_timeline_while_another_stays_active() {
         .collect();
     assert_eq!(ticks.len(), 2, "{log}");
     assert!(ticks.iter().all(|e| e["simulated_now"].is_string()));
+    let asked = entries.iter().find(|e| e["kind"] == "lifecycle_tick" && e["event"] == "start").unwrap();
+    assert_eq!(asked["options"]["now"], day(5), "{asked}");
     let terminate = entries.iter().find(|e| e["kind"] == "terminate" && e["event"] == "start").unwrap();
     assert_eq!(
         (&terminate["ticket"], &terminate["options"]["at"]),
@@ -236,6 +239,8 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     statuses.push(status);
     assert_eq!(export(&env, feb, "t1").code, 9);
     assert_eq!(at(&env, feb, &["forget", "--tenant", "t1"]).code, 9, "the final generation follows the lifecycle");
+    let r = at(&env, feb, &["restore", "--tenant", "t1", "--to", env.path("r-feb").to_str().unwrap()]);
+    assert!(r.code == 9 && r.stderr.contains("--extraordinary"), "{}", r.all());
     let r = at(&env, feb, &["backup", "--all"]).ok();
     assert!(r.stderr.contains("t1: skipped"), "{}", r.all());
     extraordinary_extractions(&env, feb, &final_generation);

@@ -68,9 +68,18 @@ pub fn write_out(issued: &Issued, dir: &std::path::Path) -> Result<Vec<std::path
     Ok(out)
 }
 
-/// The exports this agent's disclosure register records for the tenant, to the customer.
-pub(crate) fn delivered(agent: &Agent, tenant: &str) -> Result<Vec<Delivered>> {
-    let entries = crate::audit::read::entries(&local_segments(agent)?).map_err(Error::Failed)?;
+/// The exports the disclosure register records for the tenant, to the customer: this agent's
+/// log, and every agent's segments in the store (another agent may have made one).
+pub(crate) async fn delivered(agent: &Agent, tenant: &str) -> Result<Vec<Delivered>> {
+    let mut entries = crate::audit::read::entries(&local_segments(agent)?).map_err(Error::Failed)?;
+    match super::audit::entries(agent, true).await {
+        Ok(stored) => entries.extend(stored),
+        // The store's segments are checked by `audit verify --from-store`; a certificate
+        // still names what this agent's own log holds.
+        Err(e) => tracing::warn!(error = %e, "the store's audit segments could not be read for the certificate"),
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    entries.retain(|e| seen.insert((e.agent.clone(), e.seq)));
     let register = crate::audit::read::disclosures(entries);
     let mut out = Vec::new();
     for e in register.iter().filter(|e| e.tenant.as_deref() == Some(tenant) && e.kind.as_deref() == Some("export")) {

@@ -116,14 +116,12 @@ pub(crate) async fn confirm(step: &Step<'_>, tenant: &TenantId) -> Result<Confir
     Ok(ConfirmReport { tenant: tenant.to_string(), state, recheck, scan, certificate })
 }
 
-/// Scan, then issue the partial certificate of where the tenant stands (at the purge, at the
-/// shred). Returns the scan with it.
-pub(crate) async fn certify(step: &Step<'_>, tenant: &TenantId) -> Result<(Issued, Scan)> {
-    let mut record = step.agent.lifecycle_record(tenant).await?;
-    let scan = scan(step.agent, tenant).await?;
-    let issued = issue(step, &mut record, &scan, Kind::Partial).await?;
-    step.agent.save_lifecycle_record(&record).await?;
-    Ok((issued, scan))
+/// Scan, then issue the partial certificate of where `record` stands (at the purge, at the
+/// shred). The caller saves the record only after this succeeded, so a step whose certificate
+/// could not be issued is not recorded, and runs again.
+pub(crate) async fn certify(step: &Step<'_>, record: &mut Record) -> Result<Issued> {
+    let scan = scan(step.agent, &TenantId::parse(&record.tenant)?).await?;
+    issue(step, record, &scan, Kind::Partial).await
 }
 
 /// Sign and store a certificate of where `record` stands, and queue its notice in the record
@@ -144,7 +142,7 @@ async fn issue(step: &Step<'_>, record: &mut Record, scan: &Scan, kind: Kind) ->
         tool: Tool { name: "reversa".into(), version: env!("CARGO_PKG_VERSION").into() },
         verification: verification(agent, scan).await?,
         pending: pending(&*record, &timeline, scan, step.now),
-        disclosures: crate::commands::certificate::delivered(agent, &record.tenant)?,
+        disclosures: crate::commands::certificate::delivered(agent, &record.tenant).await?,
         attestations: attestations(&*record, &timeline, cfg.replica_retention_days),
         actor: step.actor.to_string(),
         agent: agent.audit.agent_id().to_string(),

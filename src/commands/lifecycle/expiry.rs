@@ -133,7 +133,7 @@ pub(crate) async fn shred(step: &Step<'_>, tenant: &TenantId) -> Result<ShredRep
     if record.expiry.is_some() && !again {
         record.enter(State::Shredded, step.now, step.actor);
     }
+    let certificate = super::certify(step, &mut record).await?;
     agent.save_lifecycle_record(&record).await?;
-    let (certificate, _) = super::certify(step, tenant).await?;
     Ok(ShredReport { tenant: tenant.to_string(), shred, certificate })
 }

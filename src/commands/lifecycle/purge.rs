@@ -122,7 +122,6 @@ pub(crate) async fn purge(
     // the tick after this one has nothing left to record.
     record.enter(State::Purged, step.now, step.actor);
     record.enter(State::Expiring, step.now, step.actor);
-    agent.save_lifecycle_record(&record).await?;
     let mut report = PurgeReport {
         tenant: tenant.to_string(),
         purge,
@@ -132,8 +131,14 @@ pub(crate) async fn purge(
         certificate: None,
     };
     match cfg.shred {
-        ShredWhen::AtPurge => report.shred = Some(super::expiry::shred(step, tenant).await?),
-        ShredWhen::AfterExpiry => report.certificate = Some(super::certify(step, tenant).await?.0),
+        ShredWhen::AtPurge => {
+            agent.save_lifecycle_record(&record).await?;
+            report.shred = Some(super::expiry::shred(step, tenant).await?);
+        }
+        ShredWhen::AfterExpiry => {
+            report.certificate = Some(super::certify(step, &mut record).await?);
+            agent.save_lifecycle_record(&record).await?;
+        }
     }
     Ok(report)
 }
