@@ -164,8 +164,9 @@ impl Task {
             Task::Hold(_) => Some("hold"),
             // Two agents changing one record: the second waits, instead of overwriting unseen.
             Task::TenantSet(_) | Task::Terminate(_) | Task::CancelTermination => Some("lifecycle"),
-            // The expiry, the shred and the confirmation take none: a lock object is what
-            // they delete and must find none of. The expiry refuses while any lock is held.
+            // The expiry takes it itself (its lock objects are among what it deletes, after the
+            // release); the shred and the confirmation take none: a lock object is what they
+            // must find none of.
             _ => None,
         }
     }
@@ -652,7 +653,7 @@ async fn dispatch(
             let step = step(agent, job);
             Report::Purge(Box::new(Box::pin(lifecycle::purge::purge(&step, repo()?, o, cancel, progress)).await?))
         }
-        Task::Expire => Report::Expire(lifecycle::expiry::expire(&step(agent, job), tenant()?).await?),
+        Task::Expire => Report::Expire(lifecycle::expiry::expire(&step(agent, job), tenant()?, cancel).await?),
         Task::Shred => Report::Shred(lifecycle::expiry::shred(&step(agent, job), tenant()?).await?),
         Task::ConfirmExpiry => {
             Report::Confirm(Box::new(lifecycle::confirm::confirm(&step(agent, job), tenant()?).await?))

@@ -6,6 +6,8 @@ use serde::Serialize;
 
 use super::{delete_versions, Step};
 use crate::commands::{Error, Result};
+use crate::repository::lock::TenantLock;
+use tokio_util::sync::CancellationToken;
 use crate::lifecycle::{Expiry, Record, Shred, State, Timeline};
 use crate::repository::layout;
 use crate::tenant::TenantId;
@@ -21,7 +23,7 @@ pub struct ExpireReport {
 /// Delete every generation of a purged tenant once `backup_expiry_days` have passed since the
 /// purge: the manifests first (so a run cut short leaves fewer generations, never one whose
 /// data are gone), then every other object, in every version. A legal hold blocks it, named.
-pub(crate) async fn expire(step: &Step<'_>, tenant: &TenantId) -> Result<ExpireReport> {
+pub(crate) async fn expire(step: &Step<'_>, tenant: &TenantId, cancel: &CancellationToken) -> Result<ExpireReport> {
     let agent = step.agent;
     let mut record = agent.lifecycle_record(tenant).await?;
     let cfg = &agent.config.lifecycle;
@@ -29,9 +31,17 @@ pub(crate) async fn expire(step: &Step<'_>, tenant: &TenantId) -> Result<ExpireR
     if let Some(blocker) = super::expiry_blocker(agent, tenant).await? {
         return Err(Error::NotAllowed(blocker));
     }
-    let generations = agent.store.list(&layout::generations(tenant)).await?.len() as u64;
-    let mut versions_deleted = delete_versions(&*agent.store, &layout::generations(tenant)).await?;
-    versions_deleted += delete_versions(&*agent.store, &layout::tenant(tenant)).await?;
+    // Under the tenant lock, so that no legal hold is placed (a hold takes it) while the
+    // objects go; the lock's own versions go once it is released.
+    let lock = TenantLock::acquire(agent.store.clone(), tenant, "expire", agent.config.lock.refresh, cancel.clone()).await?;
+    let deleted = delete_all_but_locks(agent, tenant).await;
+    let lost = lock.lost().map(String::from);
+    lock.release().await?;
+    if let Some(why) = lost {
+        return Err(Error::LockLost(why));
+    }
+    let (generations, mut versions_deleted) = deleted?;
+    versions_deleted += delete_versions(&*agent.store, &layout::locks(tenant)).await?;
     let left = agent.store.list_versions(&layout::tenant(tenant)).await?;
     if let Some(v) = left.first() {
         return Err(Error::Failed(format!(
@@ -58,6 +68,22 @@ pub(crate) async fn expire(step: &Step<'_>, tenant: &TenantId) -> Result<ExpireR
         }
     };
     Ok(ExpireReport { tenant: tenant.to_string(), expiry, shred })
+}
+
+/// The generations first (a run cut short leaves fewer, never one whose data are gone), then
+/// every other object but the lock objects, in every version. Returns how many generations,
+/// and how many versions went.
+async fn delete_all_but_locks(agent: &crate::commands::Agent, tenant: &TenantId) -> Result<(u64, u64)> {
+    let generations = agent.store.list(&layout::generations(tenant)).await?.len() as u64;
+    let mut deleted = delete_versions(&*agent.store, &layout::generations(tenant)).await?;
+    let locks = layout::locks(tenant);
+    for v in agent.store.list_versions(&layout::tenant(tenant)).await? {
+        if !v.key.starts_with(&locks) {
+            agent.store.delete_version(&v).await?;
+            deleted += 1;
+        }
+    }
+    Ok((generations, deleted))
 }
 
 fn may_expire(record: &Record, timeline: Option<&Timeline>, step: &Step) -> Result<()> {
