@@ -6,11 +6,11 @@ use serde::Serialize;
 
 use super::{delete_versions, Step};
 use crate::commands::{Error, Result};
-use crate::repository::lock::TenantLock;
-use tokio_util::sync::CancellationToken;
 use crate::lifecycle::{Expiry, Record, Shred, State, Timeline};
 use crate::repository::layout;
+use crate::repository::lock::TenantLock;
 use crate::tenant::TenantId;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Serialize)]
 pub struct ExpireReport {
@@ -33,7 +33,8 @@ pub(crate) async fn expire(step: &Step<'_>, tenant: &TenantId, cancel: &Cancella
     }
     // Under the tenant lock, so that no legal hold is placed (a hold takes it) while the
     // objects go; the lock's own versions go once it is released.
-    let lock = TenantLock::acquire(agent.store.clone(), tenant, "expire", agent.config.lock.refresh, cancel.clone()).await?;
+    let lock =
+        TenantLock::acquire(agent.store.clone(), tenant, "expire", agent.config.lock.refresh, cancel.clone()).await?;
     let deleted = delete_all_but_locks(agent, tenant).await;
     let lost = lock.lost().map(String::from);
     lock.release().await?;
