@@ -314,6 +314,12 @@ fn a_tenant_walks_100_days_to_a_confirmed_deletion_on_a_versioned_bucket() {
     let r = at(&env, apr, &["expiry", "confirm", "t1"]);
     assert_eq!(r.code, 6, "{}", r.all());
     assert!(r.stderr.contains(&pack) && r.stderr.contains("no certificate was issued"), "{}", r.stderr);
+    // Deleted the plain way, it stays as an old version behind a delete marker: still there.
+    crate::s3_store::block_on(reversa::store::Store::delete(&store, &pack)).unwrap();
+    assert_eq!(versions(&store, &pack).iter().filter(|v| v.delete_marker).count(), 1);
+    let r = at(&env, apr, &["expiry", "confirm", "t1"]);
+    assert_eq!(r.code, 6, "an old version behind a delete marker: {}", r.all());
+    assert!(r.stderr.contains(&pack) && r.stderr.contains("2 object versions"), "{}", r.stderr);
     remove_all(&store, &pack);
     // So does a keystore snapshot that still holds the key; `tenant shred` takes the key out
     // of it again, keeping t2's key that it holds too.
