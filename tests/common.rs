@@ -40,6 +40,22 @@ impl From<Output> for Run {
     }
 }
 
+/// Every file under `dir`, however deep (none when it does not exist): what a run left in a
+/// scratch folder (the tenants' own folders in it may stay, empty).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                _ => out.push(e.path()),
+            }
+        }
+    }
+    out
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_reversa")
 }

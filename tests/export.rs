@@ -481,9 +481,7 @@ fn live_and_generation_exports_are_the_same_and_open_in_7zip() {
         let names: Vec<_> = std::fs::read_dir(env.path(dir)).unwrap().collect();
         assert_eq!(names.len(), 1, "{dir}: {names:?}");
     }
-    let tmp: Vec<_> = std::fs::read_dir(env.path("state/tmp"))
-        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let tmp = crate::common::files_under(&env.path("state/tmp"));
     assert!(tmp.is_empty(), "left in state/tmp: {tmp:?}");
 
     let a = extract(&live.parts[0], &live.pass, &env.path("x-live"));
@@ -1113,9 +1111,7 @@ fn bad_input_is_named_and_leaves_no_archive() {
             std::fs::read_dir(&out).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
         assert!(left.is_empty(), "{name}: left in the output folder: {left:?}");
         assert!(!pass.exists(), "{name}: the passphrase file was left");
-        let tmp: Vec<_> = std::fs::read_dir(env.path("state/tmp"))
-            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        let tmp = crate::common::files_under(&env.path("state/tmp"));
         assert!(tmp.is_empty(), "{name}: left in state/tmp: {tmp:?}");
     };
     let base = ["export", "--out", &out_s, "--passphrase-file", &pass_s];

@@ -233,7 +233,7 @@ pub(crate) async fn check(
 
     // Every generation and every blob it references, after the packs were read: damage found
     // there is named with what it costs (the generations and the tables or files using it).
-    let tmp = agent.config.state.dir.join("tmp");
+    let tmp = agent.scratch(tenant);
     report.generations = generations.len();
     let mut counts = RowCounts::default();
     for g in &generations {

@@ -226,7 +226,7 @@ pub(crate) async fn write(
         cleanup.passphrase_file = Some(path.clone());
     }
 
-    let work = agent.config.state.dir.join("tmp").join(format!("export-{export_id}"));
+    let work = agent.scratch(tenant).join(format!("export-{export_id}"));
     // The work folder holds the tenant's data in clear until it is encrypted: only this user
     // may enter it.
     std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)

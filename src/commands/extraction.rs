@@ -116,8 +116,7 @@ pub(crate) async fn extract(
         )));
     };
     let what = asked(opts)?;
-    let scratch =
-        Scratch::create(&agent.config.state.dir.join("tmp").join(format!("extract-{}", crate::time_sortable_id())))?;
+    let scratch = Scratch::create(&agent.scratch(tenant).join(format!("extract-{}", crate::time_sortable_id())))?;
     let db_dir = scratch.0.join("db");
     let manifest = super::restore::materialize_database(agent, repo, &generation, &db_dir, cancel, progress).await?;
     let derived = scratch.0.join("src");

@@ -232,12 +232,19 @@ pub async fn open_store_for_init(cfg: &StoreConfig, create_bucket: bool) -> Resu
 /// How old a temporary file must be before it is taken to be a leftover of a killed run.
 const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Remove what killed runs left in the state folder's `tmp/` (catalog spools, export work
-/// folders). They can hold tenant data in clear, so they must not outlive the run that made them;
-/// a day of age keeps the files of runs still going untouched.
+/// Remove what killed runs left in the state folder's `tmp/<tenant>/` (catalog spools, export
+/// work folders). They can hold tenant data in clear, so they must not outlive the run that made
+/// them; a day of age keeps the files of runs still going untouched.
 fn remove_stale_temporaries(tmp: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else { return };
     for e in entries.flatten() {
+        // A tenant's own folder: its entries are judged one by one (the folder stays).
+        let tenant_folder = e.file_type().is_ok_and(|t| t.is_dir())
+            && e.file_name().to_str().is_some_and(|n| TenantId::parse(n).is_ok());
+        if tenant_folder {
+            remove_stale_temporaries(&e.path());
+            continue;
+        }
         let old = e.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() > STALE_TEMPORARY);
         if old.unwrap_or(false) {
             let path = e.path();
@@ -508,6 +515,12 @@ impl Agent {
     /// The tenants that have a key, i.e. that were backed up at least once.
     pub fn keystore_tenants(&self) -> Vec<String> {
         self.keystore().tenants().map(String::from).collect()
+    }
+
+    /// The tenant's scratch folder (`<state>/tmp/<tenant>/`): every temporary file a job of
+    /// the tenant makes goes there, so that a confirmed deletion can check that none is left.
+    pub fn scratch(&self, tenant: &TenantId) -> PathBuf {
+        self.config.state.dir.join("tmp").join(tenant.as_str())
     }
 
     pub fn tenant_dir(&self, tenant: &TenantId) -> Result<PathBuf> {

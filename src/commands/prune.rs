@@ -115,7 +115,7 @@ async fn run(agent: &Agent, repo: &Repository, dry_run: bool, progress: &dyn Pro
     // that cover it, so every generation listed has its blobs in the index read next.
     let generations = repo.list_generations().await?;
     let index = repo.load_index().await.map_err(refused("the index".into()))?;
-    let tmp = agent.config.state.dir.join("tmp");
+    let tmp = agent.scratch(repo.tenant());
     let mut used = HashSet::new();
     for g in &generations {
         progress.item(&format!("reading generation {g}"));

@@ -96,7 +96,7 @@ pub(crate) async fn restore(
         false => repo.load_index().await?,
     };
     prepare_target(to, opts.force)?;
-    let tmp = agent.config.state.dir.join("tmp");
+    let tmp = agent.scratch(repo.tenant());
     let catalog = repo.fetch_catalog(&index, &manifest, &tmp).await?;
     progress.phase(&format!("restore {tenant}"), Some(manifest.summary.table_bytes + manifest.summary.file_bytes));
 
@@ -162,7 +162,7 @@ pub(crate) async fn materialize_database(
 ) -> Result<crate::generation::Manifest> {
     let manifest = repo.resolve_generation(Some(generation)).await?;
     let index = repo.load_index().await?;
-    let tmp = agent.config.state.dir.join("tmp");
+    let tmp = agent.scratch(repo.tenant());
     let catalog = repo.fetch_catalog(&index, &manifest, &tmp).await?;
     fs::create_dir_all(into).map_err(|cause| Error::Io { what: "cannot create", path: into.to_path_buf(), cause })?;
     let pass =

@@ -87,7 +87,7 @@ pub(crate) async fn backup(
     let parent = generations?.pop();
     let generation = crate::time_sortable_id();
     let cache_path = agent.config.state.dir.join("cache").join(format!("{tenant}.files.sqlite"));
-    let spool_dir = agent.config.state.dir.join("tmp");
+    let spool_dir = agent.scratch(&tenant);
     std::fs::create_dir_all(&spool_dir).map_err(|cause| Error::Io {
         what: "cannot create",
         path: spool_dir.clone(),

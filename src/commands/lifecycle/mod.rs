@@ -54,10 +54,16 @@ pub(crate) async fn expiry_blocker(agent: &Agent, tenant: &TenantId) -> Result<O
     Ok(None)
 }
 
-/// The tenant's files in the state folder: its file cache, digest maps and check records. A
-/// tenant id has no `.`, so `<tenant>.` names only its own.
+/// The tenant's files in the state folder: its file cache, digest maps and check records (a
+/// tenant id has no `.`, so `<tenant>.` names only its own), and anything left in its scratch
+/// folder (spools, export and extraction work folders).
 pub(crate) fn local_files(agent: &Agent, tenant: &TenantId) -> Result<Vec<std::path::PathBuf>> {
-    let mut out = Vec::new();
+    let scratch = agent.scratch(tenant);
+    let mut out = match std::fs::read_dir(&scratch) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(cause) => return Err(Error::Io { what: "cannot list", path: scratch, cause }),
+    };
     for folder in ["cache", "checks"] {
         let dir = agent.config.state.dir.join(folder);
         let entries = match std::fs::read_dir(&dir) {
@@ -77,6 +83,8 @@ pub(crate) fn remove_local_files(agent: &Agent, tenant: &TenantId) -> Result<()>
         let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         removed.map_err(|cause| Error::Io { what: "cannot delete", path, cause })?;
     }
+    // The empty scratch folder names the tenant: it goes too.
+    let _ = std::fs::remove_dir(agent.scratch(tenant));
     Ok(())
 }
 
