@@ -89,7 +89,13 @@ pub(crate) async fn confirm(step: &Step<'_>, tenant: &TenantId) -> Result<Confir
     let recheck = state == State::Confirmed;
     let scan = scan(agent, tenant).await?;
     if !scan.blockers.is_empty() {
-        if recheck {
+        // Told once per failure, not at every hourly tick that finds it still there.
+        let since = record.confirmed.last().copied();
+        let told = record
+            .notices
+            .iter()
+            .any(|n| n.event == crate::notices::Event::RecheckFailed && since.is_none_or(|c| n.created > c));
+        if recheck && !told {
             record.notify(crate::notices::Event::RecheckFailed, step.now);
             agent.save_lifecycle_record(&record).await?;
         }
