@@ -8,7 +8,8 @@
 //! of its canonical JSON, signature included) is what the audit log's entry records.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+use crate::signed::{esc, Signed};
 
 use crate::lifecycle::Timeline;
 use crate::store::Versioning;
@@ -137,25 +138,16 @@ pub struct AuditHead {
     pub hash: String,
 }
 
+impl crate::signed::Signed for Certificate {
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+    fn set_signature(&mut self, signature: String) {
+        self.signature = signature;
+    }
+}
+
 impl Certificate {
-    /// What the signature covers: the canonical JSON with an empty signature.
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        let unsigned = Certificate { signature: String::new(), ..self.clone() };
-        serde_json::to_vec(&unsigned).expect("a certificate serializes")
-    }
-
-    /// The SHA-256 of the signed certificate's canonical JSON: what the audit entry records,
-    /// whatever whitespace the file was written with.
-    pub fn digest(&self) -> String {
-        hex::encode(Sha256::digest(serde_json::to_vec(self).expect("a certificate serializes")))
-    }
-
-    /// A short fingerprint of the signature, for the printed page and a reader comparing it.
-    pub fn signature_fingerprint(&self) -> String {
-        let h = hex::encode(Sha256::digest(self.signature.as_bytes()));
-        h.as_bytes()[..32].chunks(4).map(|c| std::str::from_utf8(c).expect("hex")).collect::<Vec<_>>().join(":")
-    }
-
     /// The printable page (HTML, one A4 sheet or more, no script, no external resource).
     pub fn html(&self) -> String {
         let mut rows = Vec::new();
@@ -210,6 +202,3 @@ impl Certificate {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod repository;
 pub mod retention;
 pub mod seed;
+pub mod signed;
 pub mod source;
 pub mod store;
 pub mod tenant;

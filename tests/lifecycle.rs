@@ -1,6 +1,7 @@
 //! The reversibility timeline so far: the record, the dates, `lifecycle tick`, and what each
 //! state allows, on a simulated clock with a second tenant active in the same store.
 
+use reversa::signed::Signed;
 use serde_json::Value;
 
 use crate::common::{Env, Run, SMALL};

@@ -756,6 +756,7 @@ pub(super) fn print_certificate_verified(v: &crate::commands::certificate::Verif
 }
 
 pub(super) fn print_certificate(c: &crate::certificate::Certificate) {
+    use crate::signed::Signed;
     out!("certificate {} of tenant {} ({}), issued {} by {}", c.id, c.tenant, c.kind.name(), c.issued_at, c.actor);
     out!("  method: {} ({})", c.sanitization.technique, c.sanitization.category);
     for step in &c.sanitization.steps {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{Agent, Error, Result};
 use crate::audit::{Event, Outcome};
 use crate::certificate::{Certificate, Delivered, Kind};
+use crate::signed::Signed;
 use crate::repository::{layout, RepoError};
 use crate::store::Body;
 use crate::tenant::TenantId;
@@ -147,35 +148,9 @@ pub struct Verified {
 /// digest. Any failure is damage (exit 6): the certificate was edited, or is not ours.
 pub async fn verify(agent: &Agent, name: &str, bytes: &[u8]) -> Result<Verified> {
     let cert = parse(bytes).map_err(|cause| damaged(name, cause))?;
-    let public = match agent.store.get(&layout::agent_public_key(&cert.agent)).await {
-        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
-        Err(e) if e.is_not_found() => {
-            return Err(damaged(
-                name,
-                format!("its agent {} has no public key in {}", cert.agent, agent.store.describe()),
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if crate::keys::agent_id_of(&public) != cert.agent
-        || !crate::keys::verify_agent_signature(&public, &cert.signed_bytes(), &cert.signature)
-    {
-        return Err(damaged(
-            name,
-            format!(
-                "its signature is not agent {}'s over these fields: it was edited, or signed by another key",
-                cert.agent
-            ),
-        ));
-    }
-    let digest = cert.digest();
-    let entry = match issuing_entry(agent, false, &cert.id, &digest).await? {
-        Some(e) => Some(e),
-        None => issuing_entry(agent, true, &cert.id, &digest).await?,
-    };
-    let Some(entry) = entry else {
-        return Err(damaged(name, "no audit log holds the entry of the job that issued it".into()));
-    };
+    let entry = check_signed(agent, &cert, &cert.agent, "certificate", &cert.id)
+        .await?
+        .map_err(|cause| damaged(name, cause))?;
     Ok(Verified {
         id: cert.id.clone(),
         tenant: cert.tenant.clone(),
@@ -186,9 +161,43 @@ pub async fn verify(agent: &Agent, name: &str, bytes: &[u8]) -> Result<Verified>
     })
 }
 
+/// Check a signed artifact (`what` in its audit entry, `id`): its signature is `signer`'s,
+/// whose public key the store holds, and an audit log (this agent's, or the store's sealed
+/// segments of every agent) holds the end entry of the job that issued it, with its digest.
+/// `Err` says which check failed; the caller makes it damage (exit 6).
+pub(crate) async fn check_signed<T: Signed>(
+    agent: &Agent,
+    artifact: &T,
+    signer: &str,
+    what: &str,
+    id: &str,
+) -> Result<std::result::Result<(String, u64, String), String>> {
+    let public = match agent.store.get(&layout::agent_public_key(signer)).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(e) if e.is_not_found() => {
+            return Ok(Err(format!("its agent {signer} has no public key in {}", agent.store.describe())))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if crate::keys::agent_id_of(&public) != signer
+        || !crate::keys::verify_agent_signature(&public, &artifact.signed_bytes(), artifact.signature())
+    {
+        return Ok(Err(format!(
+            "its signature is not agent {signer}'s over these fields: it was edited, or signed by another key"
+        )));
+    }
+    let digest = artifact.digest();
+    let entry = match issuing_entry(agent, false, what, id, &digest).await? {
+        Some(e) => Some(e),
+        None => issuing_entry(agent, true, what, id, &digest).await?,
+    };
+    Ok(entry.ok_or_else(|| "no audit log holds the entry of the job that issued it".to_string()))
+}
+
 async fn issuing_entry(
     agent: &Agent,
     from_store: bool,
+    what: &str,
     id: &str,
     digest: &str,
 ) -> Result<Option<(String, u64, String)>> {
@@ -200,7 +209,7 @@ async fn issuing_entry(
                 && e.outcome == Some(Outcome::Ok)
                 && e.produced
                     .iter()
-                    .any(|p| p.what == "certificate" && p.id == id && p.sha256.as_deref() == Some(digest))
+                    .any(|p| p.what == what && p.id == id && p.sha256.as_deref() == Some(digest))
         })
         .map(|e| (e.agent.clone(), e.seq, e.hash.clone().unwrap_or_default())))
 }

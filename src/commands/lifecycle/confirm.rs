@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::Step;
 use crate::certificate::{self, Attestation, Certificate, Kind, Listing, Sanitization, Tool, Verification};
+use crate::signed::Signed;
 use crate::commands::certificate::Issued;
 use crate::commands::{Agent, Error, Result};
 use crate::lifecycle::{Record, SourceDeletion, State, Timeline};
