@@ -48,6 +48,8 @@ pub struct Config {
     pub lifecycle: crate::lifecycle::LifecycleConfig,
     #[serde(default)]
     pub notices: crate::notices::NoticesConfig,
+    #[serde(default)]
+    pub drill: crate::drill::DrillConfig,
     /// SHA-256 of the configuration file's text, so the audit log records when it changed.
     #[serde(skip)]
     pub file_sha256: String,
@@ -222,6 +224,7 @@ impl Config {
         self.lock.validate().map_err(|message| invalid("lock.refresh", &message))?;
         self.lifecycle.validate().map_err(|(key, message)| invalid(key, &message))?;
         self.notices.validate().map_err(|(key, message)| invalid(key, &message))?;
+        self.drill.validate().map_err(|(key, message)| invalid(key, &message))?;
         if self.exports.keep_days == 0 {
             return Err(invalid(
                 "exports.keep_days",

@@ -101,6 +101,8 @@ pub enum Task {
     Extract(crate::commands::extraction::ExtractionOptions),
     /// Deliver the tenant's notices that are due (a tick).
     DeliverNotices,
+    /// Restore a generation into scratch space, check it, time it, and sign the report.
+    Drill(crate::commands::drill::DrillOptions),
 }
 
 impl Task {
@@ -130,6 +132,7 @@ impl Task {
             Task::ConfirmExpiry => "confirm_expiry",
             Task::Extract(_) => "extraordinary_export",
             Task::DeliverNotices => "deliver_notices",
+            Task::Drill(_) => "drill",
         }
     }
 
@@ -146,7 +149,8 @@ impl Task {
             | Task::Release(_)
             | Task::FinalGeneration
             | Task::Purge(_)
-            | Task::Extract(_) => Some(false),
+            | Task::Extract(_)
+            | Task::Drill(_) => Some(false),
             _ => None,
         }
     }
@@ -351,6 +355,7 @@ pub enum Report {
     Shred(lifecycle::expiry::ShredReport),
     Confirm(Box<lifecycle::confirm::ConfirmReport>),
     Notices(crate::commands::notices::Delivered),
+    Drill(Box<crate::drill::Report>),
 }
 
 /// What the audit log keeps of a report: counts, and the ids and hashes of what was produced.
@@ -502,6 +507,16 @@ impl Report {
                 .shred(r.shred.as_ref()),
             Report::Shred(r) => ev.shred(Some(r)),
             Report::Notices(d) => ev.count("sent", d.sent).count("failed", d.failed),
+            Report::Drill(r) => {
+                use crate::signed::Signed;
+                let failed = r.tests.iter().filter(|t| t.outcome == crate::drill::Outcome::Fail).count();
+                ev.count("tables", r.tables.len())
+                    .count("files", r.files)
+                    .count("bytes_read", r.bytes_read)
+                    .count("tests_failed", failed)
+                    .count("restore_ms", (r.restore_seconds * 1000.0) as u64)
+                    .produced("drill_report", &r.id, Some(&r.digest()))
+            }
             Report::Confirm(r) => ev
                 .count("key_snapshots_checked", r.scan.key_copies.checked.len())
                 .count("blockers", r.scan.blockers.len())
@@ -657,6 +672,10 @@ async fn dispatch(
         Task::Shred => Report::Shred(lifecycle::expiry::shred(&step(agent, job), tenant()?).await?),
         Task::ConfirmExpiry => {
             Report::Confirm(Box::new(lifecycle::confirm::confirm(&step(agent, job), tenant()?).await?))
+        }
+        Task::Drill(o) => {
+            let st = step(agent, job);
+            Report::Drill(Box::new(Box::pin(crate::commands::drill::drill(&st, repo()?, o, cancel, progress)).await?))
         }
         Task::DeliverNotices => Report::Notices(Box::pin(crate::commands::notices::deliver(agent, tenant()?)).await?),
         Task::Extract(o) => {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod crypto;
+pub mod drill;
 pub mod export;
 pub mod generation;
 pub mod jobs;

@@ -426,26 +426,7 @@ fn verify_breaks_field_by_field(env: &Env, store: &dyn reversa::store::Store, ce
     std::fs::write(&file, serde_json::to_vec_pretty(cert).unwrap()).unwrap();
     let r = env.run(&["certificate", "verify", file.to_str().unwrap()]).ok();
     assert!(r.stdout.contains("signature good"), "{}", r.stdout);
-    let mut leaves = Vec::new();
-    collect_leaves(cert, String::new(), &mut leaves);
-    assert!(leaves.len() > 30, "{leaves:?}");
-    for pointer in &leaves {
-        let mut edited = cert.clone();
-        let v = edited.pointer_mut(pointer).unwrap();
-        *v = match v.take() {
-            Value::String(s) => Value::String(format!("{s}x")),
-            Value::Number(n) => Value::from(n.as_f64().unwrap() + 1.0),
-            Value::Bool(b) => Value::Bool(!b),
-            Value::Array(mut a) => {
-                a.push(Value::from("x"));
-                Value::Array(a)
-            }
-            _ => Value::from("x"),
-        };
-        std::fs::write(&file, serde_json::to_vec_pretty(&edited).unwrap()).unwrap();
-        let r = env.run(&["certificate", "verify", file.to_str().unwrap()]);
-        assert_eq!(r.code, 6, "an edit of {pointer} passed: {}", r.all());
-    }
+    every_edit_fails(env, cert, &["certificate", "verify"]);
     // Signed by another agent, whose public key the store holds: no audit log has its issue.
     use ed25519_dalek::Signer;
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
@@ -459,6 +440,32 @@ fn verify_breaks_field_by_field(env: &Env, store: &dyn reversa::store::Store, ce
     let r = env.run(&["certificate", "verify", file.to_str().unwrap()]);
     assert_eq!(r.code, 6, "{}", r.all());
     assert!(r.stderr.contains("no audit log holds"), "{}", r.stderr);
+}
+
+/// `verify FILE` (the command `verify` names) fails, exit 6, on a copy of `doc` with any one
+/// of its values changed: every leaf, every array grown.
+pub(crate) fn every_edit_fails(env: &Env, doc: &Value, verify: &[&str]) {
+    let file = env.path("edited.json");
+    let mut leaves = Vec::new();
+    collect_leaves(doc, String::new(), &mut leaves);
+    assert!(leaves.len() > 30, "{leaves:?}");
+    for pointer in &leaves {
+        let mut edited = doc.clone();
+        let v = edited.pointer_mut(pointer).unwrap();
+        *v = match v.take() {
+            Value::String(s) => Value::String(format!("{s}x")),
+            Value::Number(n) => Value::from(n.as_f64().unwrap() + 1.0),
+            Value::Bool(b) => Value::Bool(!b),
+            Value::Array(mut a) => {
+                a.push(Value::from("x"));
+                Value::Array(a)
+            }
+            _ => Value::from("x"),
+        };
+        std::fs::write(&file, serde_json::to_vec_pretty(&edited).unwrap()).unwrap();
+        let r = env.run(&[verify, &[file.to_str().unwrap()]].concat());
+        assert_eq!(r.code, 6, "an edit of {pointer} passed: {}", r.all());
+    }
 }
 
 /// The JSON pointer of every value that is not an object (arrays included as wholes, and each
@@ -584,7 +591,7 @@ fn an_early_attested_purge_shreds_at_once_and_a_dir_store_confirms_by_listing() 
 
 /// Print an HTML page to PDF in headless Chromium, as an auditor would, and read its text back
 /// with pdftotext.
-fn print_to_text(env: &Env, page: &std::path::Path) -> String {
+pub(crate) fn print_to_text(env: &Env, page: &std::path::Path) -> String {
     let pdf = env.path("page.pdf");
     let r: Run = std::process::Command::new("chromium")
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer"])

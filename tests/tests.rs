@@ -6,6 +6,7 @@ mod store_contract;
 mod audit;
 mod cli;
 mod dir_store;
+mod drill;
 mod export;
 mod foundation;
 mod incremental;

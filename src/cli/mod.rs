@@ -311,6 +311,31 @@ pub enum Command {
         #[command(subcommand)]
         command: LifecycleCommand,
     },
+    /// Restore drill: restore a generation into scratch space, verify every blob and every
+    /// table's rows, run SQLite's integrity and foreign-key checks, time it against [drill]
+    /// rto_hours, remove it, and sign the report (reports/<tenant>/drills/). A failed drill
+    /// exits 6. `--verify FILE` checks a report; `--fleet-estimate` says whether every tenant
+    /// could be restored within the objective.
+    Drill {
+        /// The tenant id.
+        #[arg(long, required_unless_present_any = ["verify", "fleet_estimate"])]
+        tenant: Option<String>,
+        /// The generation id; the newest by default.
+        #[arg(long)]
+        generation: Option<String>,
+        /// Also write the report (JSON and HTML) into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Check a drill report's signature and its audit entry.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["tenant", "fleet_estimate"])]
+        verify: Option<PathBuf>,
+        /// Estimate the whole fleet's restore time from the drills' throughput.
+        #[arg(long, conflicts_with = "tenant")]
+        fleet_estimate: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The end of a purged tenant's copies: the verification that they are gone.
     Expiry {
         #[command(subcommand)]
@@ -873,6 +898,9 @@ async fn on_agent(s: &Session, command: &Command) -> Result<i32, Error> {
             confirm(s, tenant, out.as_deref(), *json).await
         }
         Command::Certificate { command } => certificate(s, command).await,
+        Command::Drill { tenant, generation, out, verify, fleet_estimate, json } => {
+            drill(s, tenant.as_deref(), generation, out.as_deref(), verify.as_deref(), *fleet_estimate, *json).await
+        }
         Command::Unlock { tenant } => unlock(s, tenant).await,
         Command::Exports { command: ExportsCommand::List { tenant, json } } => exports_list(s, tenant, *json).await,
         Command::Exports { command: ExportsCommand::Prune { json } } => exports_prune(s, *json).await,
@@ -1173,6 +1201,54 @@ fn write_certificate(
         }
     }
     Ok(exit::OK)
+}
+
+async fn drill(
+    s: &Session,
+    tenant: Option<&str>,
+    generation: &Option<String>,
+    out: Option<&std::path::Path>,
+    verify: Option<&std::path::Path>,
+    fleet: bool,
+    json: bool,
+) -> Result<i32, Error> {
+    use crate::commands::drill as d;
+    if let Some(file) = verify {
+        let bytes = std::fs::read(file).map_err(|cause| Error::Io {
+            what: "cannot read the drill report",
+            path: file.into(),
+            cause,
+        })?;
+        let (r, entry) = d::verify(&s.agent, &file.display().to_string(), &bytes).await?;
+        render::print_drill_verified(&r, &entry);
+        return Ok(exit::OK);
+    }
+    if fleet {
+        let e = d::fleet_estimate(&s.agent).await?;
+        match json {
+            true => print_json(&e),
+            false => render::print_fleet_estimate(&e),
+        }
+        return Ok(if e.within_rto { exit::OK } else { exit::WARNINGS });
+    }
+    let tenant = TenantId::parse(tenant.unwrap_or_default())?;
+    let r = report!(s, s.job(Task::Drill(d::DrillOptions { generation: generation.clone() }), Some(&tenant)), Drill);
+    match json {
+        true => print_json(&r),
+        false => render::print_drill(&r),
+    }
+    if let Some(dir) = out {
+        for f in d::write_out(&r, dir)? {
+            if !json {
+                out!("  written: {}", f.display());
+            }
+        }
+    }
+    Ok(match r.outcome {
+        crate::drill::Outcome::Pass => exit::OK,
+        crate::drill::Outcome::Warn => exit::WARNINGS,
+        crate::drill::Outcome::Fail => exit::DAMAGED,
+    })
 }
 
 async fn certificate(s: &Session, command: &CertificateCommand) -> Result<i32, Error> {

@@ -767,3 +767,49 @@ pub(super) fn print_certificate(c: &crate::certificate::Certificate) {
     }
     out!("  signature fingerprint {}", c.signature_fingerprint());
 }
+
+pub(super) fn print_drill(r: &crate::drill::Report) {
+    out!("{}: drill of generation {}: {}", r.tenant, r.generation, format!("{:?}", r.outcome).to_uppercase());
+    for t in &r.tests {
+        out!("  {:<18} {:<5} {}", t.name, format!("{:?}", t.outcome).to_lowercase(), t.detail);
+    }
+    let e = &r.errors;
+    if e.missing + e.checksum + e.size + e.other > 0 {
+        out!("  errors: missing {}, checksum {}, size {}, other {}", e.missing, e.checksum, e.size, e.other);
+    }
+    for l in &r.lost {
+        out!("  lost: {l}");
+    }
+    out!(
+        "  restore {:.1} s (RTO {:.0} s), generation age {} s; report {}",
+        r.restore_seconds,
+        r.rto_seconds,
+        r.rpo_seconds,
+        r.id
+    );
+}
+
+pub(super) fn print_drill_verified(r: &crate::drill::Report, entry: &(String, u64, String)) {
+    use crate::signed::Signed;
+    out!("drill report {} of tenant {}: signature good (agent {})", r.id, r.tenant, r.agent);
+    out!("  signature fingerprint {}", r.signature_fingerprint());
+    out!("  issued by audit entry #{} of agent {} ({})", entry.1, entry.0, entry.2);
+}
+
+pub(super) fn print_fleet_estimate(e: &crate::commands::drill::FleetEstimate) {
+    for t in &e.tenants {
+        let rate = t.throughput.map_or("no drill yet".to_string(), |r| format!("{:.1} MB/s", r / 1e6));
+        out!("{:<24} {:>14} bytes  {rate}", t.tenant, t.bytes);
+    }
+    match e.estimate_seconds {
+        Some(s) => out!(
+            "fleet: {} tenants, {} restores at once: {:.0} s against an objective of {:.0} s: {}",
+            e.tenants.len(),
+            e.parallel,
+            s,
+            e.rto_seconds,
+            if e.within_rto { "within it" } else { "OVER it" }
+        ),
+        None => out!("fleet: no drill has measured a restore yet: run `reversa drill --tenant T` first"),
+    }
+}

@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::{Agent, Error, Result};
 use crate::audit::{Event, Outcome};
 use crate::certificate::{Certificate, Delivered, Kind};
-use crate::signed::Signed;
 use crate::repository::{layout, RepoError};
+use crate::signed::Signed;
 use crate::store::Body;
 use crate::tenant::TenantId;
 
@@ -207,9 +207,7 @@ async fn issuing_entry(
         .find(|e| {
             e.event == Event::End
                 && e.outcome == Some(Outcome::Ok)
-                && e.produced
-                    .iter()
-                    .any(|p| p.what == what && p.id == id && p.sha256.as_deref() == Some(digest))
+                && e.produced.iter().any(|p| p.what == what && p.id == id && p.sha256.as_deref() == Some(digest))
         })
         .map(|e| (e.agent.clone(), e.seq, e.hash.clone().unwrap_or_default())))
 }

@@ -58,6 +58,7 @@ pub async fn demo(base: &Path, env_key: Option<crate::keys::KeyText>, progress: 
         lock: Default::default(),
         lifecycle: Default::default(),
         notices: Default::default(),
+        drill: Default::default(),
         file_sha256: String::new(),
     };
     let config_file = base.join("reversa.toml");

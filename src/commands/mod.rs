@@ -6,6 +6,7 @@ pub mod backup;
 pub mod certificate;
 pub mod check;
 pub mod demo;
+pub mod drill;
 pub mod export;
 pub mod extraction;
 pub mod forget;

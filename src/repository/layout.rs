@@ -102,6 +102,16 @@ pub fn certificate(t: &TenantId, id: &str, ext: &str) -> String {
     format!("{}{id}.{ext}", certificates(t))
 }
 
+/// The folder of a tenant's drill reports.
+pub fn drill_reports(t: &TenantId) -> String {
+    format!("{REPORTS}{t}/drills/")
+}
+
+/// A drill report, as JSON (`json`) or as its printable page (`html`).
+pub fn drill_report(t: &TenantId, id: &str, ext: &str) -> String {
+    format!("{}{id}.{ext}", drill_reports(t))
+}
+
 /// The exports of one tenant, or of every tenant.
 pub fn exports(t: Option<&TenantId>) -> String {
     match t {

@@ -5,11 +5,11 @@ use serde::Serialize;
 
 use super::Step;
 use crate::certificate::{self, Attestation, Certificate, Kind, Listing, Sanitization, Tool, Verification};
-use crate::signed::Signed;
 use crate::commands::certificate::Issued;
 use crate::commands::{Agent, Error, Result};
 use crate::lifecycle::{Record, SourceDeletion, State, Timeline};
 use crate::repository::layout;
+use crate::signed::Signed;
 use crate::tenant::TenantId;
 
 /// What a listing of everything that could still hold the tenant's data found.
