@@ -50,6 +50,8 @@ pub struct Config {
     pub notices: crate::notices::NoticesConfig,
     #[serde(default)]
     pub drill: crate::drill::DrillConfig,
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
     /// SHA-256 of the configuration file's text, so the audit log records when it changed.
     #[serde(skip)]
     pub file_sha256: String,
@@ -225,6 +227,7 @@ impl Config {
         self.lifecycle.validate().map_err(|(key, message)| invalid(key, &message))?;
         self.notices.validate().map_err(|(key, message)| invalid(key, &message))?;
         self.drill.validate().map_err(|(key, message)| invalid(key, &message))?;
+        self.api.validate().map_err(|(key, message)| invalid(key, &message))?;
         if self.exports.keep_days == 0 {
             return Err(invalid(
                 "exports.keep_days",

@@ -5,6 +5,7 @@
 // layout query of it goes deeper than the default 128 in test builds.
 #![recursion_limit = "256"]
 
+pub mod api;
 pub mod audit;
 pub mod certificate;
 pub mod chunker;

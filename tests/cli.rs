@@ -372,3 +372,33 @@ fn the_library_reads_no_environment_variable() {
     }
     assert!(readers.is_empty(), "environment read below the CLI in {readers:?}");
 }
+
+#[test]
+fn a_new_api_token_is_shown_once_and_its_hash_goes_into_the_configuration() {
+    let env = Env::new();
+    let r = env.run_exact(&["token", "new", "--name", "comune-a-admin", "--scope", "tenant:comune-a"]).ok();
+    let token = r.stdout.lines().find_map(|l| l.strip_prefix("# rvs_")).map(|t| format!("rvs_{t}")).unwrap();
+    let lines: String = r.stdout.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    assert!(
+        lines.contains(&format!("sha256 = \"{want}\"")) && lines.contains("scope = \"tenant:comune-a\""),
+        "{lines}"
+    );
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, format!("{text}\n{lines}")).unwrap();
+    env.run(&["tenant", "list"]).ok();
+    let cfg = reversa::config::Config::load(&env.config).unwrap();
+    assert_eq!(cfg.api.authenticate(&token).map(|t| t.name.as_str()), Some("comune-a-admin"));
+    assert!(cfg.api.authenticate("rvs_not-it").is_none());
+    // A scope that is none, and a hash that is not one, are named.
+    let r = env.run_exact(&["token", "new", "--name", "x", "--scope", "tenant:Bad"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    std::fs::write(
+        &env.config,
+        format!("{text}\n[[api.tokens]]\nname = \"x\"\nscope = \"auditor\"\nsha256 = \"00\"\n"),
+    )
+    .unwrap();
+    let r = env.run(&["tenant", "list"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("api.tokens.sha256"), "{}", r.stderr);
+}

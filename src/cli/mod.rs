@@ -369,10 +369,29 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArgs,
     },
+    /// API tokens for the daemon.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
         /// The shell, e.g. bash: `reversa completions bash > /etc/bash_completion.d/reversa`.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a fresh random token and print it once, with the [[api.tokens]] lines to paste into
+    /// the configuration (which keeps only its SHA-256). Needs no configuration.
+    New {
+        /// The token's name: the actor the audit log records for what it asks.
+        #[arg(long)]
+        name: String,
+        /// operator, auditor, or tenant:<id> (that tenant's designated administrator).
+        #[arg(long)]
+        scope: String,
     },
 }
 
@@ -804,6 +823,17 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             render::print_init(&r);
             Ok(if r.unreadable.is_empty() { exit::OK } else { exit::MISSING_KEY })
         }
+        Command::Token { command: TokenCommand::New { name, scope } } => {
+            let scope = crate::api::Scope::try_from(scope.clone()).map_err(Error::Usage)?;
+            if name.trim().is_empty() || name.contains(['"', '\\', '\n']) {
+                return Err(Error::Usage(format!("--name {name:?}: give a plain name, such as ops-team")));
+            }
+            let (token, sha256) = crate::api::tokens::new_token();
+            out!("# The token, shown this once: give it to its holder, as `Authorization: Bearer <token>`.");
+            out!("# {}", token.expose());
+            out!("[[api.tokens]]\nname = \"{name}\"\nscope = \"{}\"\nsha256 = \"{sha256}\"", String::from(scope));
+            Ok(exit::OK)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut script = Vec::new();
@@ -908,7 +938,7 @@ async fn on_agent(s: &Session, command: &Command) -> Result<i32, Error> {
         Command::Disclosures { filter, pending_notices, format } => {
             audit::disclosures(s, filter, *pending_notices, format.format()).await
         }
-        Command::Demo { .. } | Command::Init { .. } | Command::Completions { .. } => {
+        Command::Demo { .. } | Command::Init { .. } | Command::Token { .. } | Command::Completions { .. } => {
             unreachable!("run handles the commands without an agent")
         }
     }

@@ -59,6 +59,7 @@ pub async fn demo(base: &Path, env_key: Option<crate::keys::KeyText>, progress: 
         lifecycle: Default::default(),
         notices: Default::default(),
         drill: Default::default(),
+        api: Default::default(),
         file_sha256: String::new(),
     };
     let config_file = base.join("reversa.toml");
