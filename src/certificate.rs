@@ -138,18 +138,12 @@ pub struct AuditHead {
     pub hash: String,
 }
 
-impl crate::signed::Signed for Certificate {
-    fn signature(&self) -> &str {
-        &self.signature
+impl Signed for Certificate {
+    fn id(&self) -> &str {
+        &self.id
     }
-    fn set_signature(&mut self, signature: String) {
-        self.signature = signature;
-    }
-}
-
-impl Certificate {
-    /// The printable page (HTML, one A4 sheet or more, no script, no external resource).
-    pub fn html(&self) -> String {
+    /// The printable page (HTML, no script, no external resource).
+    fn html(&self) -> String {
         let mut rows = Vec::new();
         let mut row = |k: &str, v: String| rows.push(format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v)));
         let t = &self.timeline;
@@ -199,5 +193,11 @@ impl Certificate {
             agent = esc(&self.agent),
             fp = self.signature_fingerprint(),
         )
+    }
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+    fn set_signature(&mut self, signature: String) {
+        self.signature = signature;
     }
 }

@@ -113,41 +113,11 @@ pub struct Report {
 }
 
 impl Signed for Report {
-    fn signature(&self) -> &str {
-        &self.signature
+    fn id(&self) -> &str {
+        &self.id
     }
-    fn set_signature(&mut self, signature: String) {
-        self.signature = signature;
-    }
-}
-
-/// The drill's outcome: its worst test.
-pub fn outcome(tests: &[Test]) -> Outcome {
-    let worst = tests.iter().map(|t| t.outcome);
-    worst.fold(Outcome::Pass, |a, b| match (a, b) {
-        (Outcome::Fail, _) | (_, Outcome::Fail) => Outcome::Fail,
-        (Outcome::Warn, _) | (_, Outcome::Warn) => Outcome::Warn,
-        _ => Outcome::Pass,
-    })
-}
-
-/// The class of a restore's loss, from the message of the store or the crypto layer it carries
-/// (`StoreError::NotFound`, `StoreError::PastEnd`, an `OpenError`).
-pub fn classify(cause: &str, errors: &mut Errors) {
-    if cause.contains("does not exist") || cause.contains("is not in the index") {
-        errors.missing += 1;
-    } else if cause.contains("past the end") || cause.contains("truncated") || cause.contains("cut short") {
-        errors.size += 1;
-    } else if cause.contains("authenticat") || cause.contains("damaged") || cause.contains("does not open") {
-        errors.checksum += 1;
-    } else {
-        errors.other += 1;
-    }
-}
-
-impl Report {
     /// The printable page (HTML, no script, no external resource).
-    pub fn html(&self) -> String {
+    fn html(&self) -> String {
         let mut rows = Vec::new();
         let mut row = |k: &str, v: String| rows.push(format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v)));
         row("Tenant / Ente", self.tenant.clone());
@@ -190,5 +160,35 @@ impl Report {
             agent = esc(&self.agent),
             fp = self.signature_fingerprint(),
         )
+    }
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+    fn set_signature(&mut self, signature: String) {
+        self.signature = signature;
+    }
+}
+
+/// The drill's outcome: its worst test.
+pub fn outcome(tests: &[Test]) -> Outcome {
+    let worst = tests.iter().map(|t| t.outcome);
+    worst.fold(Outcome::Pass, |a, b| match (a, b) {
+        (Outcome::Fail, _) | (_, Outcome::Fail) => Outcome::Fail,
+        (Outcome::Warn, _) | (_, Outcome::Warn) => Outcome::Warn,
+        _ => Outcome::Pass,
+    })
+}
+
+/// The class of a restore's loss, from the message of the store or the crypto layer it carries
+/// (`StoreError::NotFound`, `StoreError::PastEnd`, an `OpenError`).
+pub fn classify(cause: &str, errors: &mut Errors) {
+    if cause.contains("does not exist") || cause.contains("is not in the index") {
+        errors.missing += 1;
+    } else if cause.contains("past the end") || cause.contains("truncated") || cause.contains("cut short") {
+        errors.size += 1;
+    } else if cause.contains("authenticat") || cause.contains("damaged") || cause.contains("does not open") {
+        errors.checksum += 1;
+    } else {
+        errors.other += 1;
     }
 }

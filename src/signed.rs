@@ -5,8 +5,18 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub trait Signed: Serialize + Clone {
+    fn id(&self) -> &str;
     fn signature(&self) -> &str;
     fn set_signature(&mut self, signature: String);
+    /// The printable page (HTML, no script, no external resource).
+    fn html(&self) -> String;
+
+    /// The JSON file people read: indented, with a final newline.
+    fn pretty_json(&self) -> Vec<u8> {
+        let mut b = serde_json::to_vec_pretty(self).expect("a signed artifact serializes");
+        b.push(b'\n');
+        b
+    }
 
     /// What the signature covers: the canonical JSON with an empty signature.
     fn signed_bytes(&self) -> Vec<u8> {

@@ -1226,7 +1226,7 @@ fn write_certificate(
     out: Option<&std::path::Path>,
 ) -> Result<i32, Error> {
     if let (Some(c), Some(dir)) = (issued, out) {
-        for f in crate::commands::certificate::write_out(c, dir)? {
+        for f in crate::commands::certificate::write_out(&*c.certificate, dir)? {
             out!("  written: {}", f.display());
         }
     }
@@ -1268,7 +1268,7 @@ async fn drill(
         false => render::print_drill(&r),
     }
     if let Some(dir) = out {
-        for f in d::write_out(&r, dir)? {
+        for f in crate::commands::certificate::write_out(&*r, dir)? {
             if !json {
                 out!("  written: {}", f.display());
             }

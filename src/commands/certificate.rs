@@ -33,8 +33,7 @@ pub(crate) async fn store(agent: &Agent, cert: &Certificate) -> Result<Issued> {
     let tenant = TenantId::parse(&cert.tenant)?;
     let json = layout::certificate(&tenant, &cert.id, "json");
     let html = layout::certificate(&tenant, &cert.id, "html");
-    agent.store.put(&json, Body::Bytes(Bytes::from(pretty(cert)))).await?;
-    agent.store.put(&html, Body::Bytes(Bytes::from(cert.html()))).await?;
+    put_signed(agent, cert, &json, &html).await?;
     Ok(Issued {
         id: cert.id.clone(),
         kind: cert.kind,
@@ -45,21 +44,23 @@ pub(crate) async fn store(agent: &Agent, cert: &Certificate) -> Result<Issued> {
     })
 }
 
-fn pretty(cert: &Certificate) -> Vec<u8> {
-    let mut b = serde_json::to_vec_pretty(cert).expect("a certificate serializes");
-    b.push(b'\n');
-    b
+/// Put a signed artifact into the store: its JSON at `json`, its page at `html`.
+pub(crate) async fn put_signed<T: Signed>(agent: &Agent, artifact: &T, json: &str, html: &str) -> Result<()> {
+    agent.store.put(json, Body::Bytes(Bytes::from(artifact.pretty_json()))).await?;
+    agent.store.put(html, Body::Bytes(Bytes::from(artifact.html()))).await?;
+    Ok(())
 }
 
-/// Write the certificate's JSON and page into `dir` (`--out DIR`), as `<id>.json` and `<id>.html`.
-pub fn write_out(issued: &Issued, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+/// Write a signed artifact's JSON and page into `dir` (`--out DIR`), as `<id>.json` and
+/// `<id>.html`.
+pub fn write_out<T: Signed>(artifact: &T, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
         move |cause| Error::Io { what: "cannot write", path, cause }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let c = &issued.certificate;
-    let files = [(format!("{}.json", c.id), pretty(c)), (format!("{}.html", c.id), c.html().into_bytes())];
+    let id = artifact.id();
+    let files = [(format!("{id}.json"), artifact.pretty_json()), (format!("{id}.html"), artifact.html().into_bytes())];
     let mut out = Vec::new();
     for (name, bytes) in files {
         let path = dir.join(name);

@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +15,6 @@ use crate::generation::Entry;
 use crate::progress::Progress;
 use crate::repository::{layout, RepoError, Repository};
 use crate::signed::Signed;
-use crate::store::Body;
 
 /// What `drill` is asked.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -25,15 +23,6 @@ pub struct DrillOptions {
     /// The generation; the newest when absent.
     #[serde(default)]
     pub generation: Option<String>,
-}
-
-/// Removes the drill's restored copy on every way out.
-struct Scratch<'a>(&'a Path);
-
-impl Drop for Scratch<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0);
-    }
 }
 
 pub(crate) async fn drill(
@@ -47,7 +36,7 @@ pub(crate) async fn drill(
     let tenant = repo.tenant();
     let manifest = repo.resolve_generation(opts.generation.as_deref()).await?;
     let to = agent.scratch(tenant).join(format!("drill-{}", crate::time_sortable_id()));
-    let scratch = Scratch(&to);
+    let scratch = super::Scratch::create(&to)?;
     let clock = Instant::now();
     let ropts = RestoreOptions { generation: Some(manifest.id.clone()), to: to.clone(), force: false, partial: true };
     let restored = Box::pin(restore::restore(agent, repo, &ropts, cancel, progress)).await?;
@@ -192,29 +181,8 @@ fn database_checks(db: &Path, expected: &[(String, u64)]) -> Result<(Vec<TableCo
 
 async fn store(agent: &Agent, r: &Report) -> Result<()> {
     let tenant = crate::tenant::TenantId::parse(&r.tenant)?;
-    let mut json = serde_json::to_vec_pretty(r).expect("a report serializes");
-    json.push(b'\n');
-    agent.store.put(&layout::drill_report(&tenant, &r.id, "json"), Body::Bytes(Bytes::from(json))).await?;
-    agent.store.put(&layout::drill_report(&tenant, &r.id, "html"), Body::Bytes(Bytes::from(r.html()))).await?;
-    Ok(())
-}
-
-/// Write the report's JSON and page into `dir` (`--out DIR`).
-pub fn write_out(r: &Report, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |cause| Error::Io { what: "cannot write", path, cause }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let mut json = serde_json::to_vec_pretty(r).expect("a report serializes");
-    json.push(b'\n');
-    let mut out = Vec::new();
-    for (name, bytes) in [(format!("{}.json", r.id), json), (format!("{}.html", r.id), r.html().into_bytes())] {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).map_err(io(&path))?;
-        out.push(path);
-    }
-    Ok(out)
+    let (json, html) = (layout::drill_report(&tenant, &r.id, "json"), layout::drill_report(&tenant, &r.id, "html"));
+    super::certificate::put_signed(agent, r, &json, &html).await
 }
 
 /// `drill --verify FILE`: the report's signature and the audit entry of the drill that made it.

@@ -116,7 +116,8 @@ pub(crate) async fn extract(
         )));
     };
     let what = asked(opts)?;
-    let scratch = Scratch::create(&agent.scratch(tenant).join(format!("extract-{}", crate::time_sortable_id())))?;
+    let scratch =
+        super::Scratch::create(&agent.scratch(tenant).join(format!("extract-{}", crate::time_sortable_id())))?;
     let db_dir = scratch.0.join("db");
     let manifest = super::restore::materialize_database(agent, repo, &generation, &db_dir, cancel, progress).await?;
     let derived = scratch.0.join("src");
@@ -155,24 +156,6 @@ pub(crate) async fn extract(
     let report = Box::pin(export::write(agent, tenant, input, &eopts, extras, cancel, progress)).await;
     drop(scratch);
     report
-}
-
-/// A private scratch folder, removed when dropped (it holds the tenant's data in clear).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn create(path: &Path) -> Result<Scratch> {
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(path)
-            .map_err(|cause| Error::Io { what: "cannot create", path: path.to_path_buf(), cause })?;
-        Ok(Scratch(path.to_path_buf()))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn db_err(e: rusqlite::Error) -> Error {

@@ -260,6 +260,25 @@ fn remove_stale_temporaries(tmp: &std::path::Path) {
     }
 }
 
+/// A private scratch folder (mode 0700: it holds the tenant's data in clear), removed with
+/// everything in it when dropped, on every way out.
+pub(crate) struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub(crate) fn create(path: &std::path::Path) -> Result<Scratch> {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(path)
+            .map_err(|cause| Error::Io { what: "cannot create", path: path.to_path_buf(), cause })?;
+        Ok(Scratch(path.to_path_buf()))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub struct Agent {
     pub config: Config,
     pub store: Arc<dyn Store>,
@@ -413,12 +432,7 @@ impl Agent {
         };
         let mut ks = copy()?;
         let mut check = ks.verify_snapshots(&*self.store).await?;
-        for t in &check.shredded_elsewhere {
-            let tenant = TenantId::parse(t)?;
-            self.keystore().shred(&tenant)?;
-            self.key_event("key_shred_adopted", Some(&tenant), check.newest.as_deref())?;
-        }
-        if !check.shredded_elsewhere.is_empty() {
+        if self.adopt_shreds(&check.shredded_elsewhere, check.newest.as_deref())? {
             // What a repair may upload must not hold the key it just shredded.
             ks = copy()?;
         }
@@ -471,25 +485,35 @@ impl Agent {
 
     /// Upload a keystore snapshot unless the store already holds the keystore as it is now.
     pub async fn ensure_keystore_snapshot(&self) -> Result<()> {
-        if self.keystore().snapshot_needed(&*self.store).is_none() {
-            return Ok(());
-        }
+        // Sealed under the lock, uploaded without holding it.
+        let Some(mut pending) = self.keystore().snapshot_needed(&*self.store) else { return Ok(()) };
         // Before this agent's keystore goes up, it takes every shred another agent recorded:
-        // an upload must never bring a shredded key back.
-        for t in keys::shredded_in_store(&self.master, &*self.store).await? {
-            let tenant = TenantId::parse(&t)?;
-            if self.holds_key(&tenant) {
-                self.keystore().shred(&tenant)?;
-                self.key_event("key_shred_adopted", Some(&tenant), None)?;
+        // an upload must never bring a shredded key back. What it took is sealed again.
+        let shredded = keys::shredded_in_store(&self.master, &*self.store).await?;
+        if self.adopt_shreds(&shredded, None)? {
+            match self.keystore().snapshot_needed(&*self.store) {
+                Some(p) => pending = p,
+                None => return Ok(()),
             }
         }
-        // Seal under the lock, then upload without holding it.
-        let pending = self.keystore().snapshot_needed(&*self.store);
-        if let Some(p) = pending {
-            let key = p.upload(&*self.store).await?;
-            self.key_event("keystore_snapshot", None, Some(&key))?;
-        }
+        let key = pending.upload(&*self.store).await?;
+        self.key_event("keystore_snapshot", None, Some(&key))?;
         Ok(())
+    }
+
+    /// Shred here every key of `tenants` (shredded by another agent, as `snapshot` or some
+    /// snapshot records) that this keystore still holds; returns whether it shredded one.
+    fn adopt_shreds(&self, tenants: &[String], snapshot: Option<&str>) -> Result<bool> {
+        let mut adopted = false;
+        for t in tenants {
+            let tenant = TenantId::parse(t)?;
+            if self.holds_key(&tenant) {
+                self.keystore().shred(&tenant)?;
+                self.key_event("key_shred_adopted", Some(&tenant), snapshot)?;
+                adopted = true;
+            }
+        }
+        Ok(adopted)
     }
 
     /// The tenants of the source, or the one asked for, validated.

@@ -54,6 +54,23 @@ pub(crate) async fn expiry_blocker(agent: &Agent, tenant: &TenantId) -> Result<O
     Ok(None)
 }
 
+/// Delete a file, or a folder with everything in it; a symlink is removed, never followed.
+/// Already gone is not an error.
+pub(crate) fn remove_path(path: &std::path::Path) -> Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::Io { what: "cannot delete", path: path.to_path_buf(), cause: e })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The tenant's files in the state folder: its file cache, digest maps and check records (a
 /// tenant id has no `.`, so `<tenant>.` names only its own), and anything left in its scratch
 /// folder (spools, export and extraction work folders).
@@ -80,8 +97,7 @@ pub(crate) fn local_files(agent: &Agent, tenant: &TenantId) -> Result<Vec<std::p
 
 pub(crate) fn remove_local_files(agent: &Agent, tenant: &TenantId) -> Result<()> {
     for path in local_files(agent, tenant)? {
-        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        removed.map_err(|cause| Error::Io { what: "cannot delete", path, cause })?;
+        remove_path(&path)?;
     }
     // The empty scratch folder names the tenant: it goes too.
     let _ = std::fs::remove_dir(agent.scratch(tenant));

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{delete_versions, Step};
+use super::{delete_versions, remove_path, Step};
 use crate::commands::{backup, check, Agent, Error, Result};
 use crate::lifecycle::{Purge, Record, ShredWhen, SourceDeletion, State, Timeline};
 use crate::progress::Progress;
@@ -89,7 +89,8 @@ pub(crate) async fn purge(
     let mut record = agent.lifecycle_record(tenant).await?;
     let cfg = &agent.config.lifecycle;
     let state = super::due_state(&record, cfg, step.now);
-    let source = may_purge(&record, Timeline::of_record(&record, cfg).as_ref(), state, opts, step)?;
+    let timeline = Timeline::of_record(&record, cfg);
+    let source = may_purge(&record, timeline.as_ref(), state, opts, step)?;
     let final_generation = match record.final_generation.clone() {
         Some(g) => g,
         None => take_final_generation(agent, repo, &mut record, cancel, progress).await?.manifest.id,
@@ -107,11 +108,7 @@ pub(crate) async fn purge(
     let purge = Purge {
         at: step.now,
         by: step.actor.to_string(),
-        early_reason: if step.now < Timeline::of_record(&record, cfg).expect("terminated").safeguard_end {
-            step.reason.map(String::from)
-        } else {
-            None
-        },
+        early_reason: timeline.filter(|t| step.now < t.safeguard_end).and(step.reason.map(String::from)),
         source,
         extra_paths_deleted,
         exports_deleted,
@@ -247,19 +244,4 @@ fn matches(pattern: &str, tenant: &TenantId) -> Result<Vec<std::path::PathBuf>> 
     let p = p.strip_suffix("/**").unwrap_or(&p);
     let paths = glob::glob(p).map_err(|e| Error::Usage(format!("[lifecycle] extra_paths {pattern:?}: {e}")))?;
     Ok(paths.filter_map(|r| r.ok()).collect())
-}
-
-fn remove_path(path: &std::path::Path) -> Result<()> {
-    let removed = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => Err(e),
-    };
-    match removed {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::Io { what: "cannot delete", path: path.to_path_buf(), cause: e })
-        }
-        _ => Ok(()),
-    }
 }
