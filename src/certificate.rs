@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::signed::{esc, Signed};
+use crate::signed::{Page, Signed};
 
 use crate::lifecycle::Timeline;
 use crate::store::Versioning;
@@ -144,8 +144,8 @@ impl Signed for Certificate {
     }
     /// The printable page (HTML, no script, no external resource).
     fn html(&self) -> String {
-        let mut rows = Vec::new();
-        let mut row = |k: &str, v: String| rows.push(format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v)));
+        let mut page = Page::default();
+        let mut row = |k: &str, v: String| page.row(k, v);
         let t = &self.timeline;
         row("Tenant / Ente", self.tenant.clone());
         row("Kind / Tipo", self.kind.name().into());
@@ -179,20 +179,10 @@ impl Signed for Certificate {
         row("Issued / Emesso", self.issued_at.to_string());
         row("Agent", self.agent.clone());
         row("Audit head", format!("#{} {}", self.audit_head.seq, self.audit_head.hash));
-        let steps: String = self.sanitization.steps.iter().map(|s| format!("<li>{}</li>", esc(s))).collect();
-        format!(
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Certificate {id}</title>\
-             <style>body{{font-family:sans-serif;font-size:10pt;margin:2em}}th{{text-align:left;vertical-align:top;\
-             padding-right:1em;width:16em}}td{{overflow-wrap:anywhere}}code{{font-size:9pt}}</style></head><body>\
-             <h1>Certificate of sanitization / Certificato di cancellazione</h1><p>Certificate {id}, per NIST SP \
-             800-88 Rev. 1</p><table>{rows}</table><h2>Steps / Passi</h2><ol>{steps}</ol><h2>Signature / Firma</h2>\
-             <p>Ed25519, agent {agent}</p><p>Signature fingerprint: <code>{fp}</code></p>\
-             <p>Verify with <code>reversa certificate verify FILE.json</code>.</p></body></html>\n",
-            id = esc(&self.id),
-            rows = rows.join(""),
-            agent = esc(&self.agent),
-            fp = self.signature_fingerprint(),
-        )
+        page.list("Steps / Passi", &self.sanitization.steps);
+        let subtitle = format!("Certificate {}, per NIST SP 800-88 Rev. 1", self.id);
+        let heading = "Certificate of sanitization / Certificato di cancellazione";
+        page.render(self, heading, &subtitle, &self.agent, "reversa certificate verify FILE.json")
     }
     fn signature(&self) -> &str {
         &self.signature

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::signed::{esc, Signed};
+use crate::signed::{Page, Signed};
 
 pub const FORMAT: u32 = 1;
 
@@ -118,8 +118,8 @@ impl Signed for Report {
     }
     /// The printable page (HTML, no script, no external resource).
     fn html(&self) -> String {
-        let mut rows = Vec::new();
-        let mut row = |k: &str, v: String| rows.push(format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v)));
+        let mut page = Page::default();
+        let mut row = |k: &str, v: String| page.row(k, v);
         row("Tenant / Ente", self.tenant.clone());
         row("Outcome / Esito", format!("{:?}", self.outcome).to_lowercase());
         row("Generation / Generazione", format!("{} ({})", self.generation, self.generation_time));
@@ -148,17 +148,13 @@ impl Signed for Report {
         row("Actor / Operatore", self.actor.clone());
         row("Agent", self.agent.clone());
         row("Audit head", format!("#{} {}", self.audit_head.seq, self.audit_head.hash));
-        format!(
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Drill {id}</title><style>\
-             body{{font-family:sans-serif;font-size:10pt;margin:2em}}th{{text-align:left;vertical-align:top;\
-             padding-right:1em;width:16em}}td{{overflow-wrap:anywhere}}</style></head><body><h1>Restore drill / \
-             Prova di ripristino</h1><p>Report {id}</p><table>{rows}</table><h2>Signature / Firma</h2><p>Ed25519, \
-             agent {agent}</p><p>Signature fingerprint: <code>{fp}</code></p><p>Verify with <code>reversa drill \
-             --verify FILE.json</code>.</p></body></html>\n",
-            id = esc(&self.id),
-            rows = rows.join(""),
-            agent = esc(&self.agent),
-            fp = self.signature_fingerprint(),
+        let subtitle = format!("Report {}", self.id);
+        page.render(
+            self,
+            "Restore drill / Prova di ripristino",
+            &subtitle,
+            &self.agent,
+            "reversa drill --verify FILE.json",
         )
     }
     fn signature(&self) -> &str {
