@@ -486,6 +486,19 @@ impl Report {
             Report::Init(r) => ev.count("keys_recovered", r.recovery.as_ref().map_or(0, |rec| rec.keys.len())),
             Report::TenantSet(r) => ev.count("contacts", r.contacts),
             Report::Lifecycle(s) => ev.produced("state", s.state.name(), None),
+            Report::LifecycleTick(_)
+            | Report::Purge(_)
+            | Report::Expire(_)
+            | Report::Shred(_)
+            | Report::Notices(_)
+            | Report::Drill(_)
+            | Report::Confirm(_) => self.lifecycle_evidence(ev),
+        }
+    }
+
+    /// The evidence of the lifecycle's steps, the drills and the notices.
+    fn lifecycle_evidence(&self, ev: Evidence) -> Evidence {
+        match self {
             Report::LifecycleTick(ticked) => {
                 let moved: Vec<_> = ticked.iter().filter(|t| t.from != t.to).collect();
                 let ev = ev
@@ -521,6 +534,7 @@ impl Report {
                 .count("key_snapshots_checked", r.scan.key_copies.checked.len())
                 .count("blockers", r.scan.blockers.len())
                 .certificate(r.certificate.as_ref()),
+            _ => ev,
         }
     }
 }
